@@ -1,0 +1,16 @@
+//! Fixed index parsing must never panic; accepted input must round-trip (modulo reserved
+//! header bytes and the untrusted stored csum).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pbs_cloud_server::format::fixed_index::FixedIndex;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(idx) = FixedIndex::parse(data) {
+        let total: u64 = (0..idx.chunk_count()).map(|i| idx.chunk_len(i)).sum();
+        assert_eq!(total, idx.size);
+        let _ = idx.csum();
+        let again = FixedIndex::parse(&idx.to_bytes()).unwrap();
+        assert_eq!(again, idx);
+    }
+});

@@ -1,0 +1,63 @@
+//! `GET`/`DELETE /admin/datastore/{store}/groups`.
+
+use http::Response;
+use serde_json::json;
+
+use super::records::group_item;
+use crate::api::context::{ds_error, Ctx};
+use crate::auth::{owner_matches, Privileges};
+use crate::net::{json_data, Body, HttpError};
+use crate::state::DatastoreEntry;
+
+/// Groups of a namespace; with only Backup privilege, just the caller's own groups.
+pub async fn list(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, HttpError> {
+    let ns = ctx.params.namespace("ns")?;
+    let privs = ctx.require_any(entry, &ns, Privileges::AUDIT | Privileges::BACKUP)?;
+    let store = &entry.store;
+    let mut items = Vec::new();
+    for group in store.list_groups(&ns).await.map_err(ds_error)? {
+        let owner = store.group_owner(&ns, &group).await.map_err(ds_error)?;
+        if !privs.contains(Privileges::AUDIT)
+            && !owner
+                .as_deref()
+                .is_some_and(|o| owner_matches(&ctx.id.authid, o))
+        {
+            continue;
+        }
+        let snapshots = store.list_snapshots(&ns, &group).await.map_err(ds_error)?;
+        if snapshots.is_empty() {
+            continue;
+        }
+        let notes = store.group_notes(&ns, &group).await.map_err(ds_error)?;
+        items.push(group_item(&group, &snapshots, owner, notes.as_deref()));
+    }
+    Ok(json_data(items))
+}
+
+/// Removes a group's snapshots (protected ones stay; then an error unless
+/// `error-on-protected=false`).
+pub async fn delete(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, HttpError> {
+    let ns = ctx.params.namespace("ns")?;
+    let group = ctx.params.group()?;
+    let error_on_protected = ctx.params.bool_or("error-on-protected", true)?;
+    ctx.check_group(entry, &ns, &group, Privileges::MODIFY, Privileges::PRUNE)
+        .await?;
+    let store = &entry.store;
+    if !store.group_exists(&ns, &group).await.map_err(ds_error)? {
+        return Err(HttpError::not_found(format!(
+            "group '{group}' not found - ENOENT: No such file or directory"
+        )));
+    }
+    let stats = store.remove_group(&ns, &group).await.map_err(ds_error)?;
+    if stats.protected_snapshots > 0 && error_on_protected {
+        return Err(HttpError::bad_request(format!(
+            "group '{group}' still contains {} protected snapshot(s)",
+            stats.protected_snapshots
+        )));
+    }
+    Ok(json_data(json!({
+        "removed-groups": u64::from(stats.protected_snapshots == 0),
+        "protected-snapshots": stats.protected_snapshots,
+        "removed-snapshots": stats.removed_snapshots,
+    })))
+}

@@ -1,0 +1,62 @@
+//! `/admin/datastore/...` (protocol.md §6.1): one module per operation.
+
+pub mod change_owner;
+pub mod download;
+pub mod files;
+pub mod gc;
+pub mod groups;
+pub mod list;
+pub mod namespace;
+pub mod notes;
+pub mod protected;
+pub mod prune;
+pub mod records;
+pub mod snapshots;
+pub mod status;
+pub mod upload_log;
+
+use http::{Method, Response, StatusCode};
+
+use super::context::Ctx;
+use super::router::DatastoreOp;
+use crate::net::{Body, HttpError};
+
+/// Dispatches an operation on datastore `store` by method.
+pub async fn call(
+    ctx: &Ctx,
+    store: &str,
+    op: DatastoreOp,
+    method: &Method,
+) -> Result<Response<Body>, HttpError> {
+    let entry = ctx.store(store)?;
+    let e = &entry;
+    use DatastoreOp as Op;
+    match (op, method) {
+        (Op::Status, &Method::GET) => status::get(ctx, e).await,
+        (Op::Groups, &Method::GET) => groups::list(ctx, e).await,
+        (Op::Groups, &Method::DELETE) => groups::delete(ctx, e).await,
+        (Op::Snapshots, &Method::GET) => snapshots::list(ctx, e).await,
+        (Op::Snapshots, &Method::DELETE) => snapshots::delete(ctx, e).await,
+        (Op::Files, &Method::GET) => files::list(ctx, e).await,
+        (Op::Notes, &Method::GET) => notes::get(ctx, e).await,
+        (Op::Notes, &Method::PUT) => notes::put(ctx, e).await,
+        (Op::GroupNotes, &Method::GET) => notes::get_group(ctx, e).await,
+        (Op::GroupNotes, &Method::PUT) => notes::put_group(ctx, e).await,
+        (Op::Protected, &Method::GET) => protected::get(ctx, e).await,
+        (Op::Protected, &Method::PUT) => protected::put(ctx, e).await,
+        (Op::Namespace, &Method::GET) => namespace::list(ctx, e).await,
+        (Op::Namespace, &Method::POST) => namespace::create(ctx, e).await,
+        (Op::Namespace, &Method::DELETE) => namespace::delete(ctx, e).await,
+        (Op::Prune, &Method::POST) => prune::post(ctx, e).await,
+        (Op::UploadBackupLog, &Method::POST) => upload_log::post(ctx, e).await,
+        (Op::ChangeOwner, &Method::POST) => change_owner::post(ctx, e).await,
+        (Op::Gc, &Method::POST) => gc::start(ctx, e).await,
+        (Op::Gc, &Method::GET) => gc::status(ctx, e).await,
+        (Op::Download, &Method::GET) => download::raw(ctx, e).await,
+        (Op::DownloadDecoded, &Method::GET) => download::decoded(ctx, e).await,
+        (_, m) => Err(HttpError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {m} not allowed on this path"),
+        )),
+    }
+}

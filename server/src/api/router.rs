@@ -1,0 +1,177 @@
+//! Maps a request path below `/api2/json` to a [`Route`]. Segments are percent-decoded one by
+//! one, so a UPID or a store name may contain encoded characters without changing the shape.
+
+use percent_encoding::percent_decode_str;
+
+use crate::net::HttpError;
+
+/// Prefix of the JSON API.
+pub const API_PREFIX: &str = "/api2/json";
+/// Longest accepted path plus query (PBS answers 414 beyond this).
+pub const MAX_URI_LEN: usize = 3072;
+
+/// Operations below `/admin/datastore/{store}/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatastoreOp {
+    Status,
+    Groups,
+    Snapshots,
+    Files,
+    Notes,
+    GroupNotes,
+    Protected,
+    Namespace,
+    Prune,
+    UploadBackupLog,
+    ChangeOwner,
+    Gc,
+    Download,
+    DownloadDecoded,
+}
+
+impl DatastoreOp {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "status" => Self::Status,
+            "groups" => Self::Groups,
+            "snapshots" => Self::Snapshots,
+            "files" => Self::Files,
+            "notes" => Self::Notes,
+            "group-notes" => Self::GroupNotes,
+            "protected" => Self::Protected,
+            "namespace" => Self::Namespace,
+            "prune" => Self::Prune,
+            "upload-backup-log" => Self::UploadBackupLog,
+            "change-owner" => Self::ChangeOwner,
+            "gc" => Self::Gc,
+            "download" => Self::Download,
+            "download-decoded" => Self::DownloadDecoded,
+            _ => return None,
+        })
+    }
+}
+
+/// What a request addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    Version,
+    AccessTicket,
+    NodeIdentity,
+    Tasks,
+    Task { upid: String },
+    TaskStatus { upid: String },
+    TaskLog { upid: String },
+    DatastoreList,
+    Datastore { store: String, op: DatastoreOp },
+    Tenants,
+    TenantUsage { tenant: String },
+    BackupUpgrade,
+    ReaderUpgrade,
+}
+
+impl Route {
+    /// True for the only endpoint that works without authentication.
+    pub fn is_public(&self) -> bool {
+        matches!(self, Route::AccessTicket)
+    }
+}
+
+/// The answer PBS gives for an unknown path.
+pub fn not_found(path: &str) -> HttpError {
+    HttpError::not_found(format!("Path '{path}' not found."))
+}
+
+/// Splits and percent-decodes the path segments after `/api2/json`.
+fn segments(path: &str) -> Option<Vec<String>> {
+    let rest = path.strip_prefix(API_PREFIX)?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    Some(
+        rest.split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+            .collect(),
+    )
+}
+
+/// Resolves a raw (still percent-encoded) request path.
+pub fn route(path: &str) -> Result<Route, HttpError> {
+    let segs = segments(path).ok_or_else(|| not_found(path))?;
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let r = match s.as_slice() {
+        ["version"] => Route::Version,
+        ["access", "ticket"] => Route::AccessTicket,
+        ["nodes", _node, "identity"] => Route::NodeIdentity,
+        ["nodes", _node, "tasks"] => Route::Tasks,
+        ["nodes", _node, "tasks", upid] => Route::Task {
+            upid: upid.to_string(),
+        },
+        ["nodes", _node, "tasks", upid, "status"] => Route::TaskStatus {
+            upid: upid.to_string(),
+        },
+        ["nodes", _node, "tasks", upid, "log"] => Route::TaskLog {
+            upid: upid.to_string(),
+        },
+        ["admin", "datastore"] => Route::DatastoreList,
+        ["admin", "datastore", store, op] => match DatastoreOp::parse(op) {
+            Some(op) => Route::Datastore {
+                store: store.to_string(),
+                op,
+            },
+            None => return Err(not_found(path)),
+        },
+        ["tenants"] => Route::Tenants,
+        ["tenants", tenant, "usage"] => Route::TenantUsage {
+            tenant: tenant.to_string(),
+        },
+        ["backup"] => Route::BackupUpgrade,
+        ["reader"] => Route::ReaderUpgrade,
+        _ => return Err(not_found(path)),
+    };
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_resolve() {
+        assert_eq!(route("/api2/json/version").unwrap(), Route::Version);
+        assert_eq!(
+            route("/api2/json/access/ticket/").unwrap(),
+            Route::AccessTicket
+        );
+        assert_eq!(
+            route("/api2/json/admin/datastore/store%31/snapshots").unwrap(),
+            Route::Datastore {
+                store: "store1".into(),
+                op: DatastoreOp::Snapshots
+            }
+        );
+        assert_eq!(
+            route("/api2/json/nodes/localhost/tasks/UPID%3Anode%3A0000%3A/log").unwrap(),
+            Route::TaskLog {
+                upid: "UPID:node:0000:".into()
+            }
+        );
+        assert_eq!(
+            route("/api2/json/tenants/acme/usage").unwrap(),
+            Route::TenantUsage {
+                tenant: "acme".into()
+            }
+        );
+        assert_eq!(route("/api2/json/backup").unwrap(), Route::BackupUpgrade);
+    }
+
+    #[test]
+    fn unknown_paths_are_404_with_pbs_text() {
+        let err = route("/api2/json/x").unwrap_err();
+        assert_eq!(err.status, http::StatusCode::NOT_FOUND);
+        assert_eq!(err.message, "Path '/api2/json/x' not found.");
+        assert!(route("/api2/json/admin/datastore/s1/bogus").is_err());
+        assert!(route("/api2/jsonx/version").is_err());
+        assert!(route("/other").is_err());
+    }
+}

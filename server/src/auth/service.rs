@@ -1,0 +1,521 @@
+//! `AuthService`: who a request is (tickets, tokens), what it may do (ACL, tenants), and the
+//! management operations the CLI and the tenants API use.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, Method};
+use serde::Serialize;
+
+use super::acl::{self, AclEntry};
+use super::credentials::{self, Credentials};
+use super::ids::{Authid, Userid};
+use super::password::{self, constant_time_eq};
+use super::privileges::{Privileges, Role};
+use super::store::{
+    self, validate_tenant_id, AuthDb, AuthSeed, DbFile, Tenant, TokenRecord, UserRecord,
+};
+use super::ticket;
+use super::AuthError;
+use crate::format::names::BackupNamespace;
+
+/// Who a request acts as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub authid: Authid,
+    /// The tenant of the user (for tokens: of the owning user).
+    pub tenant: String,
+    /// Server operator: sees all tenants.
+    pub superuser: bool,
+}
+
+/// Answer of a successful login (`POST /access/ticket`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LoginResult {
+    pub username: String,
+    pub ticket: String,
+    #[serde(rename = "CSRFPreventionToken")]
+    pub csrf: String,
+}
+
+/// A user as listed by the management API (never includes the hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UserInfo {
+    pub userid: String,
+    pub tenant: String,
+    pub superuser: bool,
+    /// Names of the user's API tokens.
+    pub tokens: Vec<String>,
+}
+
+/// Default delay before answering a failed login or authentication (anti brute force).
+pub const DEFAULT_FAILURE_DELAY: Duration = Duration::from_secs(3);
+
+/// Users, tokens, tickets, ACL and tenants.
+pub struct AuthService {
+    dir: PathBuf,
+    ticket_key: Vec<u8>,
+    csrf_key: Vec<u8>,
+    seed: AuthDb,
+    db: RwLock<AuthDb>,
+    file: DbFile,
+    /// SHA-256 of the last secret that verified per token id, so token requests skip argon2.
+    token_cache: Mutex<HashMap<String, Vec<u8>>>,
+    failure_delay_ms: AtomicU64,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn sha256(data: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}
+
+impl AuthService {
+    /// Opens (creating if needed) the auth directory `dir` (= `<data-dir>/auth`) and merges the
+    /// configuration's `seed` entries, which win over stored ones.
+    pub fn open(dir: &Path, seed: AuthSeed) -> Result<Self, AuthError> {
+        store::ensure_private_dir(dir)?;
+        let ticket_key = store::load_or_create_key(&dir.join("ticket.key"))?;
+        let csrf_key = store::load_or_create_key(&dir.join("csrf.key"))?;
+        let file = DbFile::new(dir);
+        let db = file.load()?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            ticket_key,
+            csrf_key,
+            seed: seed.into_db()?,
+            db: RwLock::new(db),
+            file,
+            token_cache: Mutex::new(HashMap::new()),
+            failure_delay_ms: AtomicU64::new(DEFAULT_FAILURE_DELAY.as_millis() as u64),
+        })
+    }
+
+    /// The auth directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// How long the API waits before answering a failed login/authentication.
+    pub fn failure_delay(&self) -> Duration {
+        Duration::from_millis(self.failure_delay_ms.load(Ordering::Relaxed))
+    }
+
+    /// Changes the failure delay (tests use zero).
+    pub fn set_failure_delay(&self, delay: Duration) {
+        self.failure_delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn read_db(&self) -> std::sync::RwLockReadGuard<'_, AuthDb> {
+        self.db.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn user_record(&self, userid: &Userid) -> Option<UserRecord> {
+        if let Some(u) = self.seed.users.iter().find(|u| &u.userid == userid) {
+            return Some(u.clone());
+        }
+        self.read_db()
+            .users
+            .iter()
+            .find(|u| &u.userid == userid)
+            .cloned()
+    }
+
+    fn token_record(&self, tokenid: &Authid) -> Option<TokenRecord> {
+        if let Some(t) = self.seed.tokens.iter().find(|t| &t.tokenid == tokenid) {
+            return Some(t.clone());
+        }
+        self.read_db()
+            .tokens
+            .iter()
+            .find(|t| &t.tokenid == tokenid)
+            .cloned()
+    }
+
+    /// The identity of an existing user or token (tokens need their user to exist).
+    pub fn identity_for(&self, authid: &Authid) -> Result<Identity, AuthError> {
+        let user = self
+            .user_record(authid.user())
+            .ok_or_else(|| AuthError::UnknownUser(authid.user().to_string()))?;
+        if authid.is_token() && self.token_record(authid).is_none() {
+            return Err(AuthError::UnknownUser(authid.to_string()));
+        }
+        Ok(Identity {
+            authid: authid.clone(),
+            tenant: user.tenant,
+            superuser: user.superuser,
+        })
+    }
+
+    /// Password (or still-valid ticket) login of a user; returns a fresh ticket and CSRF token.
+    pub fn login(&self, username: &str, password: &str) -> Result<LoginResult, AuthError> {
+        self.login_at(username, password, now())
+    }
+
+    fn login_at(&self, username: &str, password: &str, now: i64) -> Result<LoginResult, AuthError> {
+        let userid: Userid = username
+            .parse()
+            .map_err(|_| AuthError::AuthenticationFailed)?;
+        let user = self
+            .user_record(&userid)
+            .ok_or(AuthError::AuthenticationFailed)?;
+        let ok = if password.starts_with("PBS:") {
+            ticket::verify_ticket(&self.ticket_key, password, now)
+                .map(|u| u == userid)
+                .unwrap_or(false)
+        } else {
+            user.password_hash
+                .as_deref()
+                .map(|hash| password::verify_password(password, hash))
+                .unwrap_or(false)
+        };
+        if !ok {
+            return Err(AuthError::AuthenticationFailed);
+        }
+        Ok(LoginResult {
+            username: userid.to_string(),
+            ticket: ticket::create_ticket(&self.ticket_key, &userid, now),
+            csrf: ticket::create_csrf(&self.csrf_key, &userid, now),
+        })
+    }
+
+    /// Authenticates a request by its ticket cookie (plus CSRF token for non-GET methods) or
+    /// its API token header.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        method: &Method,
+    ) -> Result<Identity, AuthError> {
+        self.authenticate_at(headers, method, now())
+    }
+
+    fn authenticate_at(
+        &self,
+        headers: &HeaderMap,
+        method: &Method,
+        now: i64,
+    ) -> Result<Identity, AuthError> {
+        match credentials::extract(headers).ok_or(AuthError::NoCredentials)? {
+            Credentials::Ticket(t) => {
+                let userid = ticket::verify_ticket(&self.ticket_key, &t, now)?;
+                if method != Method::GET && method != Method::HEAD {
+                    let csrf = headers
+                        .get("CSRFPreventionToken")
+                        .and_then(|v| v.to_str().ok())
+                        .ok_or(AuthError::InvalidCsrf)?;
+                    ticket::verify_csrf(&self.csrf_key, csrf, &userid, now)?;
+                }
+                self.identity_for(&Authid::from(userid))
+                    .map_err(|_| AuthError::AuthenticationFailed)
+            }
+            Credentials::Token { tokenid, secret } => {
+                let authid: Authid = tokenid
+                    .parse()
+                    .map_err(|_| AuthError::AuthenticationFailed)?;
+                if !authid.is_token() {
+                    return Err(AuthError::AuthenticationFailed);
+                }
+                self.verify_token_secret(&authid, &secret)?;
+                self.identity_for(&authid)
+                    .map_err(|_| AuthError::AuthenticationFailed)
+            }
+        }
+    }
+
+    fn verify_token_secret(&self, authid: &Authid, secret: &str) -> Result<(), AuthError> {
+        let record = self
+            .token_record(authid)
+            .ok_or(AuthError::AuthenticationFailed)?;
+        let key = authid.to_string();
+        let digest = sha256(format!("{}\0{}", record.secret_hash, secret).as_bytes());
+        {
+            let cache = self.token_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(known) = cache.get(&key) {
+                if constant_time_eq(known, &digest) {
+                    return Ok(());
+                }
+            }
+        }
+        if !password::verify_password(secret, &record.secret_hash) {
+            return Err(AuthError::AuthenticationFailed);
+        }
+        self.token_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, digest);
+        Ok(())
+    }
+
+    fn acl_privileges(&self, authid: &Authid, target: &[String]) -> Privileges {
+        let db = self.read_db();
+        acl::evaluate(self.seed.acl.iter().chain(db.acl.iter()), authid, target)
+    }
+
+    /// True when `id` may see anything of `tenant`.
+    pub fn can_see_tenant(&self, id: &Identity, tenant: &str) -> bool {
+        id.superuser || id.tenant == tenant
+    }
+
+    /// Privileges of `id` on `/datastore/{store}/{ns…}`. Empty whenever the store belongs to
+    /// another tenant and `id` is no superuser. A token gets its own ACL ∩ its user's.
+    pub fn privileges(
+        &self,
+        id: &Identity,
+        store: &str,
+        store_tenant: &str,
+        ns: &BackupNamespace,
+    ) -> Privileges {
+        if !self.can_see_tenant(id, store_tenant) {
+            return Privileges::EMPTY;
+        }
+        let target = acl::datastore_path(store, ns.components());
+        let user_privs = if id.superuser {
+            Privileges::ALL
+        } else {
+            self.acl_privileges(&Authid::from(id.authid.user().clone()), &target)
+        };
+        if id.authid.is_token() {
+            self.acl_privileges(&id.authid, &target) & user_privs
+        } else {
+            user_privs
+        }
+    }
+
+    /// Privileges of `id` on `/` (system-wide operations such as task listing).
+    pub fn root_privileges(&self, id: &Identity) -> Privileges {
+        let user_privs = if id.superuser {
+            Privileges::ALL
+        } else {
+            self.acl_privileges(&Authid::from(id.authid.user().clone()), &[])
+        };
+        if id.authid.is_token() {
+            self.acl_privileges(&id.authid, &[]) & user_privs
+        } else {
+            user_privs
+        }
+    }
+
+    /// Whether a datastore appears in `id`'s listing: Audit or Backup on the store, or any
+    /// entry on a namespace below it (always within the caller's tenant).
+    pub fn store_visible(&self, id: &Identity, store: &str, store_tenant: &str) -> bool {
+        if !self.can_see_tenant(id, store_tenant) {
+            return false;
+        }
+        let privs = self.privileges(id, store, store_tenant, &BackupNamespace::root());
+        if privs.intersects(Privileges::AUDIT | Privileges::BACKUP) || id.superuser {
+            return true;
+        }
+        let db = self.read_db();
+        let user = Authid::from(id.authid.user().clone());
+        let user_has =
+            acl::has_entry_below(self.seed.acl.iter().chain(db.acl.iter()), &user, store);
+        if id.authid.is_token() {
+            user_has
+                && acl::has_entry_below(
+                    self.seed.acl.iter().chain(db.acl.iter()),
+                    &id.authid,
+                    store,
+                )
+        } else {
+            user_has
+        }
+    }
+
+    // ----- management -----
+
+    fn modify<R>(
+        &self,
+        f: impl FnOnce(&mut AuthDb) -> Result<R, AuthError>,
+    ) -> Result<R, AuthError> {
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = db.clone();
+        let result = f(&mut next)?;
+        self.file.save(&next)?;
+        *db = next;
+        Ok(result)
+    }
+
+    /// All tenants (configured and stored), sorted by id.
+    pub fn tenants(&self) -> Vec<Tenant> {
+        let mut out = self.seed.tenants.clone();
+        for t in &self.read_db().tenants {
+            if !out.iter().any(|o| o.id == t.id) {
+                out.push(t.clone());
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    pub fn tenant_exists(&self, id: &str) -> bool {
+        self.tenants().iter().any(|t| t.id == id)
+    }
+
+    /// Creates a tenant if it does not exist yet (an existing one keeps its comment).
+    /// Returns true when it was created.
+    pub fn ensure_tenant(&self, id: &str, comment: Option<&str>) -> Result<bool, AuthError> {
+        validate_tenant_id(id)?;
+        if self.tenant_exists(id) {
+            return Ok(false);
+        }
+        self.modify(|db| {
+            db.tenants.push(Tenant {
+                id: id.to_string(),
+                comment: comment.map(str::to_string),
+            });
+            Ok(true)
+        })
+    }
+
+    /// Adds a user with a password to an existing tenant.
+    pub fn add_user(
+        &self,
+        userid: &str,
+        tenant: &str,
+        password: &str,
+        superuser: bool,
+    ) -> Result<(), AuthError> {
+        let userid: Userid = userid.parse()?;
+        if !self.tenant_exists(tenant) {
+            return Err(AuthError::UnknownTenant(tenant.to_string()));
+        }
+        if self.user_record(&userid).is_some() {
+            return Err(AuthError::AlreadyExists(format!("user '{userid}'")));
+        }
+        let hash = password::hash_password(password)?;
+        self.modify(|db| {
+            db.users.push(UserRecord {
+                userid,
+                tenant: tenant.to_string(),
+                password_hash: Some(hash),
+                superuser,
+            });
+            Ok(())
+        })
+    }
+
+    /// Replaces a stored user's password (configured users are read-only).
+    pub fn set_password(&self, userid: &str, password: &str) -> Result<(), AuthError> {
+        let userid: Userid = userid.parse()?;
+        if self.seed.users.iter().any(|u| u.userid == userid) {
+            return Err(AuthError::ReadOnly(format!("user '{userid}'")));
+        }
+        let hash = password::hash_password(password)?;
+        self.modify(|db| {
+            let user = db
+                .users
+                .iter_mut()
+                .find(|u| u.userid == userid)
+                .ok_or_else(|| AuthError::UnknownUser(userid.to_string()))?;
+            user.password_hash = Some(hash);
+            Ok(())
+        })
+    }
+
+    /// Creates an API token for an existing user; returns its secret (shown once).
+    pub fn add_token(&self, tokenid: &str) -> Result<String, AuthError> {
+        let tokenid: Authid = tokenid.parse()?;
+        if !tokenid.is_token() {
+            return Err(AuthError::Invalid(format!(
+                "'{tokenid}' is not a token id (user@realm!name)"
+            )));
+        }
+        if self.user_record(tokenid.user()).is_none() {
+            return Err(AuthError::UnknownUser(tokenid.user().to_string()));
+        }
+        if self.token_record(&tokenid).is_some() {
+            return Err(AuthError::AlreadyExists(format!("token '{tokenid}'")));
+        }
+        let secret = password::generate_secret()?;
+        let secret_hash = password::hash_password(&secret)?;
+        self.modify(|db| {
+            db.tokens.push(TokenRecord {
+                tokenid,
+                secret_hash,
+            });
+            Ok(())
+        })?;
+        Ok(secret)
+    }
+
+    /// Adds (propagating) ACL entry `role` for `authid` on `path`; duplicates are ignored.
+    pub fn add_acl(&self, path: &str, authid: &str, role: &str) -> Result<(), AuthError> {
+        let entry = AclEntry {
+            path: acl::normalize_path(path)?,
+            authid: authid.parse()?,
+            role: role.parse::<Role>()?,
+            propagate: true,
+        };
+        self.modify(|db| {
+            if !db.acl.contains(&entry) {
+                db.acl.push(entry);
+            }
+            Ok(())
+        })
+    }
+
+    /// True when at least one user exists (first-start bootstrap check).
+    pub fn has_users(&self) -> bool {
+        !self.seed.users.is_empty() || !self.read_db().users.is_empty()
+    }
+
+    /// Users, optionally only those of `tenant`, sorted by id.
+    pub fn list_users(&self, tenant: Option<&str>) -> Vec<UserInfo> {
+        let db = self.read_db();
+        let mut users: Vec<&UserRecord> = self.seed.users.iter().collect();
+        for u in &db.users {
+            if !users.iter().any(|o| o.userid == u.userid) {
+                users.push(u);
+            }
+        }
+        let tokens: Vec<&TokenRecord> = self.seed.tokens.iter().chain(db.tokens.iter()).collect();
+        let mut out: Vec<UserInfo> = users
+            .into_iter()
+            .filter(|u| tenant.is_none_or(|t| u.tenant == t))
+            .map(|u| {
+                let mut names: Vec<String> = tokens
+                    .iter()
+                    .filter(|t| t.tokenid.user() == &u.userid)
+                    .filter_map(|t| t.tokenid.token_name().map(str::to_string))
+                    .collect();
+                names.sort();
+                names.dedup();
+                UserInfo {
+                    userid: u.userid.to_string(),
+                    tenant: u.tenant.clone(),
+                    superuser: u.superuser,
+                    tokens: names,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.userid.cmp(&b.userid));
+        out
+    }
+}
+
+/// §4.1 step 8: `owner` is `authid` itself, or a token of the user `authid`. A token does not
+/// inherit its user's groups.
+pub fn owner_matches(authid: &Authid, owner: &str) -> bool {
+    let Ok(owner) = owner.trim().parse::<Authid>() else {
+        return false;
+    };
+    if &owner == authid {
+        return true;
+    }
+    owner.is_token() && !authid.is_token() && owner.user() == authid.user()
+}
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;

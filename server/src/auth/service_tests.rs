@@ -1,0 +1,233 @@
+//! Tests of `AuthService`: logins, request authentication, privileges and tenant isolation.
+
+use super::*;
+use crate::auth::store::{AclSpec, TenantSpec, TokenSpec, UserSpec};
+use http::header::{AUTHORIZATION, COOKIE};
+use http::HeaderValue;
+
+fn service(dir: &Path) -> AuthService {
+    let seed = AuthSeed {
+        tenants: vec![TenantSpec {
+            id: "ops".into(),
+            comment: None,
+        }],
+        users: vec![UserSpec {
+            userid: "root@pam".into(),
+            tenant: "ops".into(),
+            password_hash: Some(password::hash_password("rootpw").unwrap()),
+            superuser: true,
+        }],
+        tokens: vec![],
+        acl: vec![],
+    };
+    let auth = AuthService::open(&dir.join("auth"), seed).unwrap();
+    auth.set_failure_delay(Duration::ZERO);
+    auth.ensure_tenant("acme", Some("Acme")).unwrap();
+    auth.ensure_tenant("globex", None).unwrap();
+    auth.add_user("alice@pbs", "acme", "alicepw", false)
+        .unwrap();
+    auth.add_user("bob@pbs", "globex", "bobpw", false).unwrap();
+    auth.add_acl("/datastore/s1", "alice@pbs", "DatastoreAdmin")
+        .unwrap();
+    auth.add_acl("/datastore/s2", "bob@pbs", "DatastoreAdmin")
+        .unwrap();
+    auth
+}
+
+fn cookie_headers(ticket: &str, csrf: Option<&str>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        COOKIE,
+        HeaderValue::from_str(&format!("PBSAuthCookie={ticket}")).unwrap(),
+    );
+    if let Some(c) = csrf {
+        h.insert("CSRFPreventionToken", HeaderValue::from_str(c).unwrap());
+    }
+    h
+}
+
+#[test]
+fn login_password_and_ticket_renewal() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = service(dir.path());
+    let res = auth.login("alice@pbs", "alicepw").unwrap();
+    assert_eq!(res.username, "alice@pbs");
+    assert!(res.ticket.starts_with("PBS:alice@pbs:"));
+    let renewed = auth.login("alice@pbs", &res.ticket).unwrap();
+    assert_eq!(renewed.username, "alice@pbs");
+    assert!(auth.login("bob@pbs", &res.ticket).is_err());
+    assert!(matches!(
+        auth.login("alice@pbs", "wrong"),
+        Err(AuthError::AuthenticationFailed)
+    ));
+    assert!(auth.login("nobody@pbs", "x").is_err());
+    assert!(auth.login("alice", "alicepw").is_err());
+    let json = serde_json::to_value(&res).unwrap();
+    assert!(json.get("CSRFPreventionToken").is_some());
+}
+
+#[test]
+fn authenticate_cookie_requires_csrf_for_non_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = service(dir.path());
+    let res = auth.login("alice@pbs", "alicepw").unwrap();
+    let id = auth
+        .authenticate(&cookie_headers(&res.ticket, None), &Method::GET)
+        .unwrap();
+    assert_eq!(id.authid.to_string(), "alice@pbs");
+    assert_eq!(id.tenant, "acme");
+    assert!(matches!(
+        auth.authenticate(&cookie_headers(&res.ticket, None), &Method::POST),
+        Err(AuthError::InvalidCsrf)
+    ));
+    assert!(auth
+        .authenticate(&cookie_headers(&res.ticket, Some(&res.csrf)), &Method::POST)
+        .is_ok());
+    let bob = auth.login("bob@pbs", "bobpw").unwrap();
+    assert!(auth
+        .authenticate(&cookie_headers(&res.ticket, Some(&bob.csrf)), &Method::PUT)
+        .is_err());
+    assert!(matches!(
+        auth.authenticate(&HeaderMap::new(), &Method::GET),
+        Err(AuthError::NoCredentials)
+    ));
+}
+
+#[test]
+fn token_authentication_and_privileges() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = service(dir.path());
+    let secret = auth.add_token("alice@pbs!ci").unwrap();
+    assert!(auth.add_token("alice@pbs!ci").is_err());
+    assert!(auth.add_token("ghost@pbs!ci").is_err());
+    let mut h = HeaderMap::new();
+    h.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str(&format!("PBSAPIToken=alice@pbs!ci:{secret}")).unwrap(),
+    );
+    let id = auth.authenticate(&h, &Method::POST).unwrap();
+    assert!(id.authid.is_token());
+    assert_eq!(id.tenant, "acme");
+    // Cached second verification still checks the secret.
+    assert!(auth.authenticate(&h, &Method::GET).is_ok());
+    let mut wrong = HeaderMap::new();
+    wrong.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str("PBSAPIToken alice@pbs!ci:00000000-0000-0000-0000-000000000000")
+            .unwrap(),
+    );
+    assert!(auth.authenticate(&wrong, &Method::GET).is_err());
+
+    let root = BackupNamespace::root();
+    // Token without own ACL: nothing.
+    assert!(auth.privileges(&id, "s1", "acme", &root).is_empty());
+    auth.add_acl("/datastore/s1", "alice@pbs!ci", "DatastoreBackup")
+        .unwrap();
+    let p = auth.privileges(&id, "s1", "acme", &root);
+    assert!(p.contains(Privileges::BACKUP));
+    assert!(!p.contains(Privileges::MODIFY));
+    // Token ACL beyond its user's is cut to the user's.
+    auth.add_acl("/datastore/s9", "alice@pbs!ci", "Admin")
+        .unwrap();
+    assert!(auth.privileges(&id, "s9", "acme", &root).is_empty());
+}
+
+#[test]
+fn cross_tenant_privileges_are_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = service(dir.path());
+    let alice = auth.identity_for(&"alice@pbs".parse().unwrap()).unwrap();
+    let root_id = auth.identity_for(&"root@pam".parse().unwrap()).unwrap();
+    let ns = BackupNamespace::parse("a/b").unwrap();
+    assert!(auth
+        .privileges(&alice, "s1", "acme", &ns)
+        .contains(Privileges::MODIFY));
+    // Same store name, but owned by another tenant: nothing, despite the ACL entry.
+    assert!(auth.privileges(&alice, "s1", "globex", &ns).is_empty());
+    assert!(!auth.store_visible(&alice, "s1", "globex"));
+    assert!(auth.store_visible(&alice, "s1", "acme"));
+    assert!(!auth.store_visible(&alice, "s2", "acme"));
+    assert_eq!(
+        auth.privileges(&root_id, "s2", "globex", &ns),
+        Privileges::ALL
+    );
+    assert!(auth.can_see_tenant(&root_id, "acme"));
+    assert!(!auth.can_see_tenant(&alice, "globex"));
+}
+
+#[test]
+fn persistence_and_management() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let auth = service(dir.path());
+        assert!(auth.has_users());
+        auth.set_password("alice@pbs", "newpw").unwrap();
+        assert!(matches!(
+            auth.set_password("root@pam", "x"),
+            Err(AuthError::ReadOnly(_))
+        ));
+        assert!(auth.add_user("carol@pbs", "nope", "pw", false).is_err());
+        assert!(auth.add_user("alice@pbs", "acme", "pw", false).is_err());
+    }
+    let auth = AuthService::open(&dir.path().join("auth"), AuthSeed::default()).unwrap();
+    assert!(auth.login("alice@pbs", "newpw").is_ok());
+    let ids: Vec<String> = auth.tenants().into_iter().map(|t| t.id).collect();
+    assert_eq!(ids, vec!["acme", "globex"]);
+    let acme = auth.list_users(Some("acme"));
+    assert_eq!(acme.len(), 1);
+    assert_eq!(acme[0].userid, "alice@pbs");
+    assert!(
+        auth.login("root@pam", "rootpw").is_err(),
+        "seed users are not persisted"
+    );
+}
+
+#[test]
+fn seed_token_from_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = password::generate_secret().unwrap();
+    let seed = AuthSeed {
+        tenants: vec![TenantSpec {
+            id: "t".into(),
+            comment: None,
+        }],
+        users: vec![UserSpec {
+            userid: "svc@pbs".into(),
+            tenant: "t".into(),
+            password_hash: None,
+            superuser: false,
+        }],
+        tokens: vec![TokenSpec {
+            tokenid: "svc@pbs!pve".into(),
+            secret_hash: password::hash_password(&secret).unwrap(),
+        }],
+        acl: vec![AclSpec {
+            path: "/".into(),
+            authid: "svc@pbs".into(),
+            role: "Admin".into(),
+        }],
+    };
+    let auth = AuthService::open(dir.path(), seed).unwrap();
+    let mut h = HeaderMap::new();
+    h.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str(&format!("PBSAPIToken svc@pbs!pve:{secret}")).unwrap(),
+    );
+    let id = auth.authenticate(&h, &Method::GET).unwrap();
+    assert_eq!(id.tenant, "t");
+    assert!(auth.login("svc@pbs", "").is_err(), "no password set");
+}
+
+#[test]
+fn owner_rules() {
+    let alice: Authid = "alice@pbs".parse().unwrap();
+    let token: Authid = "alice@pbs!ci".parse().unwrap();
+    assert!(owner_matches(&alice, "alice@pbs"));
+    assert!(owner_matches(&alice, "alice@pbs!ci\n"));
+    assert!(owner_matches(&token, "alice@pbs!ci"));
+    assert!(!owner_matches(&token, "alice@pbs"));
+    assert!(!owner_matches(&token, "alice@pbs!other"));
+    assert!(!owner_matches(&alice, "bob@pbs"));
+    assert!(!owner_matches(&alice, "bob@pbs!ci"));
+    assert!(!owner_matches(&alice, "garbage"));
+}

@@ -1,0 +1,131 @@
+//! Object storage seen by the datastore (DESIGN decision 1).
+//!
+//! The datastore never touches files or S3 directly: it stores immutable objects by
+//! '/'-separated key through [`Backend`]. Both the local filesystem and S3 implement the same
+//! semantics, so every datastore behaviour can be tested against either.
+
+pub mod local;
+
+use std::time::SystemTime;
+
+use crate::format::Digest;
+
+pub use local::LocalBackend;
+
+/// Errors of the storage layer; every variant names the key it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("object '{key}' not found")]
+    NotFound { key: String },
+    #[error("object '{key}' already exists")]
+    AlreadyExists { key: String },
+    #[error("invalid object key '{key}': {reason}")]
+    InvalidKey { key: String, reason: String },
+    #[error("checksum mismatch while storing object '{key}'")]
+    ChecksumMismatch { key: String },
+    #[error("unsupported backend operation: {what}")]
+    Unsupported { what: String },
+    #[error("I/O error on object '{key}': {source}")]
+    Io {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("backend task for '{key}' failed: {message}")]
+    Internal { key: String, message: String },
+}
+
+impl BackendError {
+    /// True for "the object does not exist", which callers usually treat as a normal outcome.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, BackendError::NotFound { .. })
+    }
+
+    pub(crate) fn io(key: &str, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            BackendError::NotFound {
+                key: key.to_string(),
+            }
+        } else {
+            BackendError::Io {
+                key: key.to_string(),
+                source,
+            }
+        }
+    }
+}
+
+/// Metadata of one stored object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    /// Last write or [`Backend::touch`]; GC compares it with its cutoff.
+    pub modified: SystemTime,
+}
+
+/// Result of a listing: objects in key order, and with a delimiter the common prefixes
+/// (each ending in the delimiter, e.g. `"sub/"`).
+#[derive(Clone, Debug, Default)]
+pub struct ListResult {
+    pub objects: Vec<ObjectMeta>,
+    pub prefixes: Vec<String>,
+}
+
+/// Options of [`Backend::put`].
+#[derive(Default, Clone, Debug)]
+pub struct PutOptions {
+    /// Only write when no object exists under the key (atomically); otherwise report
+    /// [`PutOutcome::AlreadyExists`] and leave the stored object untouched.
+    pub if_absent: bool,
+    /// SHA-256 of the data: the store refuses the write if the bytes do not match.
+    pub sha256: Option<Digest>,
+}
+
+/// What a put did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    Written,
+    /// Only with `if_absent`: the key was taken, nothing was written.
+    AlreadyExists,
+}
+
+/// Size of the storage behind a backend (bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    pub total: u64,
+    pub used: u64,
+    pub avail: u64,
+}
+
+/// Immutable-object storage keyed by '/'-separated relative keys.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// `"filesystem"` or `"s3"`, for status output and backend-specific tuning.
+    fn kind(&self) -> &'static str;
+    /// Store `data` under `key` atomically (readers see the old or the new object, never a mix).
+    async fn put(
+        &self,
+        key: &str,
+        data: bytes::Bytes,
+        opts: PutOptions,
+    ) -> Result<PutOutcome, BackendError>;
+    /// Whole object; `NotFound` when missing.
+    async fn get(&self, key: &str) -> Result<bytes::Bytes, BackendError>;
+    /// Metadata, or `None` when missing.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, BackendError>;
+    /// Every object whose key starts with `prefix` (all pages). With a delimiter, keys that
+    /// contain it after the prefix are folded into `prefixes`. A missing prefix lists empty.
+    async fn list(&self, prefix: &str, delimiter: Option<char>)
+        -> Result<ListResult, BackendError>;
+    /// Remove one object; a missing key is not an error.
+    async fn delete(&self, key: &str) -> Result<(), BackendError>;
+    /// Remove several objects; missing keys are not errors.
+    async fn delete_many(&self, keys: &[String]) -> Result<(), BackendError>;
+    /// Remove every object under `prefix`; returns how many were removed.
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, BackendError>;
+    /// Refresh the modified time of an existing object (GC uses it as "recently used").
+    async fn touch(&self, key: &str) -> Result<(), BackendError>;
+    /// Capacity of the underlying storage, if the backend can tell.
+    async fn capacity(&self) -> Result<Option<Capacity>, BackendError>;
+}

@@ -1,0 +1,304 @@
+//! The server's one configuration file (DESIGN decision 11): TOML, validated completely at load.
+//! A bad file is refused with the file, line and field at fault; nothing is half-applied.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::format::names::is_safe_id;
+
+/// Default listen address: all IPv4 interfaces on PBS's port.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8007";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "pbs-cloud-data";
+/// The tenant and datastore a zero-configuration start creates.
+pub const DEFAULT_TENANT: &str = "default";
+pub const DEFAULT_DATASTORE: &str = "store1";
+
+/// A configuration file that cannot be used; the message names file, line and field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unable to read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}, line {line}, column {column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("config file {path}, line {line}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        field: String,
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `host:port` to listen on (`listen_addr` is accepted too).
+    #[serde(alias = "listen_addr")]
+    pub listen: Option<Spanned<String>>,
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default, rename = "tenant")]
+    pub tenants: Vec<TenantConfig>,
+    #[serde(default, rename = "datastore")]
+    pub datastores: Vec<DatastoreConfig>,
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserConfig>,
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<TokenConfig>,
+    #[serde(default)]
+    pub acl: Vec<AclConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub id: Spanned<String>,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatastoreConfig {
+    pub name: Spanned<String>,
+    /// Owning tenant; defaults to the only tenant, or `default`.
+    pub tenant: Option<Spanned<String>>,
+    /// Local directory; defaults to `<data_dir>/datastores/<name>`.
+    pub path: Option<PathBuf>,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub userid: Spanned<String>,
+    pub tenant: Option<Spanned<String>>,
+    /// PHC string (argon2), as `pbs-cloud-server hash-password` prints it.
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub superuser: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub tokenid: Spanned<String>,
+    pub secret_hash: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclConfig {
+    pub path: Spanned<String>,
+    pub authid: Spanned<String>,
+    pub role: Spanned<String>,
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates file contents; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|err| {
+            let (line, column) = err
+                .span()
+                .map(|span| line_col(text, span.start))
+                .unwrap_or((1, 1));
+            ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: err.message().to_string(),
+            }
+        })?;
+        Validator { path, text }.validate(&config)?;
+        Ok(config)
+    }
+
+    /// The listen address, if configured.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.as_ref().and_then(|l| l.get_ref().parse().ok())
+    }
+
+    /// The tenant a datastore or user without an explicit tenant belongs to.
+    pub fn default_tenant(&self) -> String {
+        match self.tenants.as_slice() {
+            [only] => only.id.get_ref().clone(),
+            _ => DEFAULT_TENANT.to_string(),
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, column)
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn error<T>(&self, at: &Spanned<T>, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: line_col(self.text, at.span().start).0,
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn validate(&self, config: &Config) -> Result<(), ConfigError> {
+        if let Some(listen) = &config.listen {
+            if listen.get_ref().parse::<SocketAddr>().is_err() {
+                return Err(self.error(listen, "listen", format!("'{}' is not an address like 0.0.0.0:8007", listen.get_ref())));
+            }
+        }
+        let mut tenants = BTreeSet::new();
+        for (i, tenant) in config.tenants.iter().enumerate() {
+            let field = format!("tenant[{i}].id");
+            let id = tenant.id.get_ref();
+            if !is_safe_id(id) || id.len() > 32 {
+                return Err(self.error(&tenant.id, &field, format!("'{id}' is not a valid tenant id (letters, digits, '_', '-', '.', at most 32)")));
+            }
+            if !tenants.insert(id.clone()) {
+                return Err(self.error(&tenant.id, &field, format!("tenant '{id}' is defined twice")));
+            }
+        }
+        let default_tenant = config.default_tenant();
+        let check_tenant = |value: &Option<Spanned<String>>, field: &str| -> Result<(), ConfigError> {
+            if let Some(tenant) = value {
+                let known = tenants.contains(tenant.get_ref())
+                    || (tenants.is_empty() && tenant.get_ref() == DEFAULT_TENANT);
+                if !known {
+                    return Err(self.error(tenant, field, format!("unknown tenant '{}'", tenant.get_ref())));
+                }
+            }
+            Ok(())
+        };
+        let _ = &default_tenant;
+        let mut stores = BTreeSet::new();
+        for (i, store) in config.datastores.iter().enumerate() {
+            let name = store.name.get_ref();
+            let field = format!("datastore[{i}].name");
+            if !is_safe_id(name) || name.len() < 3 || name.len() > 32 {
+                return Err(self.error(&store.name, &field, format!("'{name}' is not a valid datastore name (3 to 32 letters, digits, '_', '-', '.')")));
+            }
+            if !stores.insert(name.clone()) {
+                return Err(self.error(&store.name, &field, format!("datastore '{name}' is defined twice")));
+            }
+            check_tenant(&store.tenant, &format!("datastore[{i}].tenant"))?;
+            if let Some(path) = &store.path {
+                if !path.is_absolute() {
+                    return Err(self.error(&store.name, &format!("datastore[{i}].path"), format!("'{}' must be an absolute path", path.display())));
+                }
+            }
+        }
+        let mut users = BTreeSet::new();
+        for (i, user) in config.users.iter().enumerate() {
+            let userid = user.userid.get_ref();
+            let field = format!("user[{i}].userid");
+            if !valid_userid(userid) {
+                return Err(self.error(&user.userid, &field, format!("'{userid}' is not a user id like name@pbs")));
+            }
+            if !users.insert(userid.clone()) {
+                return Err(self.error(&user.userid, &field, format!("user '{userid}' is defined twice")));
+            }
+            check_tenant(&user.tenant, &format!("user[{i}].tenant"))?;
+            if let Some(hash) = &user.password_hash {
+                if !hash.starts_with("$argon2") {
+                    return Err(self.error(&user.userid, &format!("user[{i}].password_hash"), "expected an argon2 PHC string ($argon2id$...)"));
+                }
+            }
+        }
+        for (i, token) in config.tokens.iter().enumerate() {
+            let tokenid = token.tokenid.get_ref();
+            let field = format!("token[{i}].tokenid");
+            let Some((user, name)) = tokenid.split_once('!') else {
+                return Err(self.error(&token.tokenid, &field, format!("'{tokenid}' is not a token id like name@pbs!token")));
+            };
+            if !users.contains(user) {
+                return Err(self.error(&token.tokenid, &field, format!("token '{tokenid}' belongs to unknown user '{user}'")));
+            }
+            if !is_safe_id(name) {
+                return Err(self.error(&token.tokenid, &field, format!("'{name}' is not a valid token name")));
+            }
+            if !token.secret_hash.starts_with("$argon2") {
+                return Err(self.error(&token.tokenid, &format!("token[{i}].secret_hash"), "expected an argon2 PHC string ($argon2id$...)"));
+            }
+        }
+        for (i, acl) in config.acl.iter().enumerate() {
+            let path = acl.path.get_ref();
+            if !(path == "/" || path.starts_with("/datastore/")) {
+                return Err(self.error(&acl.path, &format!("acl[{i}].path"), format!("'{path}' is not '/' or '/datastore/<store>[/<ns>...]'")));
+            }
+            if !KNOWN_ROLES.contains(&acl.role.get_ref().as_str()) {
+                return Err(self.error(&acl.role, &format!("acl[{i}].role"), format!("unknown role '{}' (one of {})", acl.role.get_ref(), KNOWN_ROLES.join(", "))));
+            }
+            let authid = acl.authid.get_ref();
+            let user = authid.split('!').next().unwrap_or_default();
+            if !users.contains(user) {
+                return Err(self.error(&acl.authid, &format!("acl[{i}].authid"), format!("unknown user '{user}'")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// PBS's roles (protocol.md §6.4).
+pub const KNOWN_ROLES: &[&str] = &[
+    "Admin",
+    "DatastoreAdmin",
+    "DatastoreBackup",
+    "DatastorePowerUser",
+    "DatastoreReader",
+    "DatastoreAudit",
+    "NoAccess",
+];
+
+fn valid_userid(userid: &str) -> bool {
+    match userid.rsplit_once('@') {
+        Some((name, realm)) => {
+            !name.is_empty()
+                && !name.chars().any(|c| c.is_whitespace() || c.is_control() || c == ':' || c == '/' || c == '!')
+                && is_safe_id(realm)
+                && (2..=32).contains(&realm.len())
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+//! The chunk store (`.chunks/<4 hex>/<64 hex>`): deduplicating insert (formats.md §1.8 step 7)
+//! and reads.
+
+use bytes::Bytes;
+
+use crate::backend::{PutOptions, PutOutcome};
+use crate::format::blob::BlobView;
+use crate::format::{digest_to_hex, sha256, Digest};
+
+use super::layout::chunk_key;
+use super::{Datastore, DatastoreError};
+
+/// Result of [`Datastore::insert_chunk`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkInsertOutcome {
+    /// The chunk was already stored (nothing new written).
+    pub duplicate: bool,
+}
+
+impl Datastore {
+    /// Store a validated chunk blob, deduplicated by digest.
+    ///
+    /// * absent: written (only-if-absent);
+    /// * same length stored: duplicate, its modified time is refreshed for GC;
+    /// * 0-byte stored object: replaced;
+    /// * encrypted incoming over a stored plain chunk: refused (possible attack);
+    /// * both encrypted and uncompressed with different lengths: refused;
+    /// * encrypted incoming otherwise: keep the stored copy (zstd output may differ);
+    /// * plain incoming: keep the smaller copy.
+    pub async fn insert_chunk(
+        &self,
+        digest: &Digest,
+        raw: Bytes,
+        encrypted: bool,
+    ) -> Result<ChunkInsertOutcome, DatastoreError> {
+        let key = chunk_key(digest);
+        let _shared = self.chunk_lock.read().await;
+        let checksum = match self.backend.kind() {
+            // The local backend would only re-hash what it just received.
+            "filesystem" => None,
+            _ => Some(sha256(&raw)),
+        };
+        let opts = PutOptions {
+            if_absent: true,
+            sha256: checksum,
+        };
+        if self.backend.put(&key, raw.clone(), opts).await? == PutOutcome::Written {
+            return Ok(ChunkInsertOutcome { duplicate: false });
+        }
+        let replace = PutOptions {
+            if_absent: false,
+            sha256: checksum,
+        };
+        let written = ChunkInsertOutcome { duplicate: false };
+        let duplicate = ChunkInsertOutcome { duplicate: true };
+
+        let Some(meta) = self.backend.head(&key).await? else {
+            // Removed between the two calls: store ours.
+            self.backend.put(&key, raw, replace).await?;
+            return Ok(written);
+        };
+        if meta.size == raw.len() as u64 {
+            self.backend.touch(&key).await?;
+            return Ok(duplicate);
+        }
+        if meta.size == 0 {
+            self.backend.put(&key, raw, replace).await?;
+            return Ok(written);
+        }
+        let hex = digest_to_hex(digest);
+        let new_kind = BlobView::parse(&raw)
+            .map_err(|source| DatastoreError::Corrupt {
+                object: format!("uploaded chunk {hex}"),
+                source,
+            })?
+            .kind();
+        let stored = self.backend.get(&key).await?;
+        let Ok(stored_view) = BlobView::parse(&stored) else {
+            // The stored object is not a blob at all: the validated upload is better.
+            self.backend.put(&key, raw, replace).await?;
+            return Ok(written);
+        };
+        let stored_kind = stored_view.kind();
+        if encrypted || new_kind.is_encrypted() {
+            if !stored_kind.is_encrypted() {
+                return Err(DatastoreError::Invalid(format!(
+                    "chunk {hex}: refusing encrypted upload over an existing unencrypted chunk"
+                )));
+            }
+            if !stored_kind.is_compressed() && !new_kind.is_compressed() {
+                return Err(DatastoreError::Invalid(format!(
+                    "chunk {hex}: encrypted chunk already stored with a different length \
+                     ({} != {})",
+                    stored.len(),
+                    raw.len()
+                )));
+            }
+            self.backend.touch(&key).await?;
+            return Ok(duplicate);
+        }
+        if raw.len() < stored.len() {
+            self.backend.put(&key, raw, replace).await?;
+            return Ok(written);
+        }
+        self.backend.touch(&key).await?;
+        Ok(duplicate)
+    }
+
+    /// The stored chunk blob.
+    pub async fn load_chunk(&self, digest: &Digest) -> Result<Bytes, DatastoreError> {
+        match self.backend.get(&chunk_key(digest)).await {
+            Ok(data) => Ok(data),
+            Err(e) if e.is_not_found() => Err(DatastoreError::NotFound(format!(
+                "chunk {} not found",
+                digest_to_hex(digest)
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the chunk is stored.
+    pub async fn chunk_exists(&self, digest: &Digest) -> Result<bool, DatastoreError> {
+        Ok(self.backend.head(&chunk_key(digest)).await?.is_some())
+    }
+}

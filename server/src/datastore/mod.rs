@@ -1,0 +1,153 @@
+//! One datastore: snapshots, groups, namespaces and the chunk store on top of a [`Backend`],
+//! using PBS's key layout (DESIGN decision 2, formats.md §4).
+//!
+//! Concurrency rules of PBS (one backup per group, shared locks for readers and for the previous
+//! snapshot of a running backup, serialised manifest edits) are enforced with in-process locks:
+//! one server process owns a datastore (DESIGN decision 3).
+
+mod chunks;
+mod gc;
+mod groups;
+pub mod layout;
+mod locks;
+mod namespaces;
+pub mod prune;
+mod session;
+mod snapshots;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::backend::{Backend, BackendError, Capacity};
+use crate::format::FormatError;
+
+pub use chunks::ChunkInsertOutcome;
+pub use gc::{GcStatus, DEFAULT_GC_CUTOFF};
+pub use groups::GroupRemoveStats;
+pub use namespaces::NamespaceDeleteStats;
+pub use prune::{compute_prune, compute_prune_with_tz, KeepOptions, PruneCandidate, PruneMark};
+pub use session::{BackupLease, ReaderLease};
+pub use snapshots::SnapshotInfo;
+
+/// Errors of the datastore layer; messages name the namespace, group, snapshot or chunk.
+#[derive(Debug, thiserror::Error)]
+pub enum DatastoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A lock is held by another backup, reader or maintenance task.
+    #[error("{0}")]
+    Busy(String),
+    #[error("{0}")]
+    Protected(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Backend(#[from] BackendError),
+    #[error("{0}")]
+    Format(#[from] FormatError),
+    /// A stored object failed to parse.
+    #[error("{object}: {source}")]
+    Corrupt {
+        object: String,
+        #[source]
+        source: FormatError,
+    },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl DatastoreError {
+    /// True when the namespace/group/snapshot/chunk/object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            DatastoreError::NotFound(_) => true,
+            DatastoreError::Backend(e) => e.is_not_found(),
+            _ => false,
+        }
+    }
+}
+
+/// A datastore served by this process.
+pub struct Datastore {
+    name: String,
+    backend: Arc<dyn Backend>,
+    /// Group and snapshot locks (in-process).
+    locks: Arc<locks::LockTable>,
+    /// Serialises manifest and `.protected` edits per snapshot.
+    manifest_locks: locks::KeyedMutex,
+    /// Shared by chunk inserts, exclusive for GC while it decides about and deletes one
+    /// chunk: an insert that found the chunk present has touched it before GC re-checks it.
+    chunk_lock: tokio::sync::RwLock<()>,
+    /// Running backup sessions, for GC.
+    leases: Arc<session::LeaseRegistry>,
+    gc_running: tokio::sync::Mutex<()>,
+    gc_cutoff: Mutex<Duration>,
+    last_gc: Mutex<Option<GcStatus>>,
+}
+
+impl std::fmt::Debug for Datastore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datastore")
+            .field("name", &self.name)
+            .field("backend", &self.backend.kind())
+            .finish()
+    }
+}
+
+impl Datastore {
+    /// Open a datastore on `backend`; reads back the last GC status if one was stored.
+    pub async fn open(name: &str, backend: Arc<dyn Backend>) -> Result<Arc<Self>, DatastoreError> {
+        let last_gc = gc::load_status(backend.as_ref()).await?;
+        Ok(Arc::new(Self {
+            name: name.to_string(),
+            backend,
+            locks: Arc::new(locks::LockTable::default()),
+            manifest_locks: locks::KeyedMutex::default(),
+            chunk_lock: tokio::sync::RwLock::new(()),
+            leases: Arc::new(session::LeaseRegistry::default()),
+            gc_running: tokio::sync::Mutex::new(()),
+            gc_cutoff: Mutex::new(DEFAULT_GC_CUTOFF),
+            last_gc: Mutex::new(last_gc),
+        }))
+    }
+
+    /// Datastore name (as configured).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `"filesystem"` or `"s3"`.
+    pub fn backend_kind(&self) -> &'static str {
+        self.backend.kind()
+    }
+
+    /// The backend, for layers that need raw object access (usage accounting, import).
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Storage capacity, if the backend knows it.
+    pub async fn capacity(&self) -> Result<Option<Capacity>, DatastoreError> {
+        Ok(self.backend.capacity().await?)
+    }
+
+    /// Change GC's minimum chunk age (default 24 h 5 min; tests use 0).
+    pub fn set_gc_cutoff(&self, cutoff: Duration) {
+        *lock_std(&self.gc_cutoff) = cutoff;
+    }
+
+    /// Current GC minimum chunk age.
+    pub fn gc_cutoff(&self) -> Duration {
+        *lock_std(&self.gc_cutoff)
+    }
+}
+
+/// Lock a std mutex, tolerating poisoning (the protected data stays consistent per operation).
+pub(crate) fn lock_std<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests;

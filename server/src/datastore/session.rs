@@ -1,0 +1,433 @@
+//! Backup and reader leases: the datastore side of protocol sessions (protocol.md §4.1, §4.5;
+//! formats.md §4.5).
+//!
+//! A [`BackupLease`] holds the group lock, the new snapshot exclusively and the previous
+//! snapshot shared; it is registered for GC with its start time and known chunks. Dropping it
+//! without [`BackupLease::commit`] deletes everything written under the snapshot, so a dropped
+//! connection never leaves a snapshot behind (DESIGN decision 4).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use crate::backend::PutOptions;
+use crate::format::manifest::Manifest;
+use crate::format::names::{BackupDir, BackupGroup, BackupNamespace};
+use crate::format::Digest;
+
+use super::layout::{
+    group_label, group_prefix, is_snapshot_file_name, snapshot_file_key, snapshot_label,
+    snapshot_prefix, MANIFEST,
+};
+use super::locks::{GroupGuard, SnapshotGuard};
+use super::{lock_std, Datastore, DatastoreError};
+
+/// Per-lease state GC needs: start time and every chunk the session uploaded or reused.
+#[derive(Debug)]
+pub(crate) struct LeaseState {
+    pub start: SystemTime,
+    pub chunks: Mutex<HashMap<Digest, u64>>,
+}
+
+/// Running backup sessions of one datastore.
+#[derive(Default, Debug)]
+pub(crate) struct LeaseRegistry {
+    next_id: AtomicU64,
+    live: Mutex<HashMap<u64, Arc<LeaseState>>>,
+}
+
+impl LeaseRegistry {
+    fn register(&self, state: Arc<LeaseState>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        lock_std(&self.live).insert(id, state);
+        id
+    }
+
+    fn unregister(&self, id: u64) {
+        lock_std(&self.live).remove(&id);
+    }
+
+    /// Start time of the oldest running backup.
+    pub fn oldest_start(&self) -> Option<SystemTime> {
+        lock_std(&self.live).values().map(|s| s.start).min()
+    }
+
+    /// Whether any running backup knows `digest`.
+    pub fn contains_chunk(&self, digest: &Digest) -> bool {
+        lock_std(&self.live)
+            .values()
+            .any(|s| lock_std(&s.chunks).contains_key(digest))
+    }
+
+    /// Add every chunk known to a running backup to `into`.
+    pub fn collect_chunks(&self, into: &mut HashSet<Digest>) {
+        for state in lock_std(&self.live).values() {
+            into.extend(lock_std(&state.chunks).keys().copied());
+        }
+    }
+}
+
+/// A running backup of one new snapshot.
+pub struct BackupLease {
+    ds: Arc<Datastore>,
+    ns: BackupNamespace,
+    dir: BackupDir,
+    owner: String,
+    created_group: bool,
+    previous: Option<BackupDir>,
+    state: Arc<LeaseState>,
+    lease_id: u64,
+    /// Set once the snapshot is known to be ours (locked and absent before): only then may
+    /// the drop cleanup delete it.
+    owns_snapshot: bool,
+    committed: bool,
+    group_lock: Option<GroupGuard>,
+    snap_lock: Option<SnapshotGuard>,
+    prev_lock: Option<SnapshotGuard>,
+}
+
+impl std::fmt::Debug for BackupLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupLease")
+            .field("store", &self.ds.name())
+            .field("ns", &self.ns)
+            .field("dir", &self.dir)
+            .field("previous", &self.previous)
+            .finish()
+    }
+}
+
+impl Datastore {
+    /// Begin a backup of `group` at `time` (protocol.md §4.1 steps 5, 7, 9, 10). The caller
+    /// checks ownership against [`BackupLease::owner`].
+    pub async fn start_backup(
+        self: &Arc<Self>,
+        ns: &BackupNamespace,
+        group: &BackupGroup,
+        time: i64,
+        authid: &str,
+    ) -> Result<BackupLease, DatastoreError> {
+        self.require_namespace(ns).await?;
+        let dir = BackupDir::new(group.clone(), time)?;
+        let group_lock = self
+            .locks
+            .try_group(&group_prefix(ns, group))
+            .ok_or_else(|| {
+                DatastoreError::Busy(format!(
+                "unable to acquire backup group lock for {} - another backup is already running",
+                group_label(ns, group)
+            ))
+            })?;
+        let created_group = self.create_group_owner(ns, group, authid).await?;
+        let owner = match created_group {
+            true => authid.to_string(),
+            false => self
+                .group_owner(ns, group)
+                .await?
+                .unwrap_or_else(|| authid.to_string()),
+        };
+        let state = Arc::new(LeaseState {
+            start: SystemTime::now(),
+            chunks: Mutex::new(HashMap::new()),
+        });
+        let lease_id = self.leases.register(state.clone());
+        // From here on, errors drop the lease, which undoes the group creation.
+        let mut lease = BackupLease {
+            ds: self.clone(),
+            ns: ns.clone(),
+            dir: dir.clone(),
+            owner,
+            created_group,
+            previous: None,
+            state,
+            lease_id,
+            owns_snapshot: false,
+            committed: false,
+            group_lock: Some(group_lock),
+            snap_lock: None,
+            prev_lock: None,
+        };
+
+        let previous = self.previous_snapshot(ns, group).await?;
+        if let Some(prev) = &previous {
+            if time <= prev.time {
+                return Err(DatastoreError::Invalid(
+                    "backup timestamp is older than last backup.".to_string(),
+                ));
+            }
+        }
+        let prefix = snapshot_prefix(ns, &dir)?;
+        let snap_lock = self.locks.try_exclusive(&prefix).ok_or_else(|| {
+            DatastoreError::Busy(format!(
+                "unable to lock snapshot {} - it is in use",
+                snapshot_label(ns, &dir)
+            ))
+        })?;
+        if self.snapshot_exists(ns, &dir).await? {
+            return Err(DatastoreError::AlreadyExists(
+                "backup directory already exists.".to_string(),
+            ));
+        }
+        lease.snap_lock = Some(snap_lock);
+        lease.owns_snapshot = true;
+        if let Some(prev) = &previous {
+            let prev_lock = self
+                .locks
+                .try_shared(&snapshot_prefix(ns, prev)?)
+                .ok_or_else(|| {
+                    DatastoreError::Busy(format!(
+                        "unable to lock previous snapshot {} - it is being removed",
+                        snapshot_label(ns, prev)
+                    ))
+                })?;
+            lease.prev_lock = Some(prev_lock);
+        }
+        lease.previous = previous;
+        Ok(lease)
+    }
+
+    /// Newest finished snapshot, unless its verify state is "failed" (then none at all).
+    async fn previous_snapshot(
+        &self,
+        ns: &BackupNamespace,
+        group: &BackupGroup,
+    ) -> Result<Option<BackupDir>, DatastoreError> {
+        let snapshots = self.list_snapshots(ns, group).await?;
+        let Some(last) = snapshots.into_iter().rev().find(|s| s.finished) else {
+            return Ok(None);
+        };
+        // A missing or unreadable verify state counts as OK.
+        let failed = match self.load_manifest(ns, &last.dir).await {
+            Ok((manifest, _)) => manifest.verify_state().is_some_and(|v| v.state == "failed"),
+            Err(_) => false,
+        };
+        Ok((!failed).then_some(last.dir))
+    }
+
+    /// Open a finished snapshot for reading (shared lock: coexists with other readers and
+    /// with a backup that uses it as its previous snapshot).
+    pub async fn start_reader(
+        self: &Arc<Self>,
+        ns: &BackupNamespace,
+        dir: &BackupDir,
+    ) -> Result<ReaderLease, DatastoreError> {
+        let prefix = snapshot_prefix(ns, dir)?;
+        let lock = self.locks.try_shared(&prefix).ok_or_else(|| {
+            DatastoreError::Busy(format!(
+                "unable to lock snapshot {} - a backup is writing it or it is being removed",
+                snapshot_label(ns, dir)
+            ))
+        })?;
+        if !self.snapshot_finished(ns, dir).await? {
+            return Err(DatastoreError::NotFound(format!(
+                "snapshot {} not found",
+                snapshot_label(ns, dir)
+            )));
+        }
+        Ok(ReaderLease {
+            ds: self.clone(),
+            ns: ns.clone(),
+            dir: dir.clone(),
+            _lock: lock,
+        })
+    }
+}
+
+impl BackupLease {
+    pub fn datastore(&self) -> &Arc<Datastore> {
+        &self.ds
+    }
+
+    pub fn ns(&self) -> &BackupNamespace {
+        &self.ns
+    }
+
+    /// The snapshot being written.
+    pub fn dir(&self) -> &BackupDir {
+        &self.dir
+    }
+
+    /// Owner of the group (the session's auth id if the group is new).
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// This session created the group (wrote its owner).
+    pub fn created_group(&self) -> bool {
+        self.created_group
+    }
+
+    /// The base snapshot for incremental backups, if any.
+    pub fn previous(&self) -> Option<&BackupDir> {
+        self.previous.as_ref()
+    }
+
+    pub fn start_time(&self) -> SystemTime {
+        self.state.start
+    }
+
+    /// A file of the previous snapshot (index download for incremental backups).
+    pub async fn read_previous_file(&self, name: &str) -> Result<Bytes, DatastoreError> {
+        let Some(prev) = &self.previous else {
+            return Err(DatastoreError::NotFound(format!(
+                "no previous backup for {}",
+                group_label(&self.ns, &self.dir.group)
+            )));
+        };
+        self.ds.read_snapshot_file(&self.ns, prev, name).await
+    }
+
+    /// Whether the previous snapshot still exists (`finish` refuses if it vanished).
+    pub async fn previous_exists(&self) -> Result<bool, DatastoreError> {
+        match &self.previous {
+            Some(prev) => self.ds.snapshot_finished(&self.ns, prev).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Store a blob or a finished index in the new snapshot (not the manifest: see `commit`).
+    pub async fn write_file(&self, name: &str, data: Bytes) -> Result<(), DatastoreError> {
+        if name == MANIFEST {
+            return Err(DatastoreError::Invalid(format!(
+                "{MANIFEST} is written by finishing the backup, not as a file"
+            )));
+        }
+        if !is_snapshot_file_name(name) {
+            return Err(DatastoreError::Invalid(format!(
+                "invalid file name '{name}': must end in .blob, .fidx or .didx"
+            )));
+        }
+        let key = snapshot_file_key(&self.ns, &self.dir, name)?;
+        self.ds
+            .backend
+            .put(&key, data, PutOptions::default())
+            .await?;
+        Ok(())
+    }
+
+    /// Record a chunk this session uploaded or reused; GC keeps it while the lease lives.
+    pub fn register_chunk(&self, digest: &Digest, size: u64) {
+        lock_std(&self.state.chunks).insert(*digest, size);
+    }
+
+    /// Decoded size of a chunk known to this session.
+    pub fn known_chunk_size(&self, digest: &Digest) -> Option<u64> {
+        lock_std(&self.state.chunks).get(digest).copied()
+    }
+
+    /// Number of chunks known to this session.
+    pub fn known_chunk_count(&self) -> usize {
+        lock_std(&self.state.chunks).len()
+    }
+
+    /// Write `index.json.blob` last, which makes the snapshot exist; releases all locks.
+    pub async fn commit(mut self, manifest_blob: Bytes) -> Result<(), DatastoreError> {
+        Manifest::from_blob(&manifest_blob).map_err(|source| DatastoreError::Corrupt {
+            object: format!(
+                "manifest of snapshot {}",
+                snapshot_label(&self.ns, &self.dir)
+            ),
+            source,
+        })?;
+        let key = snapshot_file_key(&self.ns, &self.dir, MANIFEST)?;
+        self.ds
+            .backend
+            .put(&key, manifest_blob, PutOptions::default())
+            .await?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for BackupLease {
+    fn drop(&mut self) {
+        self.ds.leases.unregister(self.lease_id);
+        if self.committed || (!self.owns_snapshot && !self.created_group) {
+            return;
+        }
+        // Locks move into the cleanup task so nobody starts on the group before it is done.
+        let locks = (
+            self.group_lock.take(),
+            self.snap_lock.take(),
+            self.prev_lock.take(),
+        );
+        let ds = self.ds.clone();
+        let ns = self.ns.clone();
+        let dir = self.dir.clone();
+        let owns_snapshot = self.owns_snapshot;
+        let created_group = self.created_group;
+        let cleanup = async move {
+            let label = snapshot_label(&ns, &dir);
+            if owns_snapshot {
+                match snapshot_prefix(&ns, &dir) {
+                    Ok(prefix) => {
+                        if let Err(e) = ds.backend.delete_prefix(&prefix).await {
+                            tracing::warn!("cleanup of aborted backup {label} failed: {e}");
+                        }
+                    }
+                    Err(e) => tracing::warn!("cleanup of aborted backup {label} failed: {e}"),
+                }
+            }
+            if created_group {
+                if let Err(e) = ds.remove_group_if_empty_locked(&ns, &dir.group).await {
+                    tracing::warn!("removing empty group of aborted backup {label} failed: {e}");
+                }
+            }
+            drop(locks);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(cleanup);
+            }
+            Err(_) => tracing::warn!(
+                "backup {} aborted outside a runtime; leftovers stay until the cleanup pass",
+                snapshot_label(&self.ns, &self.dir)
+            ),
+        }
+    }
+}
+
+/// A reader session on one finished snapshot.
+pub struct ReaderLease {
+    ds: Arc<Datastore>,
+    ns: BackupNamespace,
+    dir: BackupDir,
+    _lock: SnapshotGuard,
+}
+
+impl std::fmt::Debug for ReaderLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReaderLease")
+            .field("store", &self.ds.name())
+            .field("ns", &self.ns)
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl ReaderLease {
+    pub fn datastore(&self) -> &Arc<Datastore> {
+        &self.ds
+    }
+
+    pub fn dir(&self) -> &BackupDir {
+        &self.dir
+    }
+
+    pub fn ns(&self) -> &BackupNamespace {
+        &self.ns
+    }
+
+    /// A file of the snapshot.
+    pub async fn read_file(&self, name: &str) -> Result<Bytes, DatastoreError> {
+        self.ds.read_snapshot_file(&self.ns, &self.dir, name).await
+    }
+
+    /// A chunk blob.
+    pub async fn load_chunk(&self, digest: &Digest) -> Result<Bytes, DatastoreError> {
+        self.ds.load_chunk(digest).await
+    }
+}

@@ -1,0 +1,403 @@
+//! Datastore behaviour on a temporary local backend.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use crate::backend::{Backend, LocalBackend};
+use crate::format::blob::{assemble_encrypted_blob, encode_blob};
+use crate::format::dynamic_index::{DynamicEntry, DynamicIndex};
+use crate::format::manifest::{Manifest, VerifyState};
+use crate::format::names::{BackupDir, BackupGroup, BackupNamespace, BackupType};
+use crate::format::{sha256, Digest};
+
+use super::*;
+
+const T0: i64 = 1_700_000_000;
+const AUTH: &str = "alice@pbs";
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    backend: Arc<LocalBackend>,
+    ds: Arc<Datastore>,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    let backend = Arc::new(LocalBackend::open(&root).expect("backend"));
+    let ds = Datastore::open("test", backend.clone())
+        .await
+        .expect("open");
+    Env {
+        _dir: dir,
+        root,
+        backend,
+        ds,
+    }
+}
+
+fn vm(id: &str) -> BackupGroup {
+    BackupGroup::new(BackupType::Vm, id).expect("group")
+}
+
+fn root() -> BackupNamespace {
+    BackupNamespace::root()
+}
+
+fn manifest_blob(group: &BackupGroup, time: i64) -> Bytes {
+    Bytes::from(Manifest::new(group.ty.as_str(), &group.id, time).to_blob())
+}
+
+fn chunk(data: &[u8]) -> (Digest, Bytes) {
+    (sha256(data), Bytes::from(encode_blob(data, false)))
+}
+
+fn didx(chunks: &[(Digest, u64)]) -> Bytes {
+    let mut end = 0;
+    let entries = chunks
+        .iter()
+        .map(|(digest, len)| {
+            end += len;
+            DynamicEntry {
+                end,
+                digest: *digest,
+            }
+        })
+        .collect();
+    let index = DynamicIndex {
+        uuid: [7; 16],
+        ctime: T0,
+        entries,
+    };
+    Bytes::from(index.to_bytes())
+}
+
+/// A finished backup with one dynamic index over `chunks` (which are inserted).
+async fn backup(ds: &Arc<Datastore>, ns: &BackupNamespace, group: &BackupGroup, time: i64) {
+    let lease = ds.start_backup(ns, group, time, AUTH).await.expect("start");
+    let (digest, raw) = chunk(format!("data {time}").as_bytes());
+    ds.insert_chunk(&digest, raw, false).await.expect("chunk");
+    lease
+        .write_file("root.pxar.didx", didx(&[(digest, 10)]))
+        .await
+        .expect("index");
+    lease
+        .commit(manifest_blob(group, time))
+        .await
+        .expect("commit");
+}
+
+async fn all_keys(backend: &LocalBackend) -> Vec<String> {
+    let listed = backend.list("", None).await.expect("list");
+    listed.objects.into_iter().map(|o| o.key).collect()
+}
+
+/// Poll until `f` holds (the drop cleanup runs in a spawned task).
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Start a backup once the cleanup of a dropped lease has released the group.
+async fn start_when_free(ds: &Arc<Datastore>, group: &BackupGroup, time: i64) -> BackupLease {
+    for _ in 0..200 {
+        match ds.start_backup(&root(), group, time, AUTH).await {
+            Ok(lease) => return lease,
+            Err(DatastoreError::Busy(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(e) => panic!("start_backup: {e}"),
+        }
+    }
+    panic!("group {group} stayed locked");
+}
+
+fn age_file(path: &std::path::Path, age: Duration) {
+    let when = SystemTime::now() - age;
+    let file = std::fs::File::open(path).expect("open for times");
+    file.set_times(
+        std::fs::FileTimes::new()
+            .set_modified(when)
+            .set_accessed(when),
+    )
+    .expect("set times");
+}
+
+#[tokio::test]
+async fn committed_backup_is_listed_as_finished() {
+    let e = env().await;
+    let g = vm("100");
+    let lease = e.ds.start_backup(&root(), &g, T0, AUTH).await.unwrap();
+    assert!(lease.created_group());
+    assert_eq!(lease.owner(), AUTH);
+    assert!(lease.previous().is_none());
+    lease
+        .write_file("conf.blob", Bytes::from(encode_blob(b"x", false)))
+        .await
+        .unwrap();
+    assert!(lease
+        .write_file("index.json.blob", Bytes::new())
+        .await
+        .is_err());
+    assert!(lease.write_file("../x.blob", Bytes::new()).await.is_err());
+    assert!(lease.write_file("x.txt", Bytes::new()).await.is_err());
+    lease.commit(manifest_blob(&g, T0)).await.unwrap();
+
+    let snaps = e.ds.list_snapshots(&root(), &g).await.unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert!(snaps[0].finished);
+    assert!(!snaps[0].protected);
+    assert_eq!(snaps[0].files, ["conf.blob", "index.json.blob"]);
+    assert_eq!(
+        e.ds.list_groups(&root()).await.unwrap(),
+        std::slice::from_ref(&g)
+    );
+    assert_eq!(
+        e.ds.group_owner(&root(), &g).await.unwrap().as_deref(),
+        Some(AUTH)
+    );
+    assert!(e
+        .root
+        .join("vm/100/2023-11-14T22:13:20Z/index.json.blob")
+        .exists());
+
+    let (manifest, len) = e.ds.load_manifest(&root(), &snaps[0].dir).await.unwrap();
+    assert_eq!(manifest.backup_time, T0);
+    assert!(len > 0);
+    // The group lock was released by commit.
+    let next =
+        e.ds.start_backup(&root(), &g, T0 + 1, "bob@pbs")
+            .await
+            .unwrap();
+    assert!(!next.created_group());
+    assert_eq!(next.owner(), AUTH, "owner stays the creator");
+    assert_eq!(next.previous(), Some(&snaps[0].dir));
+}
+
+#[tokio::test]
+async fn dropped_lease_leaves_nothing_behind() {
+    let e = env().await;
+    let g = vm("100");
+    let lease = e.ds.start_backup(&root(), &g, T0, AUTH).await.unwrap();
+    lease
+        .write_file("a.blob", Bytes::from(encode_blob(b"a", false)))
+        .await
+        .unwrap();
+    drop(lease);
+    eventually("aborted snapshot and new group removed", || async {
+        all_keys(&e.backend).await.is_empty()
+    })
+    .await;
+    let probe = start_when_free(&e.ds, &g, T0).await;
+    assert!(
+        probe.created_group(),
+        "the group was removed with the aborted backup"
+    );
+    drop(probe);
+
+    // An aborted second backup keeps the first snapshot and the owner.
+    let lease = start_when_free(&e.ds, &g, T0 + 10).await;
+    let (digest, raw) = chunk(b"first");
+    e.ds.insert_chunk(&digest, raw, false).await.unwrap();
+    lease
+        .write_file("root.pxar.didx", didx(&[(digest, 5)]))
+        .await
+        .unwrap();
+    lease.commit(manifest_blob(&g, T0 + 10)).await.unwrap();
+    let lease = e.ds.start_backup(&root(), &g, T0 + 20, AUTH).await.unwrap();
+    lease
+        .write_file("b.blob", Bytes::from(encode_blob(b"b", false)))
+        .await
+        .unwrap();
+    drop(lease);
+    eventually("second aborted snapshot removed", || async {
+        e.ds.list_snapshots(&root(), &g).await.unwrap().len() == 1
+    })
+    .await;
+    assert_eq!(
+        e.ds.group_owner(&root(), &g).await.unwrap().as_deref(),
+        Some(AUTH)
+    );
+}
+
+#[tokio::test]
+async fn second_backup_of_a_group_is_busy() {
+    let e = env().await;
+    let g = vm("100");
+    let _first = e.ds.start_backup(&root(), &g, T0, AUTH).await.unwrap();
+    let err =
+        e.ds.start_backup(&root(), &g, T0 + 1, AUTH)
+            .await
+            .unwrap_err();
+    assert!(matches!(err, DatastoreError::Busy(_)), "{err}");
+    assert!(err
+        .to_string()
+        .contains("unable to acquire backup group lock for vm/100"));
+    assert!(e
+        .ds
+        .start_backup(&root(), &vm("101"), T0, AUTH)
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn backup_time_must_be_newer_and_unused() {
+    let e = env().await;
+    let g = vm("100");
+    backup(&e.ds, &root(), &g, T0).await;
+    for t in [T0 - 5, T0] {
+        let err = e.ds.start_backup(&root(), &g, t, AUTH).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "backup timestamp is older than last backup."
+        );
+    }
+    // A failed start does not leave the group locked.
+    assert!(e.ds.start_backup(&root(), &g, T0 + 1, AUTH).await.is_ok());
+}
+
+#[tokio::test]
+async fn previous_skips_verify_failed_snapshot() {
+    let e = env().await;
+    let g = vm("100");
+    backup(&e.ds, &root(), &g, T0).await;
+    backup(&e.ds, &root(), &g, T0 + 10).await;
+    let last = BackupDir::new(g.clone(), T0 + 10).unwrap();
+    let state = |s: &str| VerifyState {
+        state: s.to_string(),
+        upid: "UPID:x".to_string(),
+    };
+    e.ds.update_manifest(&root(), &last, |m| m.set_verify_state(&state("ok")))
+        .await
+        .unwrap();
+    let lease = e.ds.start_backup(&root(), &g, T0 + 20, AUTH).await.unwrap();
+    assert_eq!(lease.previous(), Some(&last));
+    assert!(lease.previous_exists().await.unwrap());
+    assert!(lease.read_previous_file("root.pxar.didx").await.is_ok());
+    drop(lease);
+
+    e.ds.update_manifest(&root(), &last, |m| m.set_verify_state(&state("failed")))
+        .await
+        .unwrap();
+    let (m, _) = e.ds.load_manifest(&root(), &last).await.unwrap();
+    assert_eq!(m.verify_state().unwrap().state, "failed");
+    let lease = start_when_free(&e.ds, &g, T0 + 20).await;
+    assert!(lease.previous().is_none(), "no base after a failed verify");
+}
+
+#[tokio::test]
+async fn previous_and_readers_block_removal() {
+    let e = env().await;
+    let g = vm("100");
+    backup(&e.ds, &root(), &g, T0).await;
+    let first = BackupDir::new(g.clone(), T0).unwrap();
+
+    let lease = e.ds.start_backup(&root(), &g, T0 + 1, AUTH).await.unwrap();
+    let err =
+        e.ds.remove_snapshot(&root(), &first, false)
+            .await
+            .unwrap_err();
+    assert!(matches!(err, DatastoreError::Busy(_)), "{err}");
+    // The running backup's own snapshot cannot be read.
+    let running = lease.dir().clone();
+    lease
+        .write_file("a.blob", Bytes::from(encode_blob(b"a", false)))
+        .await
+        .unwrap();
+    let err = e.ds.start_reader(&root(), &running).await.unwrap_err();
+    assert!(matches!(err, DatastoreError::Busy(_)), "{err}");
+    // Readers coexist with the backup using it as previous.
+    let reader = e.ds.start_reader(&root(), &first).await.unwrap();
+    assert!(reader.read_file("index.json.blob").await.is_ok());
+    assert!(reader.read_file("../owner").await.is_err());
+    drop(lease);
+    eventually("backup released previous", || async {
+        e.ds.list_snapshots(&root(), &g).await.unwrap().len() == 1
+    })
+    .await;
+    let err =
+        e.ds.remove_snapshot(&root(), &first, false)
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(err, DatastoreError::Busy(_)),
+        "reader still holds it: {err}"
+    );
+    drop(reader);
+    e.ds.remove_snapshot(&root(), &first, false).await.unwrap();
+    let missing = e.ds.start_reader(&root(), &first).await.unwrap_err();
+    assert!(missing.is_not_found());
+}
+
+#[tokio::test]
+async fn protected_snapshot_refuses_removal() {
+    let e = env().await;
+    let g = vm("100");
+    backup(&e.ds, &root(), &g, T0).await;
+    let dir = BackupDir::new(g.clone(), T0).unwrap();
+    e.ds.set_protected(&root(), &dir, true).await.unwrap();
+    assert!(e.ds.list_snapshots(&root(), &g).await.unwrap()[0].protected);
+    let err =
+        e.ds.remove_snapshot(&root(), &dir, false)
+            .await
+            .unwrap_err();
+    assert!(matches!(err, DatastoreError::Protected(_)), "{err}");
+    assert!(err
+        .to_string()
+        .starts_with("cannot remove protected snapshot vm/100/"));
+    let stats = e.ds.remove_group(&root(), &g).await.unwrap();
+    assert_eq!(stats.protected_snapshots, 1);
+    assert!(e.ds.group_owner(&root(), &g).await.unwrap().is_some());
+
+    e.ds.set_protected(&root(), &dir, false).await.unwrap();
+    e.ds.remove_snapshot(&root(), &dir, false).await.unwrap();
+    // Last snapshot gone: group (owner) gone too.
+    assert!(e.ds.list_groups(&root()).await.unwrap().is_empty());
+    assert!(all_keys(&e.backend)
+        .await
+        .iter()
+        .all(|k| k.starts_with(".chunks/")));
+
+    // force removes a protected snapshot.
+    backup(&e.ds, &root(), &g, T0 + 5).await;
+    let dir = BackupDir::new(g.clone(), T0 + 5).unwrap();
+    e.ds.set_protected(&root(), &dir, true).await.unwrap();
+    e.ds.remove_snapshot(&root(), &dir, true).await.unwrap();
+    assert!(!e.ds.snapshot_exists(&root(), &dir).await.unwrap());
+}
+
+#[tokio::test]
+async fn remove_group_removes_everything_unprotected() {
+    let e = env().await;
+    let g = vm("100");
+    backup(&e.ds, &root(), &g, T0).await;
+    backup(&e.ds, &root(), &g, T0 + 1).await;
+    e.ds.set_group_notes(&root(), &g, "notes").await.unwrap();
+    assert_eq!(
+        e.ds.group_notes(&root(), &g).await.unwrap().as_deref(),
+        Some("notes")
+    );
+    let stats = e.ds.remove_group(&root(), &g).await.unwrap();
+    assert_eq!(stats.removed_snapshots, 2);
+    assert_eq!(stats.protected_snapshots, 0);
+    assert!(!e.ds.group_exists(&root(), &g).await.unwrap());
+    assert!(e
+        .ds
+        .remove_group(&root(), &g)
+        .await
+        .unwrap_err()
+        .is_not_found());
+}
+
+#[path = "tests_store.rs"]
+mod store;

@@ -1,0 +1,276 @@
+//! Namespaces, chunks, GC and path handling on a temporary local backend.
+
+use super::*;
+
+#[tokio::test]
+async fn namespaces_create_list_delete() {
+    let e = env().await;
+    let a = e.ds.create_namespace(&root(), "a").await.unwrap();
+    let ab = e.ds.create_namespace(&a, "b").await.unwrap();
+    let c = e.ds.create_namespace(&root(), "c").await.unwrap();
+    assert!(e.root.join("ns/a/ns/b/.namespace").exists());
+    let err = e.ds.create_namespace(&root(), "a").await.unwrap_err();
+    assert!(matches!(err, DatastoreError::AlreadyExists(_)), "{err}");
+    let missing = BackupNamespace::parse("x").unwrap();
+    assert!(e
+        .ds
+        .create_namespace(&missing, "y")
+        .await
+        .unwrap_err()
+        .is_not_found());
+    assert!(e.ds.create_namespace(&root(), "../evil").await.is_err());
+
+    let all = e.ds.list_namespaces(&root(), None).await.unwrap();
+    assert_eq!(all, [root(), a.clone(), ab.clone(), c.clone()]);
+    let shallow = e.ds.list_namespaces(&root(), Some(1)).await.unwrap();
+    assert_eq!(shallow, [root(), a.clone(), c.clone()]);
+    assert_eq!(
+        e.ds.list_namespaces(&a, Some(0)).await.unwrap(),
+        std::slice::from_ref(&a)
+    );
+
+    let err =
+        e.ds.start_backup(&missing, &vm("1"), T0, AUTH)
+            .await
+            .unwrap_err();
+    assert_eq!(err.to_string(), "namespace 'x' not found");
+
+    // Groups block deletion unless delete_groups; protected snapshots survive.
+    backup(&e.ds, &ab, &vm("1"), T0).await;
+    backup(&e.ds, &a, &vm("2"), T0).await;
+    assert!(e.ds.delete_namespace(&a, false).await.is_err());
+    assert!(e.ds.delete_namespace(&root(), true).await.is_err());
+    let keep = BackupDir::new(vm("2"), T0).unwrap();
+    e.ds.set_protected(&a, &keep, true).await.unwrap();
+    let stats = e.ds.delete_namespace(&a, true).await.unwrap();
+    assert_eq!(stats.removed_snapshots, 1);
+    assert_eq!(stats.protected_snapshots, 1);
+    assert_eq!(stats.removed_namespaces, 1, "only a/b goes");
+    assert!(e.ds.namespace_exists(&a).await.unwrap());
+    assert!(!e.ds.namespace_exists(&ab).await.unwrap());
+
+    e.ds.set_protected(&a, &keep, false).await.unwrap();
+    let stats = e.ds.delete_namespace(&a, true).await.unwrap();
+    assert_eq!(stats.removed_namespaces, 1);
+    assert!(!e.ds.namespace_exists(&a).await.unwrap());
+    let stats = e.ds.delete_namespace(&c, false).await.unwrap();
+    assert_eq!(stats.removed_namespaces, 1);
+    assert_eq!(e.ds.list_namespaces(&root(), None).await.unwrap(), [root()]);
+}
+
+#[tokio::test]
+async fn pbs_written_namespace_directory_counts() {
+    let e = env().await;
+    std::fs::create_dir_all(e.root.join("ns/legacy/vm/5/2020-01-01T00:00:00Z")).unwrap();
+    std::fs::write(e.root.join("ns/legacy/vm/5/owner"), "root@pam\n").unwrap();
+    std::fs::create_dir_all(e.root.join("ns/empty")).unwrap();
+    let legacy = BackupNamespace::parse("legacy").unwrap();
+    assert!(e.ds.namespace_exists(&legacy).await.unwrap());
+    assert!(e
+        .ds
+        .namespace_exists(&BackupNamespace::parse("empty").unwrap())
+        .await
+        .unwrap());
+    assert_eq!(e.ds.list_groups(&legacy).await.unwrap(), [vm("5")]);
+    assert_eq!(
+        e.ds.group_owner(&legacy, &vm("5"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("root@pam")
+    );
+}
+
+#[tokio::test]
+async fn insert_chunk_deduplicates() {
+    let e = env().await;
+    let data = vec![0u8; 64 * 1024];
+    let digest = sha256(&data);
+    let plain = Bytes::from(encode_blob(&data, false));
+    let small = Bytes::from(encode_blob(&data, true));
+    assert!(small.len() < plain.len());
+
+    let out =
+        e.ds.insert_chunk(&digest, plain.clone(), false)
+            .await
+            .unwrap();
+    assert!(!out.duplicate);
+    assert!(e.ds.chunk_exists(&digest).await.unwrap());
+    let out =
+        e.ds.insert_chunk(&digest, plain.clone(), false)
+            .await
+            .unwrap();
+    assert!(out.duplicate);
+    // A smaller plain copy replaces the stored one; a bigger one does not.
+    let out =
+        e.ds.insert_chunk(&digest, small.clone(), false)
+            .await
+            .unwrap();
+    assert!(!out.duplicate);
+    assert_eq!(e.ds.load_chunk(&digest).await.unwrap(), small);
+    let out =
+        e.ds.insert_chunk(&digest, plain.clone(), false)
+            .await
+            .unwrap();
+    assert!(out.duplicate);
+    assert_eq!(e.ds.load_chunk(&digest).await.unwrap(), small);
+
+    // Encrypted data over a stored plain chunk is refused.
+    let enc = Bytes::from(assemble_encrypted_blob(
+        false, &[1; 16], &[2; 16], &[3; 100],
+    ));
+    let err = e.ds.insert_chunk(&digest, enc, true).await.unwrap_err();
+    assert!(matches!(err, DatastoreError::Invalid(_)), "{err}");
+
+    // Both encrypted and uncompressed with different lengths: refused.
+    let d2 = sha256(b"other");
+    let e1 = Bytes::from(assemble_encrypted_blob(
+        false, &[1; 16], &[2; 16], &[3; 100],
+    ));
+    let e2 = Bytes::from(assemble_encrypted_blob(false, &[1; 16], &[2; 16], &[3; 90]));
+    assert!(!e.ds.insert_chunk(&d2, e1, true).await.unwrap().duplicate);
+    assert!(e.ds.insert_chunk(&d2, e2, true).await.is_err());
+
+    // A 0-byte stored object is overwritten.
+    let d3 = sha256(b"zero");
+    let key = layout::chunk_key(&d3);
+    std::fs::create_dir_all(e.root.join(&key).parent().unwrap()).unwrap();
+    std::fs::write(e.root.join(&key), b"").unwrap();
+    let blob = Bytes::from(encode_blob(b"zero", false));
+    assert!(
+        !e.ds
+            .insert_chunk(&d3, blob.clone(), false)
+            .await
+            .unwrap()
+            .duplicate
+    );
+    assert_eq!(e.ds.load_chunk(&d3).await.unwrap(), blob);
+
+    assert!(e
+        .ds
+        .load_chunk(&sha256(b"nope"))
+        .await
+        .unwrap_err()
+        .is_not_found());
+}
+
+#[tokio::test]
+async fn gc_sweeps_only_unreferenced_old_chunks() {
+    let e = env().await;
+    let g = vm("100");
+    backup(&e.ds, &root(), &g, T0).await; // inserts and references chunk "data T0"
+    let referenced = sha256(format!("data {T0}").as_bytes());
+    let (garbage, raw) = chunk(b"garbage");
+    e.ds.insert_chunk(&garbage, raw, false).await.unwrap();
+    let (leased, raw) = chunk(b"leased");
+    e.ds.insert_chunk(&leased, raw, false).await.unwrap();
+    let (young, raw) = chunk(b"young");
+    e.ds.insert_chunk(&young, raw, false).await.unwrap();
+    for d in [referenced, garbage, leased] {
+        age_file(
+            &e.root.join(layout::chunk_key(&d)),
+            Duration::from_secs(2 * 86_400),
+        );
+    }
+
+    // Default cutoff: the young unreferenced chunk is only pending.
+    let lease =
+        e.ds.start_backup(&root(), &vm("200"), T0, AUTH)
+            .await
+            .unwrap();
+    lease.register_chunk(&leased, 6);
+    assert_eq!(lease.known_chunk_size(&leased), Some(6));
+    let lines = std::sync::Mutex::new(Vec::new());
+    let log = |l: String| lines.lock().unwrap().push(l);
+    let status = e.ds.garbage_collect(&log).await.unwrap();
+    assert!(!e.ds.chunk_exists(&garbage).await.unwrap());
+    assert!(e.ds.chunk_exists(&referenced).await.unwrap());
+    assert!(e.ds.chunk_exists(&leased).await.unwrap());
+    assert!(e.ds.chunk_exists(&young).await.unwrap());
+    assert_eq!(status.removed_chunks, 1);
+    assert_eq!(status.pending_chunks, 1);
+    assert_eq!(status.disk_chunks, 2);
+    assert_eq!(status.index_file_count, 1);
+    assert_eq!(status.index_data_bytes, 10);
+    assert!(lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("Removed chunks: 1")));
+
+    // Cutoff 0 with the lease gone: the young and the formerly leased chunk go too.
+    drop(lease);
+    e.ds.set_gc_cutoff(Duration::ZERO);
+    eventually("lease cleanup done", || async {
+        e.ds.list_groups(&root()).await.unwrap().len() == 1
+    })
+    .await;
+    let status = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    assert_eq!(status.removed_chunks, 2);
+    assert!(e.ds.chunk_exists(&referenced).await.unwrap());
+    assert!(!e.ds.chunk_exists(&young).await.unwrap());
+    assert!(!e.ds.chunk_exists(&leased).await.unwrap());
+
+    // Status persisted and read back on open.
+    assert_eq!(e.ds.last_gc_status().await, Some(status.clone()));
+    let reopened = Datastore::open("test", e.backend.clone()).await.unwrap();
+    assert_eq!(reopened.last_gc_status().await, Some(status));
+    let text = std::fs::read_to_string(e.root.join(".gc-status")).unwrap();
+    assert!(text.contains("\"removed-chunks\": 2"), "{text}");
+}
+
+#[tokio::test]
+async fn client_log_rules() {
+    let e = env().await;
+    let g = vm("100");
+    let dir = BackupDir::new(g.clone(), T0).unwrap();
+    let log = Bytes::from(encode_blob(b"log text", true));
+    assert!(e
+        .ds
+        .add_client_log(&root(), &dir, log.clone())
+        .await
+        .unwrap_err()
+        .is_not_found());
+    backup(&e.ds, &root(), &g, T0).await;
+    let mut corrupt = log.to_vec();
+    corrupt[8] ^= 0xff;
+    let err =
+        e.ds.add_client_log(&root(), &dir, Bytes::from(corrupt))
+            .await
+            .unwrap_err();
+    assert!(matches!(err, DatastoreError::Corrupt { .. }), "{err}");
+    e.ds.add_client_log(&root(), &dir, log.clone())
+        .await
+        .unwrap();
+    let err = e.ds.add_client_log(&root(), &dir, log).await.unwrap_err();
+    assert_eq!(err.to_string(), "backup already contains a log.");
+    let snaps = e.ds.list_snapshots(&root(), &g).await.unwrap();
+    assert!(snaps[0].files.contains(&"client.log.blob".to_string()));
+}
+
+#[tokio::test]
+async fn path_tricks_are_rejected() {
+    let e = env().await;
+    let g = vm("100");
+    backup(&e.ds, &root(), &g, T0).await;
+    let dir = BackupDir::new(g.clone(), T0).unwrap();
+    for name in ["../owner", "..", "a/b.blob", "", "/etc/passwd", "x\\y.blob"] {
+        assert!(
+            e.ds.read_snapshot_file(&root(), &dir, name).await.is_err(),
+            "{name:?}"
+        );
+    }
+    assert!(BackupNamespace::parse("a/../b").is_err());
+    assert!(BackupGroup::new(BackupType::Vm, "../x").is_err());
+    assert!(e.backend.get("../outside").await.is_err());
+    // Junk directories are ignored by listings.
+    std::fs::create_dir_all(e.root.join("vm/bad id")).unwrap();
+    std::fs::create_dir_all(e.root.join("xx/100")).unwrap();
+    std::fs::create_dir_all(e.root.join("vm/100/not-a-time")).unwrap();
+    std::fs::write(e.root.join("vm/100/not-a-time/x.blob"), b"x").unwrap();
+    assert_eq!(
+        e.ds.list_groups(&root()).await.unwrap(),
+        std::slice::from_ref(&g)
+    );
+    assert_eq!(e.ds.list_snapshots(&root(), &g).await.unwrap().len(), 1);
+}

@@ -1,0 +1,12 @@
+pub mod format;
+pub mod net;
+pub mod config;
+pub mod auth;
+pub mod tasks;
+pub mod backend;
+pub mod datastore;
+pub mod state;
+pub mod protocol;
+pub mod api;
+pub mod cli;
+pub mod listener;

@@ -1,0 +1,290 @@
+//! Backup session (`proxmox-backup-protocol-v1`, protocol.md §4): the upgrade-time checks of
+//! §4.1, the session object shared by all HTTP/2 streams of one connection, and the router.
+//!
+//! The datastore's [`BackupLease`] owns the new snapshot and the known-chunk map; it is kept
+//! in a `tokio::sync::RwLock<Option<_>>` so ordinary requests share it while `finish` takes it
+//! exclusively (waiting for in-flight uploads) to commit it. A connection that ends before a
+//! successful `finish` drops the lease, which deletes the snapshot (§4.5).
+
+mod chunks;
+mod finish;
+mod index_handlers;
+pub mod index_writers;
+mod previous;
+pub mod session;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use tokio::sync::{RwLock, RwLockReadGuard};
+
+use crate::auth::{owner_matches, Identity, Privileges};
+use crate::datastore::{BackupLease, Datastore};
+use crate::format::names::{BackupDir, BackupNamespace, BackupType};
+use crate::net::{json_data, Body, HttpError, Params};
+use crate::state::AppState;
+
+use super::body::discard;
+use super::error::ProtocolError;
+use super::upgrade::{
+    check_upgrade_request, endpoint, path_not_found, serve_h2, switching_protocols,
+    BACKUP_PROTOCOL_ID,
+};
+use super::visible_datastore;
+use session::{SessionState, WriterKind};
+
+/// Shared state of one backup session.
+pub(crate) struct BackupSession {
+    store: Arc<Datastore>,
+    lease: RwLock<Option<BackupLease>>,
+    state: Mutex<SessionState>,
+    benchmark: bool,
+    /// `store:ns/type/id/time` for log lines.
+    label: String,
+}
+
+impl BackupSession {
+    fn state(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Shared access to the lease; fails once `finish` consumed it.
+    async fn lease(&self) -> Result<RwLockReadGuard<'_, BackupLease>, ProtocolError> {
+        RwLockReadGuard::try_map(self.lease.read().await, |l| l.as_ref())
+            .map_err(|_| ProtocolError::Invalid("backup already marked as finished.".into()))
+    }
+}
+
+/// `GET /api2/json/backup` with `Upgrade: proxmox-backup-protocol-v1`: runs every check of
+/// §4.1 in PBS's order, answers 101 and serves the session on the upgraded connection.
+pub async fn upgrade(
+    state: Arc<AppState>,
+    identity: Identity,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, HttpError> {
+    let params = Params::from_query(req.uri().query());
+    let store_name = params.required_str("store")?;
+    let dir = params.snapshot()?;
+    let ns = params.namespace("ns")?;
+    params.bool_or("debug", false)?;
+    let benchmark = params.bool_or("benchmark", false)?;
+    params.bool_or("no-cache", false)?;
+
+    let entry = visible_datastore(&state, &identity, &store_name);
+    let store_tenant = entry
+        .as_ref()
+        .map(|e| e.tenant.clone())
+        .unwrap_or_else(|| identity.tenant.clone());
+    let privs = state
+        .auth
+        .privileges(&identity, &store_name, &store_tenant, &ns);
+    if !privs.contains(Privileges::BACKUP) {
+        return Err(HttpError::forbidden());
+    }
+    let entry = entry.ok_or_else(|| super::datastore_missing(&store_name))?;
+    check_upgrade_request(&req, BACKUP_PROTOCOL_ID)?;
+
+    let store = entry.store.clone();
+    if !store
+        .namespace_exists(&ns)
+        .await
+        .map_err(ProtocolError::from)?
+    {
+        return Err(HttpError::not_found("namespace not found"));
+    }
+    check_benchmark_rule(&dir, benchmark)?;
+
+    let authid = identity.authid.to_string();
+    let lease = store
+        .start_backup(&ns, &dir.group, dir.time, &authid)
+        .await
+        .map_err(ProtocolError::from)?;
+    if !benchmark && !owner_matches(&identity.authid, lease.owner()) {
+        let msg = format!(
+            "backup owner check failed ({} != {})",
+            authid,
+            lease.owner()
+        );
+        drop(lease);
+        return Err(HttpError::bad_request(msg));
+    }
+
+    let label = session_label(&store_name, &ns, &dir);
+    tracing::info!(
+        "backup session started: {label} by {authid}{}",
+        if benchmark { " (benchmark)" } else { "" }
+    );
+    let session = Arc::new(BackupSession {
+        store,
+        lease: RwLock::new(Some(lease)),
+        state: Mutex::new(SessionState::new()),
+        benchmark,
+        label,
+    });
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let result = match on_upgrade.await {
+            Ok(upgraded) => {
+                let handler_session = session.clone();
+                serve_h2(upgraded, move |req| handle(handler_session.clone(), req))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(format!("upgrade failed: {e}")),
+        };
+        end_session(&session, result).await;
+    });
+    Ok(switching_protocols(BACKUP_PROTOCOL_ID))
+}
+
+/// §4.1 step 6: `host/benchmark` is reserved for benchmark sessions and vice versa.
+fn check_benchmark_rule(dir: &BackupDir, benchmark: bool) -> Result<(), HttpError> {
+    let is_benchmark_group = dir.group.ty == BackupType::Host && dir.group.id == "benchmark";
+    if is_benchmark_group && !benchmark {
+        return Err(HttpError::bad_request(
+            "unable to run benchmark without --benchmark flags",
+        ));
+    }
+    if !is_benchmark_group && benchmark {
+        return Err(HttpError::bad_request(
+            "benchmark flag is only allowed on 'host/benchmark'",
+        ));
+    }
+    Ok(())
+}
+
+fn session_label(store: &str, ns: &BackupNamespace, dir: &BackupDir) -> String {
+    if ns.is_root() {
+        format!("{store}:{}", dir.path())
+    } else {
+        format!("{store}:{}/{}", ns.display_path(), dir.path())
+    }
+}
+
+/// Connection gone: an unfinished (or benchmark) snapshot is removed by dropping the lease.
+async fn end_session(session: &BackupSession, result: Result<(), String>) {
+    let lease = session.lease.write().await.take();
+    let finished = session.state().is_finished();
+    drop(lease);
+    match (finished, result) {
+        (true, Ok(())) => tracing::info!("backup session finished: {}", session.label),
+        (true, Err(e)) => tracing::info!(
+            "backup session finished: {} (connection closed with: {e})",
+            session.label
+        ),
+        (false, Ok(())) => tracing::warn!(
+            "backup session {} ended without finish - snapshot removed",
+            session.label
+        ),
+        (false, Err(e)) => tracing::warn!(
+            "backup session {} failed: {e} - snapshot removed",
+            session.label
+        ),
+    }
+}
+
+/// Routes one request of the session (paths without `/api2/json`, §4.3).
+async fn handle(session: Arc<BackupSession>, req: Request<Incoming>) -> Response<Body> {
+    let path = endpoint(&req);
+    let method = req.method().clone();
+    let result = match (&method, path.as_str()) {
+        (&Method::GET, "previous_backup_time") => previous::previous_backup_time(&session).await,
+        (&Method::GET, "previous") => previous::download_previous(&session, req).await,
+        (&Method::POST, "blob") => chunks::upload_blob(&session, req).await,
+        (&Method::POST, "dynamic_chunk") => {
+            chunks::upload_chunk(&session, WriterKind::Dynamic, req).await
+        }
+        (&Method::POST, "fixed_chunk") => {
+            chunks::upload_chunk(&session, WriterKind::Fixed, req).await
+        }
+        (&Method::POST, "dynamic_index") => index_handlers::create_dynamic(&session, req).await,
+        (&Method::POST, "fixed_index") => index_handlers::create_fixed(&session, req).await,
+        (&Method::PUT, "dynamic_index") => {
+            index_handlers::append(&session, WriterKind::Dynamic, req).await
+        }
+        (&Method::PUT, "fixed_index") => {
+            index_handlers::append(&session, WriterKind::Fixed, req).await
+        }
+        (&Method::POST, "dynamic_close") => {
+            index_handlers::close(&session, WriterKind::Dynamic, req).await
+        }
+        (&Method::POST, "fixed_close") => {
+            index_handlers::close(&session, WriterKind::Fixed, req).await
+        }
+        (&Method::POST, "finish") => finish::finish(&session).await,
+        (&Method::POST, "speedtest") => speedtest(req).await,
+        (&Method::GET, "") => Ok(json_data(subdirs())),
+        _ => Err(path_not_found(&req)),
+    };
+    match result {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::debug!(
+                "backup session {}: {method} /{path} failed: {}",
+                session.label,
+                err.message
+            );
+            err.into_response()
+        }
+    }
+}
+
+/// `POST speedtest`: body read and discarded.
+async fn speedtest(req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
+    discard(req.into_body())
+        .await
+        .map_err(|e| HttpError::bad_request(e.to_string()))?;
+    Ok(json_data(serde_json::Value::Null))
+}
+
+fn subdirs() -> serde_json::Value {
+    let names = [
+        "blob",
+        "dynamic_chunk",
+        "dynamic_close",
+        "dynamic_index",
+        "finish",
+        "fixed_chunk",
+        "fixed_close",
+        "fixed_index",
+        "previous",
+        "previous_backup_time",
+        "speedtest",
+    ];
+    serde_json::Value::Array(
+        names
+            .iter()
+            .map(|n| serde_json::json!({ "subdir": n }))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::names::BackupGroup;
+
+    fn dir(ty: BackupType, id: &str) -> BackupDir {
+        BackupDir::new(BackupGroup::new(ty, id).unwrap(), 1_700_000_000).unwrap()
+    }
+
+    #[test]
+    fn benchmark_rule() {
+        assert!(check_benchmark_rule(&dir(BackupType::Host, "benchmark"), true).is_ok());
+        assert!(check_benchmark_rule(&dir(BackupType::Host, "benchmark"), false).is_err());
+        assert!(check_benchmark_rule(&dir(BackupType::Vm, "100"), true).is_err());
+        assert!(check_benchmark_rule(&dir(BackupType::Vm, "benchmark"), false).is_ok());
+    }
+
+    #[test]
+    fn labels() {
+        let d = dir(BackupType::Vm, "100");
+        assert_eq!(
+            session_label("s", &BackupNamespace::root(), &d),
+            format!("s:{}", d.path())
+        );
+        let ns = BackupNamespace::parse("a/b").unwrap();
+        assert_eq!(session_label("s", &ns, &d), format!("s:a/b/{}", d.path()));
+    }
+}

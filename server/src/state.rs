@@ -1,0 +1,72 @@
+//! Everything a request handler can reach: authentication, the datastores the server serves,
+//! the task registry and the node's identity. Built once by `main` and shared as `Arc<AppState>`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use crate::auth::AuthService;
+use crate::datastore::Datastore;
+use crate::tasks::TaskRegistry;
+
+/// A datastore as the server exposes it: its name, the tenant that owns it and the store itself.
+pub struct DatastoreEntry {
+    pub name: String,
+    pub tenant: String,
+    pub comment: Option<String>,
+    pub store: Arc<Datastore>,
+}
+
+/// Who this server is (`/nodes/localhost/identity`, UPIDs).
+#[derive(Clone, Debug)]
+pub struct NodeIdentity {
+    /// Node name used inside UPIDs.
+    pub name: String,
+    /// Stable random id kept in the data dir (`pbs-instance-id`).
+    pub instance_id: String,
+}
+
+/// Shared server state.
+pub struct AppState {
+    pub auth: AuthService,
+    pub tasks: TaskRegistry,
+    pub node: NodeIdentity,
+    datastores: RwLock<BTreeMap<String, Arc<DatastoreEntry>>>,
+}
+
+impl AppState {
+    pub fn new(auth: AuthService, tasks: TaskRegistry, node: NodeIdentity) -> Self {
+        Self {
+            auth,
+            tasks,
+            node,
+            datastores: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// Looks a datastore up by name (tenant checks are the caller's job).
+    pub fn datastore(&self, name: &str) -> Option<Arc<DatastoreEntry>> {
+        self.datastores
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// All datastores, sorted by name.
+    pub fn datastores(&self) -> Vec<Arc<DatastoreEntry>> {
+        self.datastores
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Adds or replaces a datastore.
+    pub fn insert_datastore(&self, entry: DatastoreEntry) {
+        self.datastores
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(entry.name.clone(), Arc::new(entry));
+    }
+}

@@ -156,7 +156,10 @@ impl TestServer {
     async fn spawn(&mut self) -> Result<()> {
         let bin = server_binary()?;
         let mut command = Command::new(&bin);
-        command.arg("serve").arg("--data-dir").arg(self.data_dir.path());
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(self.data_dir.path());
         if let Some(config) = &self.config {
             command.arg("--config").arg(config);
         }

@@ -89,7 +89,9 @@ async fn handle_connection(
 
 /// A client that spoke plain HTTP to the TLS port gets a short explanation instead of a
 /// handshake error it cannot read.
-async fn refuse_plain_http(mut stream: TcpStream) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn refuse_plain_http(
+    mut stream: TcpStream,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let body = "this server only speaks HTTPS\n";
     let response = format!(
         "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -120,7 +120,7 @@ mod tests {
     #[test]
     fn deepest_level_wins_and_propagation() {
         let alice: Authid = "alice@pbs".parse().unwrap();
-        let acl = vec![
+        let acl = [
             entry("/datastore/s1", "alice@pbs", Role::DatastoreAdmin, true),
             entry("/datastore/s1/locked", "alice@pbs", Role::NoAccess, true),
             entry("/datastore/s2", "alice@pbs", Role::DatastoreBackup, false),

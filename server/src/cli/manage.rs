@@ -51,7 +51,9 @@ pub enum AclAction {
     },
 }
 
-fn open_auth(location: &Location) -> anyhow::Result<(AuthService, crate::config::Config, std::path::PathBuf)> {
+fn open_auth(
+    location: &Location,
+) -> anyhow::Result<(AuthService, crate::config::Config, std::path::PathBuf)> {
     let (config, data_dir) = location.resolve()?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("unable to create data dir {}", data_dir.display()))?;

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, DEFAULT_DATA_DIR};
 
 #[derive(Debug, Parser)]
-#[command(name = "pbs-cloud-server", version, about = "Backup server for proxmox-backup-client and Proxmox VE, on local disks or S3")]
+#[command(
+    name = "pbs-cloud-server",
+    version,
+    about = "Backup server for proxmox-backup-client and Proxmox VE, on local disks or S3"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -55,7 +55,13 @@ pub async fn serve(location: Location, listen: Option<String>) -> anyhow::Result
         .with_context(|| format!("unable to listen on {listen}"))?;
     let bound = listener.local_addr()?;
     tracing::info!("listening on {bound}, data dir {}", data_dir.display());
-    print_client_settings(bound, &stores, initial_password.as_deref(), &tls.fingerprint, &data_dir);
+    print_client_settings(
+        bound,
+        &stores,
+        initial_password.as_deref(),
+        &tls.fingerprint,
+        &data_dir,
+    );
 
     crate::listener::serve(listener, tls.config, state, shutdown_signal()).await;
     tracing::info!("shutting down");
@@ -101,7 +107,10 @@ async fn open_datastores(
         let store = Datastore::open(&name, Arc::new(backend))
             .await
             .with_context(|| format!("datastore '{name}': unable to open"))?;
-        tracing::info!("datastore '{name}' (tenant '{tenant}') at {}", path.display());
+        tracing::info!(
+            "datastore '{name}' (tenant '{tenant}') at {}",
+            path.display()
+        );
         state.insert_datastore(DatastoreEntry {
             name: name.clone(),
             tenant,
@@ -112,7 +121,6 @@ async fn open_datastores(
     }
     Ok(names)
 }
-
 
 /// Users, tokens and ACLs declared in the config file, for `AuthService::open`.
 pub(super) fn auth_seed_for(config: &Config) -> AuthSeed {
@@ -162,7 +170,11 @@ pub(super) fn auth_seed_for(config: &Config) -> AuthSeed {
 
 /// On a server without any user, creates `admin@pbs` with a generated password kept (0600) in
 /// the data dir so the start-up banner can show it. Returns the password while that file exists.
-fn ensure_admin(auth: &AuthService, config: &Config, data_dir: &Path) -> anyhow::Result<Option<String>> {
+fn ensure_admin(
+    auth: &AuthService,
+    config: &Config,
+    data_dir: &Path,
+) -> anyhow::Result<Option<String>> {
     let password_file = data_dir.join(INITIAL_PASSWORD_FILE);
     if !auth.has_users() {
         let tenant = config.default_tenant();
@@ -197,9 +209,15 @@ fn print_client_settings(
         IpAddr::V6(v6) => format!("[{v6}]"),
         IpAddr::V4(v4) => v4.to_string(),
     };
-    let store = stores.first().map(String::as_str).unwrap_or(DEFAULT_DATASTORE);
+    let store = stores
+        .first()
+        .map(String::as_str)
+        .unwrap_or(DEFAULT_DATASTORE);
     println!("# Use this server with proxmox-backup-client:");
-    println!("export PBS_REPOSITORY='{DEFAULT_ADMIN}@{host}:{}:{store}'", bound.port());
+    println!(
+        "export PBS_REPOSITORY='{DEFAULT_ADMIN}@{host}:{}:{store}'",
+        bound.port()
+    );
     match password {
         Some(password) => println!("export PBS_PASSWORD='{password}'"),
         None => println!(

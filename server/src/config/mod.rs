@@ -183,7 +183,11 @@ impl Validator<'_> {
     fn validate(&self, config: &Config) -> Result<(), ConfigError> {
         if let Some(listen) = &config.listen {
             if listen.get_ref().parse::<SocketAddr>().is_err() {
-                return Err(self.error(listen, "listen", format!("'{}' is not an address like 0.0.0.0:8007", listen.get_ref())));
+                return Err(self.error(
+                    listen,
+                    "listen",
+                    format!("'{}' is not an address like 0.0.0.0:8007", listen.get_ref()),
+                ));
             }
         }
         let mut tenants = BTreeSet::new();
@@ -194,20 +198,29 @@ impl Validator<'_> {
                 return Err(self.error(&tenant.id, &field, format!("'{id}' is not a valid tenant id (letters, digits, '_', '-', '.', at most 32)")));
             }
             if !tenants.insert(id.clone()) {
-                return Err(self.error(&tenant.id, &field, format!("tenant '{id}' is defined twice")));
+                return Err(self.error(
+                    &tenant.id,
+                    &field,
+                    format!("tenant '{id}' is defined twice"),
+                ));
             }
         }
         let default_tenant = config.default_tenant();
-        let check_tenant = |value: &Option<Spanned<String>>, field: &str| -> Result<(), ConfigError> {
-            if let Some(tenant) = value {
-                let known = tenants.contains(tenant.get_ref())
-                    || (tenants.is_empty() && tenant.get_ref() == DEFAULT_TENANT);
-                if !known {
-                    return Err(self.error(tenant, field, format!("unknown tenant '{}'", tenant.get_ref())));
+        let check_tenant =
+            |value: &Option<Spanned<String>>, field: &str| -> Result<(), ConfigError> {
+                if let Some(tenant) = value {
+                    let known = tenants.contains(tenant.get_ref())
+                        || (tenants.is_empty() && tenant.get_ref() == DEFAULT_TENANT);
+                    if !known {
+                        return Err(self.error(
+                            tenant,
+                            field,
+                            format!("unknown tenant '{}'", tenant.get_ref()),
+                        ));
+                    }
                 }
-            }
-            Ok(())
-        };
+                Ok(())
+            };
         let _ = &default_tenant;
         let mut stores = BTreeSet::new();
         for (i, store) in config.datastores.iter().enumerate() {
@@ -217,12 +230,20 @@ impl Validator<'_> {
                 return Err(self.error(&store.name, &field, format!("'{name}' is not a valid datastore name (3 to 32 letters, digits, '_', '-', '.')")));
             }
             if !stores.insert(name.clone()) {
-                return Err(self.error(&store.name, &field, format!("datastore '{name}' is defined twice")));
+                return Err(self.error(
+                    &store.name,
+                    &field,
+                    format!("datastore '{name}' is defined twice"),
+                ));
             }
             check_tenant(&store.tenant, &format!("datastore[{i}].tenant"))?;
             if let Some(path) = &store.path {
                 if !path.is_absolute() {
-                    return Err(self.error(&store.name, &format!("datastore[{i}].path"), format!("'{}' must be an absolute path", path.display())));
+                    return Err(self.error(
+                        &store.name,
+                        &format!("datastore[{i}].path"),
+                        format!("'{}' must be an absolute path", path.display()),
+                    ));
                 }
             }
         }
@@ -231,15 +252,27 @@ impl Validator<'_> {
             let userid = user.userid.get_ref();
             let field = format!("user[{i}].userid");
             if !valid_userid(userid) {
-                return Err(self.error(&user.userid, &field, format!("'{userid}' is not a user id like name@pbs")));
+                return Err(self.error(
+                    &user.userid,
+                    &field,
+                    format!("'{userid}' is not a user id like name@pbs"),
+                ));
             }
             if !users.insert(userid.clone()) {
-                return Err(self.error(&user.userid, &field, format!("user '{userid}' is defined twice")));
+                return Err(self.error(
+                    &user.userid,
+                    &field,
+                    format!("user '{userid}' is defined twice"),
+                ));
             }
             check_tenant(&user.tenant, &format!("user[{i}].tenant"))?;
             if let Some(hash) = &user.password_hash {
                 if !hash.starts_with("$argon2") {
-                    return Err(self.error(&user.userid, &format!("user[{i}].password_hash"), "expected an argon2 PHC string ($argon2id$...)"));
+                    return Err(self.error(
+                        &user.userid,
+                        &format!("user[{i}].password_hash"),
+                        "expected an argon2 PHC string ($argon2id$...)",
+                    ));
                 }
             }
         }
@@ -247,30 +280,62 @@ impl Validator<'_> {
             let tokenid = token.tokenid.get_ref();
             let field = format!("token[{i}].tokenid");
             let Some((user, name)) = tokenid.split_once('!') else {
-                return Err(self.error(&token.tokenid, &field, format!("'{tokenid}' is not a token id like name@pbs!token")));
+                return Err(self.error(
+                    &token.tokenid,
+                    &field,
+                    format!("'{tokenid}' is not a token id like name@pbs!token"),
+                ));
             };
             if !users.contains(user) {
-                return Err(self.error(&token.tokenid, &field, format!("token '{tokenid}' belongs to unknown user '{user}'")));
+                return Err(self.error(
+                    &token.tokenid,
+                    &field,
+                    format!("token '{tokenid}' belongs to unknown user '{user}'"),
+                ));
             }
             if !is_safe_id(name) {
-                return Err(self.error(&token.tokenid, &field, format!("'{name}' is not a valid token name")));
+                return Err(self.error(
+                    &token.tokenid,
+                    &field,
+                    format!("'{name}' is not a valid token name"),
+                ));
             }
             if !token.secret_hash.starts_with("$argon2") {
-                return Err(self.error(&token.tokenid, &format!("token[{i}].secret_hash"), "expected an argon2 PHC string ($argon2id$...)"));
+                return Err(self.error(
+                    &token.tokenid,
+                    &format!("token[{i}].secret_hash"),
+                    "expected an argon2 PHC string ($argon2id$...)",
+                ));
             }
         }
         for (i, acl) in config.acl.iter().enumerate() {
             let path = acl.path.get_ref();
             if !(path == "/" || path.starts_with("/datastore/")) {
-                return Err(self.error(&acl.path, &format!("acl[{i}].path"), format!("'{path}' is not '/' or '/datastore/<store>[/<ns>...]'")));
+                return Err(self.error(
+                    &acl.path,
+                    &format!("acl[{i}].path"),
+                    format!("'{path}' is not '/' or '/datastore/<store>[/<ns>...]'"),
+                ));
             }
             if !KNOWN_ROLES.contains(&acl.role.get_ref().as_str()) {
-                return Err(self.error(&acl.role, &format!("acl[{i}].role"), format!("unknown role '{}' (one of {})", acl.role.get_ref(), KNOWN_ROLES.join(", "))));
+                return Err(self.error(
+                    &acl.role,
+                    &format!("acl[{i}].role"),
+                    format!(
+                        "unknown role '{}' (one of {})",
+                        acl.role.get_ref(),
+                        KNOWN_ROLES.join(", ")
+                    ),
+                ));
             }
             let authid = acl.authid.get_ref();
             let user = authid.split('!').next().unwrap_or_default();
             if !users.contains(user) {
-                return Err(self.error(&acl.authid, &format!("acl[{i}].authid"), format!("unknown user '{user}'")));
+                return Err(self.error(
+                    &acl.authid,
+                    &format!("acl[{i}].authid"),
+                    format!("unknown user '{user}'"),
+                ));
             }
         }
         Ok(())
@@ -292,7 +357,9 @@ fn valid_userid(userid: &str) -> bool {
     match userid.rsplit_once('@') {
         Some((name, realm)) => {
             !name.is_empty()
-                && !name.chars().any(|c| c.is_whitespace() || c.is_control() || c == ':' || c == '/' || c == '!')
+                && !name.chars().any(|c| {
+                    c.is_whitespace() || c.is_control() || c == ':' || c == '/' || c == '!'
+                })
                 && is_safe_id(realm)
                 && (2..=32).contains(&realm.len())
         }

@@ -42,7 +42,8 @@ role = "DatastoreBackup"
 
 #[test]
 fn unknown_field_names_line_and_field() {
-    let err = parse("listen = \"0.0.0.0:8007\"\n\n[[datastore]]\nname = \"store1\"\nsize = 3\n").unwrap_err();
+    let err = parse("listen = \"0.0.0.0:8007\"\n\n[[datastore]]\nname = \"store1\"\nsize = 3\n")
+        .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("/etc/pbs-cloud.toml"), "{text}");
     assert!(text.contains("line 5"), "{text}");
@@ -51,9 +52,13 @@ fn unknown_field_names_line_and_field() {
 
 #[test]
 fn invalid_values_name_line_and_field() {
-    let err = parse("[[datastore]]\nname = \"store1\"\n\n[[datastore]]\nname = \"../etc\"\n").unwrap_err();
+    let err = parse("[[datastore]]\nname = \"store1\"\n\n[[datastore]]\nname = \"../etc\"\n")
+        .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("line 5") && text.contains("datastore[1].name"), "{text}");
+    assert!(
+        text.contains("line 5") && text.contains("datastore[1].name"),
+        "{text}"
+    );
 
     let err = parse("[[datastore]]\nname = \"store1\"\ntenant = \"nobody\"\n").unwrap_err();
     assert!(err.to_string().contains("unknown tenant 'nobody'"), "{err}");
@@ -64,7 +69,8 @@ fn invalid_values_name_line_and_field() {
     let err = parse("[[user]]\nuserid = \"bob\"\n").unwrap_err();
     assert!(err.to_string().contains("user[0].userid"), "{err}");
 
-    let err = parse("[[acl]]\npath = \"/datastore/x\"\nauthid = \"a@pbs\"\nrole = \"God\"\n").unwrap_err();
+    let err = parse("[[acl]]\npath = \"/datastore/x\"\nauthid = \"a@pbs\"\nrole = \"God\"\n")
+        .unwrap_err();
     assert!(err.to_string().contains("unknown role 'God'"), "{err}");
 }
 

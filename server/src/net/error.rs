@@ -45,7 +45,9 @@ impl HttpError {
     }
     /// A missing required parameter.
     pub fn missing_param(name: &str) -> Self {
-        Self::bad_request(format!("parameter '{name}': parameter is missing and it is not optional"))
+        Self::bad_request(format!(
+            "parameter '{name}': parameter is missing and it is not optional"
+        ))
     }
     /// A parameter that does not parse or is out of range.
     pub fn bad_param(name: &str, why: impl std::fmt::Display) -> Self {

@@ -35,7 +35,9 @@ impl Params {
         match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(values)) => Ok(Self { values }),
             Ok(_) => Err(HttpError::bad_request("request body is not a JSON object")),
-            Err(err) => Err(HttpError::bad_request(format!("unable to parse JSON body - {err}"))),
+            Err(err) => Err(HttpError::bad_request(format!(
+                "unable to parse JSON body - {err}"
+            ))),
         }
     }
 
@@ -102,7 +104,8 @@ impl Params {
     }
 
     pub fn required_str(&self, name: &str) -> Result<String, HttpError> {
-        self.str(name)?.ok_or_else(|| HttpError::missing_param(name))
+        self.str(name)?
+            .ok_or_else(|| HttpError::missing_param(name))
     }
 
     /// An unsigned integer parameter (JSON number or decimal text).
@@ -113,17 +116,16 @@ impl Params {
                 .as_u64()
                 .map(Some)
                 .ok_or_else(|| HttpError::bad_param(name, "expected an unsigned integer")),
-            Some(Value::String(s)) => s
-                .trim()
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| HttpError::bad_param(name, format!("'{s}' is not an unsigned integer"))),
+            Some(Value::String(s)) => s.trim().parse::<u64>().map(Some).map_err(|_| {
+                HttpError::bad_param(name, format!("'{s}' is not an unsigned integer"))
+            }),
             Some(_) => Err(HttpError::bad_param(name, "expected an unsigned integer")),
         }
     }
 
     pub fn required_u64(&self, name: &str) -> Result<u64, HttpError> {
-        self.u64(name)?.ok_or_else(|| HttpError::missing_param(name))
+        self.u64(name)?
+            .ok_or_else(|| HttpError::missing_param(name))
     }
 
     /// A signed integer parameter (JSON number or decimal text).
@@ -144,7 +146,8 @@ impl Params {
     }
 
     pub fn required_i64(&self, name: &str) -> Result<i64, HttpError> {
-        self.i64(name)?.ok_or_else(|| HttpError::missing_param(name))
+        self.i64(name)?
+            .ok_or_else(|| HttpError::missing_param(name))
     }
 
     /// A boolean in any PBS spelling: `1|on|yes|true` and `0|off|no|false`, case-insensitive.

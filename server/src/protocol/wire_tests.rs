@@ -551,3 +551,6 @@ async fn dropped_connection_removes_snapshot_and_bad_uploads_fail() {
         .unwrap();
     assert_eq!(err.0, StatusCode::NOT_FOUND);
 }
+
+#[path = "wire_tests_fixed.rs"]
+mod fixed;

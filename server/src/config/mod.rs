@@ -10,6 +10,12 @@ use toml::Spanned;
 
 use crate::format::names::is_safe_id;
 
+mod jobs;
+mod storage;
+
+pub use jobs::{PruneJobConfig, RetentionLockConfig, LOCK_MODES};
+pub use storage::{S3Config, StorageConfig, ARCHIVE_STORAGE_CLASSES};
+
 /// Default listen address: all IPv4 interfaces on PBS's port.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8007";
 /// Default data directory, relative to the working directory.
@@ -52,6 +58,8 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
     pub tls: TlsConfig,
+    /// The seed-style backend of the default datastore (when no `[[datastore]]` is given).
+    pub storage: Option<StorageConfig>,
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,
     #[serde(default, rename = "datastore")]
@@ -62,6 +70,10 @@ pub struct Config {
     pub tokens: Vec<TokenConfig>,
     #[serde(default)]
     pub acl: Vec<AclConfig>,
+    #[serde(default, rename = "prune_job")]
+    pub prune_jobs: Vec<PruneJobConfig>,
+    #[serde(default, rename = "retention_lock")]
+    pub retention_locks: Vec<RetentionLockConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,9 +96,15 @@ pub struct DatastoreConfig {
     pub name: Spanned<String>,
     /// Owning tenant; defaults to the only tenant, or `default`.
     pub tenant: Option<Spanned<String>>,
-    /// Local directory; defaults to `<data_dir>/datastores/<name>`.
+    /// Local directory; defaults to `<data_dir>/datastores/<name>` (unless `s3` is given).
     pub path: Option<PathBuf>,
     pub comment: Option<String>,
+    /// Keep the datastore under an S3 bucket prefix instead of a local directory.
+    pub s3: Option<S3Config>,
+    /// PBS calendar event for garbage collection, e.g. `daily`.
+    pub gc_schedule: Option<Spanned<String>>,
+    /// Physical-bytes quota of this datastore (bytes); backups past it are refused.
+    pub quota_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,6 +255,18 @@ impl Validator<'_> {
                 ));
             }
             check_tenant(&store.tenant, &format!("datastore[{i}].tenant"))?;
+            if let Some(s3) = &store.s3 {
+                if store.path.is_some() {
+                    return Err(self.error(
+                        &store.name,
+                        &format!("datastore[{i}].path"),
+                        "a datastore has either a path or an [s3] section, not both",
+                    ));
+                }
+                storage::check_s3(s3).map_err(|(field, message, at)| {
+                    self.error_at(at, &format!("datastore[{i}].s3.{field}"), message)
+                })?;
+            }
             if let Some(path) = &store.path {
                 if !path.is_absolute() {
                     return Err(self.error(
@@ -338,7 +368,104 @@ impl Validator<'_> {
                 ));
             }
         }
+        if let Some(storage) = &config.storage {
+            match storage.kind.get_ref().as_str() {
+                "filesystem" => {}
+                "s3" => {
+                    let has_bucket = storage.bucket.is_some();
+                    if !has_bucket {
+                        return Err(self.error(
+                            &storage.kind,
+                            "storage.bucket",
+                            "type = \"s3\" needs a bucket",
+                        ));
+                    }
+                }
+                other => {
+                    return Err(self.error(
+                        &storage.kind,
+                        "storage.type",
+                        format!("'{other}' is not 'filesystem' or 's3'"),
+                    ))
+                }
+            }
+        }
+        for (i, job) in config.prune_jobs.iter().enumerate() {
+            if !is_safe_id(job.id.get_ref()) {
+                return Err(self.error(
+                    &job.id,
+                    &format!("prune_job[{i}].id"),
+                    format!("'{}' is not a valid job id", job.id.get_ref()),
+                ));
+            }
+            self.check_store_ref(config, &job.store, &format!("prune_job[{i}].store"))?;
+            if job.schedule.get_ref().trim().is_empty() {
+                return Err(self.error(
+                    &job.schedule,
+                    &format!("prune_job[{i}].schedule"),
+                    "empty schedule",
+                ));
+            }
+        }
+        for (i, lock) in config.retention_locks.iter().enumerate() {
+            if !is_safe_id(lock.id.get_ref()) {
+                return Err(self.error(
+                    &lock.id,
+                    &format!("retention_lock[{i}].id"),
+                    format!("'{}' is not a valid lock id", lock.id.get_ref()),
+                ));
+            }
+            self.check_store_ref(config, &lock.store, &format!("retention_lock[{i}].store"))?;
+            if !LOCK_MODES.contains(&lock.mode.get_ref().as_str()) {
+                return Err(self.error(
+                    &lock.mode,
+                    &format!("retention_lock[{i}].mode"),
+                    format!(
+                        "'{}' is not 'governance' or 'compliance'",
+                        lock.mode.get_ref()
+                    ),
+                ));
+            }
+            if *lock.days.get_ref() == 0 {
+                return Err(self.error(
+                    &lock.days,
+                    &format!("retention_lock[{i}].days"),
+                    "must be at least 1",
+                ));
+            }
+        }
         Ok(())
+    }
+
+    fn error_at(&self, offset: usize, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: line_col(self.text, offset).0,
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn check_store_ref(
+        &self,
+        config: &Config,
+        store: &Spanned<String>,
+        field: &str,
+    ) -> Result<(), ConfigError> {
+        let known = config
+            .datastores
+            .iter()
+            .any(|d| d.name.get_ref() == store.get_ref())
+            || (config.datastores.is_empty() && store.get_ref() == DEFAULT_DATASTORE);
+        if known {
+            Ok(())
+        } else {
+            Err(self.error(
+                store,
+                field,
+                format!("unknown datastore '{}'", store.get_ref()),
+            ))
+        }
     }
 }
 

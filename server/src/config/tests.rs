@@ -86,3 +86,77 @@ fn empty_file_is_the_default() {
     assert!(config.datastores.is_empty());
     assert_eq!(config.default_tenant(), DEFAULT_TENANT);
 }
+
+#[test]
+fn s3_datastore_and_jobs_parse() {
+    let config = parse(
+        r#"
+listen_addr = "0.0.0.0:8007"
+
+[[datastore]]
+name = "store1"
+gc_schedule = "daily"
+[datastore.s3]
+bucket = "pbs-backups"
+prefix = "tenants/acme/store1"
+endpoint = "http://127.0.0.1:7480"
+region = "us-east-1"
+path_style = true
+storage_class = "STANDARD_IA"
+sse = "AES256"
+
+[[prune_job]]
+id = "nightly"
+store = "store1"
+schedule = "*-*-* 02:00"
+keep_daily = 7
+
+[[retention_lock]]
+id = "worm"
+store = "store1"
+mode = "compliance"
+days = 30
+"#,
+    )
+    .unwrap();
+    let s3 = config.datastores[0].s3.as_ref().unwrap();
+    assert_eq!(s3.bucket.get_ref(), "pbs-backups");
+    assert_eq!(config.prune_jobs[0].keep_daily, Some(7));
+    assert_eq!(config.retention_locks[0].mode.get_ref(), "compliance");
+}
+
+#[test]
+fn seed_storage_section_parses() {
+    let config = parse("listen_addr = \"0.0.0.0:8007\"\n[storage]\ntype = \"s3\"\nbucket = \"pbs\"\nregion = \"us-east-1\"\nendpoint = \"http://localhost:9000\"\n").unwrap();
+    assert_eq!(config.storage.unwrap().kind.get_ref(), "s3");
+    let err = parse("[storage]\ntype = \"tape\"\n").unwrap_err();
+    assert!(err.to_string().contains("storage.type"), "{err}");
+}
+
+#[test]
+fn s3_mistakes_name_the_field() {
+    let err = parse("[[datastore]]\nname = \"store1\"\n[datastore.s3]\nbucket = \"pbs\"\nstorage_class = \"GLACIER\"\n").unwrap_err();
+    assert!(
+        err.to_string().contains("datastore[0].s3.storage_class")
+            && err.to_string().contains("line 5"),
+        "{err}"
+    );
+    let err = parse("[[datastore]]\nname = \"store1\"\n[datastore.s3]\nbucket = \"Bad_Bucket\"\n")
+        .unwrap_err();
+    assert!(err.to_string().contains("s3.bucket"), "{err}");
+    let err = parse(
+        "[[datastore]]\nname = \"store1\"\n[datastore.s3]\nbucket = \"pbs\"\nsse = \"aws:kms\"\n",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("sse_kms_key_id"), "{err}");
+    let err =
+        parse("[[prune_job]]\nid = \"p\"\nstore = \"nope\"\nschedule = \"daily\"\n").unwrap_err();
+    assert!(
+        err.to_string().contains("unknown datastore 'nope'"),
+        "{err}"
+    );
+    let err =
+        parse("[[retention_lock]]\nid = \"l\"\nstore = \"store1\"\nmode = \"forever\"\ndays = 3\n")
+            .unwrap_err();
+    assert!(err.to_string().contains("retention_lock[0].mode"), "{err}");
+}

@@ -3,6 +3,7 @@
 //! HTTP/1.1 request; backup and reader upgrades are authenticated here and handed to the
 //! protocol layer.
 
+mod health;
 pub mod access;
 pub mod context;
 pub mod datastore;
@@ -34,6 +35,9 @@ pub const MAX_LOG_BLOB: usize = 16 * 1024 * 1024 + 44;
 
 /// Entry point for every HTTP/1.1 request.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+    if health::is_health_path(&req) {
+        return health::answer(&state, &req).await;
+    }
     let result = match preflight(&req) {
         Err(e) => Err(e),
         Ok(route @ (Route::BackupUpgrade | Route::ReaderUpgrade)) => {
@@ -59,6 +63,9 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
 /// Like [`handle`] for a request whose body is already in memory (tests, internal callers).
 /// Upgrades are refused here because they need the live connection.
 pub async fn handle_buffered(state: Arc<AppState>, req: Request<Bytes>) -> Response<Body> {
+    if health::is_health_path(&req) {
+        return health::answer(&state, &req).await;
+    }
     let result = match preflight(&req) {
         Err(e) => Err(e),
         Ok(Route::BackupUpgrade | Route::ReaderUpgrade) => Err(HttpError::bad_request(
@@ -196,7 +203,7 @@ async fn route_call(ctx: &Ctx, route: Route, method: &Method) -> Result<Response
     match (route, method) {
         (Route::Version, &Method::GET) => Ok(version::get()),
         (Route::NodeIdentity, &Method::GET) => Ok(node::identity(ctx)),
-        (Route::Tasks, &Method::GET) => Ok(node::list_tasks(ctx)),
+        (Route::Tasks, &Method::GET) => node::list_tasks(ctx),
         (Route::TaskStatus { upid }, &Method::GET) => node::task_status(ctx, &upid),
         (Route::TaskLog { upid }, &Method::GET) => node::task_log(ctx, &upid),
         (Route::Task { upid }, &Method::DELETE) => node::abort_task(ctx, &upid),

@@ -170,16 +170,18 @@ impl AuthService {
         let user = self
             .user_record(&userid)
             .ok_or(AuthError::AuthenticationFailed)?;
-        let ok = if password.starts_with("PBS:") {
-            ticket::verify_ticket(&self.ticket_key, password, now)
+        // Ticket renewal: a still-valid ticket of the same user works as password. Anything
+        // else (including a real password that merely starts with "PBS:") is a password.
+        let renewal = password.starts_with("PBS:")
+            && ticket::verify_ticket(&self.ticket_key, password, now)
                 .map(|u| u == userid)
-                .unwrap_or(false)
-        } else {
-            user.password_hash
+                .unwrap_or(false);
+        let ok = renewal
+            || user
+                .password_hash
                 .as_deref()
                 .map(|hash| password::verify_password(password, hash))
-                .unwrap_or(false)
-        };
+                .unwrap_or(false);
         if !ok {
             return Err(AuthError::AuthenticationFailed);
         }

@@ -67,6 +67,19 @@ fn login_password_and_ticket_renewal() {
 }
 
 #[test]
+fn password_that_looks_like_a_ticket_still_logs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = service(dir.path());
+    auth.add_user("carol@pbs", "acme", "PBS:not-a-ticket", false)
+        .unwrap();
+    assert!(auth.login("carol@pbs", "PBS:not-a-ticket").is_ok());
+    assert!(auth.login("carol@pbs", "PBS:other").is_err());
+    // A ticket of another user is neither a renewal nor carol's password.
+    let alice = auth.login("alice@pbs", "alicepw").unwrap();
+    assert!(auth.login("carol@pbs", &alice.ticket).is_err());
+}
+
+#[test]
 fn authenticate_cookie_requires_csrf_for_non_get() {
     let dir = tempfile::tempdir().unwrap();
     let auth = service(dir.path());

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -59,7 +60,8 @@ pub struct AuthService {
     dir: PathBuf,
     ticket_key: Vec<u8>,
     csrf_key: Vec<u8>,
-    seed: AuthDb,
+    /// Entries of the configuration file; replaced as a whole when the file is reloaded.
+    seed: RwLock<Arc<AuthDb>>,
     db: RwLock<AuthDb>,
     file: DbFile,
     /// SHA-256 of the last secret that verified per token id, so token requests skip argon2.
@@ -93,7 +95,7 @@ impl AuthService {
             dir: dir.to_path_buf(),
             ticket_key,
             csrf_key,
-            seed: seed.into_db()?,
+            seed: RwLock::new(Arc::new(seed.into_db()?)),
             db: RwLock::new(db),
             file,
             token_cache: Mutex::new(HashMap::new()),
@@ -117,12 +119,29 @@ impl AuthService {
             .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
+    fn seed(&self) -> Arc<AuthDb> {
+        self.seed.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the configuration file's users, tokens, ACL entries and tenants (config
+    /// reload). The new seed is validated first; on error the old one stays in force.
+    pub fn replace_seed(&self, seed: AuthSeed) -> Result<(), AuthError> {
+        let db = Arc::new(seed.into_db()?);
+        *self.seed.write().unwrap_or_else(|p| p.into_inner()) = db;
+        self.token_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        Ok(())
+    }
+
     fn read_db(&self) -> std::sync::RwLockReadGuard<'_, AuthDb> {
         self.db.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn user_record(&self, userid: &Userid) -> Option<UserRecord> {
-        if let Some(u) = self.seed.users.iter().find(|u| &u.userid == userid) {
+        let seed = self.seed();
+        if let Some(u) = seed.users.iter().find(|u| &u.userid == userid) {
             return Some(u.clone());
         }
         self.read_db()
@@ -133,7 +152,8 @@ impl AuthService {
     }
 
     fn token_record(&self, tokenid: &Authid) -> Option<TokenRecord> {
-        if let Some(t) = self.seed.tokens.iter().find(|t| &t.tokenid == tokenid) {
+        let seed = self.seed();
+        if let Some(t) = seed.tokens.iter().find(|t| &t.tokenid == tokenid) {
             return Some(t.clone());
         }
         self.read_db()
@@ -260,8 +280,9 @@ impl AuthService {
     }
 
     fn acl_privileges(&self, authid: &Authid, target: &[String]) -> Privileges {
+        let seed = self.seed();
         let db = self.read_db();
-        acl::evaluate(self.seed.acl.iter().chain(db.acl.iter()), authid, target)
+        acl::evaluate(seed.acl.iter().chain(db.acl.iter()), authid, target)
     }
 
     /// True when `id` may see anything of `tenant`.
@@ -311,6 +332,7 @@ impl AuthService {
     /// Whether a datastore appears in `id`'s listing: Audit or Backup on the store, or any
     /// entry on a namespace below it (always within the caller's tenant).
     pub fn store_visible(&self, id: &Identity, store: &str, store_tenant: &str) -> bool {
+        let seed = self.seed();
         if !self.can_see_tenant(id, store_tenant) {
             return false;
         }
@@ -320,15 +342,10 @@ impl AuthService {
         }
         let db = self.read_db();
         let user = Authid::from(id.authid.user().clone());
-        let user_has =
-            acl::has_entry_below(self.seed.acl.iter().chain(db.acl.iter()), &user, store);
+        let user_has = acl::has_entry_below(seed.acl.iter().chain(db.acl.iter()), &user, store);
         if id.authid.is_token() {
             user_has
-                && acl::has_entry_below(
-                    self.seed.acl.iter().chain(db.acl.iter()),
-                    &id.authid,
-                    store,
-                )
+                && acl::has_entry_below(seed.acl.iter().chain(db.acl.iter()), &id.authid, store)
         } else {
             user_has
         }
@@ -350,7 +367,8 @@ impl AuthService {
 
     /// All tenants (configured and stored), sorted by id.
     pub fn tenants(&self) -> Vec<Tenant> {
-        let mut out = self.seed.tenants.clone();
+        let seed = self.seed();
+        let mut out = seed.tenants.clone();
         for t in &self.read_db().tenants {
             if !out.iter().any(|o| o.id == t.id) {
                 out.push(t.clone());
@@ -409,8 +427,9 @@ impl AuthService {
 
     /// Replaces a stored user's password (configured users are read-only).
     pub fn set_password(&self, userid: &str, password: &str) -> Result<(), AuthError> {
+        let seed = self.seed();
         let userid: Userid = userid.parse()?;
-        if self.seed.users.iter().any(|u| u.userid == userid) {
+        if seed.users.iter().any(|u| u.userid == userid) {
             return Err(AuthError::ReadOnly(format!("user '{userid}'")));
         }
         let hash = password::hash_password(password)?;
@@ -469,19 +488,21 @@ impl AuthService {
 
     /// True when at least one user exists (first-start bootstrap check).
     pub fn has_users(&self) -> bool {
-        !self.seed.users.is_empty() || !self.read_db().users.is_empty()
+        let seed = self.seed();
+        !seed.users.is_empty() || !self.read_db().users.is_empty()
     }
 
     /// Users, optionally only those of `tenant`, sorted by id.
     pub fn list_users(&self, tenant: Option<&str>) -> Vec<UserInfo> {
+        let seed = self.seed();
         let db = self.read_db();
-        let mut users: Vec<&UserRecord> = self.seed.users.iter().collect();
+        let mut users: Vec<&UserRecord> = seed.users.iter().collect();
         for u in &db.users {
             if !users.iter().any(|o| o.userid == u.userid) {
                 users.push(u);
             }
         }
-        let tokens: Vec<&TokenRecord> = self.seed.tokens.iter().chain(db.tokens.iter()).collect();
+        let tokens: Vec<&TokenRecord> = seed.tokens.iter().chain(db.tokens.iter()).collect();
         let mut out: Vec<UserInfo> = users
             .into_iter()
             .filter(|u| tenant.is_none_or(|t| u.tenant == t))

@@ -244,3 +244,36 @@ fn owner_rules() {
     assert!(!owner_matches(&alice, "bob@pbs!ci"));
     assert!(!owner_matches(&alice, "garbage"));
 }
+
+#[test]
+fn reloaded_seed_replaces_config_users_and_keeps_old_on_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed_with = |users: Vec<UserSpec>| AuthSeed {
+        tenants: vec![TenantSpec {
+            id: "t".into(),
+            comment: None,
+        }],
+        users,
+        tokens: vec![],
+        acl: vec![],
+    };
+    let carol = UserSpec {
+        userid: "carol@pbs".into(),
+        tenant: "t".into(),
+        password_hash: Some(password::hash_password("carolpw").unwrap()),
+        superuser: false,
+    };
+    let auth = AuthService::open(dir.path(), seed_with(vec![carol.clone()])).unwrap();
+    auth.set_failure_delay(std::time::Duration::ZERO);
+    assert!(auth.login("carol@pbs", "carolpw").is_ok());
+
+    // a broken seed (invalid user id) is refused and carol keeps working
+    let mut broken = carol.clone();
+    broken.userid = "no realm".into();
+    assert!(auth.replace_seed(seed_with(vec![broken])).is_err());
+    assert!(auth.login("carol@pbs", "carolpw").is_ok());
+
+    // a valid seed without carol removes her
+    auth.replace_seed(seed_with(vec![])).unwrap();
+    assert!(auth.login("carol@pbs", "carolpw").is_err());
+}

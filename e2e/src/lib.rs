@@ -5,10 +5,12 @@
 //! tests can send malformed requests.
 
 pub mod backup;
+pub mod bench;
 pub mod chunker;
 pub mod crypto;
 pub mod dirtree;
 pub mod error;
+pub mod fault_proxy;
 pub mod h2session;
 pub mod http;
 pub mod pipeline;

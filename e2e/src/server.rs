@@ -120,6 +120,11 @@ impl TestServer {
         self.data_dir.path()
     }
 
+    /// OS process id of the running server, so benchmarks can read `/proc/<pid>/status`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -1,0 +1,131 @@
+//! `pbs-bench`: benchmarks of pbs-cloud-server and its protocol test client.
+//!
+//! Build and run with the release profile:
+//! `cargo build --release -p pbs-cloud-server -p pbs-cloud-e2e && target/release/pbs-bench …`.
+//! Every benchmark measures a baseline in the same run and prints ratios, because the
+//! machines are shared and absolute figures are noisy.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use pbs_cloud_e2e::bench::{backup_restore, report, sha};
+
+#[derive(Parser)]
+#[command(
+    name = "pbs-bench",
+    about = "Benchmarks for pbs-cloud-server (release builds only)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// SHA-256 throughput: ring vs the sha2 crate vs the server's format::sha256.
+    Sha256 {
+        /// Buffer size in MiB (hashed in 4 MiB chunks).
+        #[arg(long, default_value_t = 128)]
+        mib: usize,
+        /// Rounds per implementation; the best round counts.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Backup and restore throughput of the test client against a release server.
+    BackupRestore {
+        /// Image size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        image_mib: usize,
+        /// Independent runs, each on a fresh server; the table shows medians.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Server binary; default: pbs-cloud-server next to this binary.
+        #[arg(long, env = "PBS_CLOUD_SERVER_BIN")]
+        server_bin: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pbs-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: pbs-bench is a debug build; figures are meaningless (use --release)");
+    }
+    match cli.command {
+        Command::Sha256 { mib, rounds, json } => {
+            let r = sha::run(mib, rounds)?;
+            print(json, &r, sha::render)
+        }
+        Command::BackupRestore {
+            image_mib,
+            runs,
+            server_bin,
+            json,
+        } => {
+            let server_bin = resolve_server_bin(server_bin)?;
+            if server_bin.components().any(|c| c.as_os_str() == "debug") {
+                eprintln!(
+                    "warning: server binary {} looks like a debug build",
+                    server_bin.display()
+                );
+            }
+            // TestServer reads this; set before the runtime starts any thread.
+            std::env::set_var("PBS_CLOUD_SERVER_BIN", &server_bin);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("build tokio runtime")?;
+            let opts = backup_restore::Options {
+                image_mib,
+                runs,
+                server_bin,
+            };
+            let r = runtime.block_on(backup_restore::run(&opts))?;
+            print(json, &r, report::render)
+        }
+    }
+}
+
+/// `--server-bin`/`PBS_CLOUD_SERVER_BIN`, else the `pbs-cloud-server` built next to this
+/// binary (same profile), else the workspace default of [`pbs_cloud_e2e::server`].
+fn resolve_server_bin(given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("pbs-cloud-server")))
+        .filter(|p| p.is_file());
+    match sibling {
+        Some(p) => Ok(p),
+        None => pbs_cloud_e2e::server::server_binary().context("find pbs-cloud-server"),
+    }
+}
+
+fn print<T: serde::Serialize>(json: bool, value: &T, render: fn(&T) -> String) -> Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).context("encode JSON report")?
+        );
+    } else {
+        print!("{}", render(value));
+    }
+    Ok(())
+}

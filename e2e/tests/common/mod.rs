@@ -161,3 +161,238 @@ pub async fn snapshots(
         .expect("snapshot list");
     data.as_array().cloned().unwrap_or_default()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bad-input and disconnect tests: a known good snapshot, leftovers checks, raw requests.
+
+/// Backup id of the known good snapshot every bad-input test makes first.
+pub const GOOD_ID: &str = "good";
+
+/// A finished snapshot `host/good/T0` (tree + image + conf) and its source data.
+pub struct GoodSnapshot {
+    pub tree: tempfile::TempDir,
+    pub image: Vec<u8>,
+    pub conf: Vec<u8>,
+}
+
+/// Backs up the good snapshot (`host/good` at [`T0`]).
+pub async fn make_good_snapshot(client: &PbsClient, store: &str) -> GoodSnapshot {
+    let tree = tempfile::tempdir().unwrap();
+    make_tree(tree.path(), 77);
+    // one full 4 MiB chunk plus a short tail chunk
+    let image = random_bytes(78, 4 * 1024 * 1024 + 333);
+    let conf = b"good = true\n".to_vec();
+    backup(
+        client,
+        store,
+        None,
+        GOOD_ID,
+        T0,
+        Crypt::None,
+        &Content {
+            tree: Some(tree.path()),
+            image: Some(&image),
+            conf: Some(&conf),
+        },
+    )
+    .await
+    .expect("good snapshot backup");
+    GoodSnapshot { tree, image, conf }
+}
+
+/// The good snapshot is still listed as the only one of its group and restores byte-identical.
+pub async fn assert_good_snapshot_intact(client: &PbsClient, store: &str, good: &GoodSnapshot) {
+    let snaps = snapshots(client, store, None, GOOD_ID).await;
+    assert_eq!(snaps.len(), 1, "good group: {snaps:?}");
+    assert_eq!(snaps[0]["backup-time"], T0);
+    let session = reader(client, store, None, GOOD_ID, T0, None)
+        .await
+        .expect("reader on good snapshot");
+    assert_eq!(
+        session.restore_archive("disk.img").await.expect("image"),
+        good.image
+    );
+    assert_eq!(
+        session.restore_archive("app.conf").await.expect("conf"),
+        good.conf
+    );
+    assert_tree_restores(&session, good.tree.path()).await;
+}
+
+/// `<data>/datastores/<store>/host/<id>`.
+pub fn group_dir(server: &TestServer, id: &str) -> std::path::PathBuf {
+    server
+        .data_dir()
+        .join("datastores")
+        .join(server.store())
+        .join("host")
+        .join(id)
+}
+
+/// Sub-directories (snapshot directories) of `host/<id>` on disk.
+pub fn snapshot_dirs_on_disk(server: &TestServer, id: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(group_dir(server, id)) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Waits up to `within` until group `host/<id>` lists no snapshot and has no snapshot
+/// directory on disk; fails with what is left otherwise.
+pub async fn assert_no_snapshot_left(
+    server: &TestServer,
+    client: &PbsClient,
+    id: &str,
+    within: std::time::Duration,
+) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let listed = snapshots(client, server.store(), None, id).await;
+        let dirs = snapshot_dirs_on_disk(server, id);
+        if listed.is_empty() && dirs.is_empty() {
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!("group host/{id} still has snapshots after {within:?}: listed {listed:?}, on disk {dirs:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Every path below `root` (relative, `/`-separated), files and directories.
+pub fn tree_paths(root: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for path in walk(root) {
+        if let Ok(rel) = path.strip_prefix(root) {
+            out.insert(rel.to_string_lossy().replace('\\', "/"));
+        }
+    }
+    out
+}
+
+/// A backup session of `host/<id>` at `time` with only the upgrade done.
+pub async fn raw_session(client: &PbsClient, store: &str, id: &str, time: i64) -> BackupSession {
+    BackupSession::start_raw(client, BackupParams::new(store, "host", id, time))
+        .await
+        .expect("backup upgrade")
+}
+
+/// Like [`raw_session`], but while the group lock of an aborted session on the same group is
+/// still held (its cleanup releases the lock right after deleting the snapshot directory)
+/// retries for up to `within`.
+pub async fn raw_session_when_free(
+    client: &PbsClient,
+    store: &str,
+    id: &str,
+    time: i64,
+    within: std::time::Duration,
+) -> BackupSession {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match BackupSession::start_raw(client, BackupParams::new(store, "host", id, time)).await {
+            Ok(s) => return s,
+            Err(e)
+                if std::time::Instant::now() < deadline
+                    && e.body().is_some_and(|b| b.contains("lock")) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("backup upgrade of host/{id} failed: {e}"),
+        }
+    }
+}
+
+/// One in-session request; returns status and body text.
+pub async fn req(
+    s: &BackupSession,
+    method: http::Method,
+    path_and_query: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, String) {
+    let (status, body) = s
+        .raw_request(method, path_and_query, content_type, body)
+        .await
+        .unwrap_or_else(|e| panic!("{path_and_query}: transport error {e}"));
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Asserts a 400 whose message contains `needle` (case-insensitive).
+#[track_caller]
+pub fn assert_400(what: &str, got: (u16, String), needle: &str) {
+    assert_eq!(got.0, 400, "{what}: expected 400 '{needle}', got {got:?}");
+    assert!(
+        got.1.to_lowercase().contains(&needle.to_lowercase()),
+        "{what}: message lacks '{needle}': {:?}",
+        got.1
+    );
+}
+
+/// `a=b&c=d` from pairs (form-urlencoded).
+pub fn query(pairs: &[(&str, &str)]) -> String {
+    let mut ser = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        ser.append_pair(k, v);
+    }
+    ser.finish()
+}
+
+/// An HTTP/2 connection after a hand-made backup/reader upgrade, exposing the raw `h2`
+/// sender so a test can send headers and keep a request body open.
+pub async fn raw_h2_upgrade(
+    server: &TestServer,
+    client: &PbsClient,
+    path: &str,
+    query: &str,
+    protocol: &str,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<()>,
+) {
+    use http_body_util::Full;
+    use hyper_util::rt::TokioIo;
+    let cfg = pbs_cloud_e2e::tls::client_config(&server.fingerprint).unwrap();
+    let tcp = tokio::net::TcpStream::connect((server.host(), server.port()))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(pbs_cloud_e2e::tls::server_name(server.host()).unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let mut b = http::Request::builder()
+        .method(http::Method::GET)
+        .uri(format!("{path}?{query}"))
+        .header("host", format!("{}:{}", server.host(), server.port()))
+        .header("upgrade", protocol)
+        .header("connection", "upgrade");
+    for (k, v) in client.auth_headers() {
+        b = b.header(k, v);
+    }
+    let resp = sender
+        .send_request(b.body(Full::new(bytes::Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+    let upgraded = hyper::upgrade::on(resp).await.unwrap();
+    let (send, conn) = h2::client::handshake(TokioIo::new(upgraded)).await.unwrap();
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (send, task)
+}
+
+/// Common epilogue of the bad-input tests: the `bad` session is gone and the good snapshot is untouched.
+pub async fn assert_nothing_lost(server: &TestServer, client: &PbsClient, good: &GoodSnapshot) {
+    assert_no_snapshot_left(server, client, "bad", std::time::Duration::from_secs(3)).await;
+    assert_good_snapshot_intact(client, server.store(), good).await;
+}

@@ -5,12 +5,14 @@
 //! semantics, so every datastore behaviour can be tested against either.
 
 pub mod local;
+pub mod s3;
 
 use std::time::SystemTime;
 
 use crate::format::Digest;
 
 pub use local::LocalBackend;
+pub use s3::S3Backend;
 
 /// Errors of the storage layer; every variant names the key it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,10 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+    /// The object store refused or failed a request (after retries); the message names the
+    /// bucket, key and endpoint.
+    #[error("{message}")]
+    Remote { key: String, message: String },
     #[error("backend task for '{key}' failed: {message}")]
     Internal { key: String, message: String },
 }

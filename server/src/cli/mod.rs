@@ -3,6 +3,7 @@
 
 mod manage;
 mod serve;
+pub mod storage;
 
 use std::path::PathBuf;
 

@@ -2,14 +2,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::storage::{self, StoreLocation};
 use super::Location;
 use crate::auth::{AclSpec, AuthSeed, AuthService, TenantSpec, TokenSpec, UserSpec};
-use crate::backend::local::LocalBackend;
 use crate::config::{Config, DEFAULT_DATASTORE, DEFAULT_LISTEN};
 use crate::datastore::Datastore;
 use crate::net::tls;
@@ -42,13 +42,15 @@ pub async fn serve(location: Location, listen: Option<String>) -> anyhow::Result
         name: "localhost".to_string(),
         instance_id: instance_id(&data_dir)?,
     };
+    // Who holds the datastore leases: stable across restarts of this server (same data dir).
+    let holder = format!("{}@{}", node.instance_id, hostname());
 
     let auth = AuthService::open(&data_dir.join("auth"), auth_seed_for(&config))
         .context("unable to load users and tokens")?;
     let initial_password = ensure_admin(&auth, &config, &data_dir)?;
 
     let state = Arc::new(AppState::new(auth, TaskRegistry::new(&node.name), node));
-    let stores = open_datastores(&config, &data_dir, &state).await?;
+    let stores = open_datastores(&config, &data_dir, &state, &holder).await?;
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -68,48 +70,59 @@ pub async fn serve(location: Location, listen: Option<String>) -> anyhow::Result
     Ok(())
 }
 
-/// Opens (creating when needed) every configured datastore, or the default one.
+/// Opens (creating when needed) every configured datastore, or the default one. The default
+/// datastore follows the seed's `[storage]` section, else the environment quick start
+/// (`PBS_CLOUD_BUCKET`, ...), else a directory in the data dir.
 async fn open_datastores(
     config: &Config,
     data_dir: &Path,
     state: &AppState,
+    holder: &str,
 ) -> anyhow::Result<Vec<String>> {
     let default_tenant = config.default_tenant();
-    let mut specs: Vec<(String, String, PathBuf, Option<String>)> = config
-        .datastores
-        .iter()
-        .map(|ds| {
-            let name = ds.name.get_ref().clone();
-            let tenant = ds
-                .tenant
-                .as_ref()
-                .map(|t| t.get_ref().clone())
-                .unwrap_or_else(|| default_tenant.clone());
-            let path = ds
-                .path
-                .clone()
-                .unwrap_or_else(|| data_dir.join("datastores").join(&name));
-            (name, tenant, path, ds.comment.clone())
-        })
-        .collect();
+    let mut specs: Vec<(String, String, StoreLocation, Option<String>)> = Vec::new();
+    for ds in &config.datastores {
+        let name = ds.name.get_ref().clone();
+        let tenant = ds
+            .tenant
+            .as_ref()
+            .map(|t| t.get_ref().clone())
+            .unwrap_or_else(|| default_tenant.clone());
+        let location = match &ds.s3 {
+            Some(s3) => StoreLocation::S3(Box::new(
+                storage::settings_from_s3_config(s3)
+                    .with_context(|| format!("datastore '{name}'"))?,
+            )),
+            None => StoreLocation::Local(
+                ds.path
+                    .clone()
+                    .unwrap_or_else(|| data_dir.join("datastores").join(&name)),
+            ),
+        };
+        specs.push((name, tenant, location, ds.comment.clone()));
+    }
     if specs.is_empty() {
+        let default_path = data_dir.join("datastores").join(DEFAULT_DATASTORE);
+        let location = match &config.storage {
+            Some(storage) => storage::location_from_storage(storage, &default_path)?,
+            None => storage::location_from_env().unwrap_or(StoreLocation::Local(default_path)),
+        };
         specs.push((
             DEFAULT_DATASTORE.to_string(),
             default_tenant,
-            data_dir.join("datastores").join(DEFAULT_DATASTORE),
+            location,
             None,
         ));
     }
     let mut names = Vec::new();
-    for (name, tenant, path, comment) in specs {
-        let backend = LocalBackend::open(&path)
-            .with_context(|| format!("datastore '{name}': unable to open {}", path.display()))?;
-        let store = Datastore::open(&name, Arc::new(backend))
+    for (name, tenant, location, comment) in specs {
+        let backend = location.open(&name).await?;
+        let store = Datastore::open_as(&name, backend, holder)
             .await
-            .with_context(|| format!("datastore '{name}': unable to open"))?;
+            .with_context(|| format!("datastore '{name}' ({})", location.describe()))?;
         tracing::info!(
             "datastore '{name}' (tenant '{tenant}') at {}",
-            path.display()
+            location.describe()
         );
         state.insert_datastore(DatastoreEntry {
             name: name.clone(),
@@ -228,6 +241,15 @@ fn print_client_settings(
     println!("export PBS_FINGERPRINT='{fingerprint}'");
     use std::io::Write;
     let _ = std::io::stdout().flush();
+}
+
+/// Host name for the datastore lease (who holds it), `unknown-host` if unreadable.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_string())
 }
 
 /// A random id kept in `<data-dir>/instance-id`.

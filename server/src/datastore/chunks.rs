@@ -33,8 +33,35 @@ impl Datastore {
         raw: Bytes,
         encrypted: bool,
     ) -> Result<ChunkInsertOutcome, DatastoreError> {
+        self.check_writable()?;
         let key = chunk_key(digest);
         let _shared = self.chunk_lock.read().await;
+        let duplicate = ChunkInsertOutcome { duplicate: true };
+        // Object storage: a known digest needs no request at all (DESIGN decision 5).
+        if self.known.contains(digest) {
+            self.known.note_use(digest);
+            return Ok(duplicate);
+        }
+        let outcome = self
+            .insert_chunk_locked(digest, &key, raw, encrypted)
+            .await?;
+        // Stored now (ours or an equivalent copy): known, and in use for GC.
+        self.known.insert(digest);
+        if outcome.duplicate {
+            self.known.note_use(digest);
+        }
+        Ok(outcome)
+    }
+
+    /// The insert decision against the stored object; the caller holds the chunk lock shared.
+    async fn insert_chunk_locked(
+        &self,
+        digest: &Digest,
+        key: &str,
+        raw: Bytes,
+        encrypted: bool,
+    ) -> Result<ChunkInsertOutcome, DatastoreError> {
+        let key = key.to_string();
         let checksum = match self.backend.kind() {
             // The local backend would only re-hash what it just received.
             "filesystem" => None,

@@ -80,6 +80,7 @@ impl Datastore {
         upid: Option<String>,
         log: &(dyn Fn(String) + Send + Sync),
     ) -> Result<GcStatus, DatastoreError> {
+        self.check_writable()?;
         let _running = self.gc_running.try_lock().map_err(|_| {
             DatastoreError::Busy(format!(
                 "garbage collection already running on datastore '{}'",
@@ -119,13 +120,34 @@ impl Datastore {
 
         say("Start GC phase2 (sweep unused chunks)".to_string());
         let listed = self.backend.list(CHUNK_PREFIX, None).await?;
-        for obj in listed.objects {
-            let Some(chunk) = parse_chunk_key(&obj.key) else {
-                continue;
-            };
+        let chunks: Vec<(ObjectMeta, ChunkKey)> = listed
+            .objects
+            .into_iter()
+            .filter_map(|obj| parse_chunk_key(&obj.key).map(|c| (obj, c)))
+            .collect();
+        if self.known.enabled() {
+            // The persisted known set must never name a deleted chunk: write it without
+            // every deletion candidate before the first delete.
+            let candidates: HashSet<Digest> = chunks
+                .iter()
+                .filter_map(|(obj, c)| match c {
+                    ChunkKey::Chunk(d)
+                        if !marked.contains(d) && self.last_modified(obj, d) < min_mtime =>
+                    {
+                        Some(*d)
+                    }
+                    _ => None,
+                })
+                .collect();
+            self.known
+                .write_full(self.backend.as_ref(), &candidates)
+                .await?;
+        }
+        for (obj, chunk) in chunks {
             self.sweep_one(&obj, chunk, &marked, min_mtime, &mut status)
                 .await?;
         }
+        self.known.prune_recent(min_mtime);
 
         summarize(&status, &say);
         let json = serde_json::to_vec_pretty(&status)
@@ -197,7 +219,7 @@ impl Datastore {
             count_in_use(status, bad, obj.size);
             return Ok(());
         }
-        if obj.modified >= min_mtime {
+        if self.last_modified(obj, &digest) >= min_mtime {
             count_pending(status, bad, obj.size);
             return Ok(());
         }
@@ -207,9 +229,18 @@ impl Datastore {
             return Ok(());
         }
         match self.backend.head(&obj.key).await? {
-            None => {}
-            Some(now) if now.modified >= min_mtime => count_pending(status, bad, now.size),
+            None => {
+                if !bad {
+                    self.known.remove(&digest);
+                }
+            }
+            Some(now) if self.last_modified(&now, &digest) >= min_mtime => {
+                count_pending(status, bad, now.size)
+            }
             Some(now) => {
+                if !bad {
+                    self.known.remove(&digest);
+                }
                 self.backend.delete(&obj.key).await?;
                 status.removed_bytes += now.size;
                 match bad {
@@ -219,6 +250,17 @@ impl Datastore {
             }
         }
         Ok(())
+    }
+}
+
+impl Datastore {
+    /// The object's time, or its last reuse by a backup of this process if later (object
+    /// stores do not refresh times on reuse; see `known.rs`).
+    fn last_modified(&self, obj: &ObjectMeta, digest: &Digest) -> SystemTime {
+        match self.known.last_use(digest) {
+            Some(used) if used > obj.modified => used,
+            _ => obj.modified,
+        }
     }
 }
 

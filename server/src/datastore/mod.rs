@@ -8,12 +8,15 @@
 mod chunks;
 mod gc;
 mod groups;
+mod known;
 pub mod layout;
+mod list_cache;
 mod locks;
 mod namespaces;
 pub mod prune;
 mod session;
 mod snapshots;
+mod writer_lease;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,10 +27,13 @@ use crate::format::FormatError;
 pub use chunks::ChunkInsertOutcome;
 pub use gc::{GcStatus, DEFAULT_GC_CUTOFF};
 pub use groups::GroupRemoveStats;
+pub use known::{KNOWN_DELTA_PREFIX, KNOWN_INDEX};
+pub use list_cache::CachedBackend;
 pub use namespaces::NamespaceDeleteStats;
 pub use prune::{compute_prune, compute_prune_with_tz, KeepOptions, PruneCandidate, PruneMark};
 pub use session::{BackupLease, ReaderLease};
 pub use snapshots::SnapshotInfo;
+pub use writer_lease::{LEASE, LEASE_RENEW, LEASE_TTL};
 
 /// Errors of the datastore layer; messages name the namespace, group, snapshot or chunk.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +91,10 @@ pub struct Datastore {
     gc_running: tokio::sync::Mutex<()>,
     gc_cutoff: Mutex<Duration>,
     last_gc: Mutex<Option<GcStatus>>,
+    /// This server's single-writer lease on the datastore.
+    writer: writer_lease::WriterLease,
+    /// Digests known to be stored (object stores) and chunk reuse times (all backends).
+    known: known::KnownChunks,
 }
 
 impl std::fmt::Debug for Datastore {
@@ -97,10 +107,33 @@ impl std::fmt::Debug for Datastore {
 }
 
 impl Datastore {
-    /// Open a datastore on `backend`; reads back the last GC status if one was stored.
+    /// Open a datastore on `backend` as this process (see [`Self::open_as`]).
     pub async fn open(name: &str, backend: Arc<dyn Backend>) -> Result<Arc<Self>, DatastoreError> {
+        Self::open_as(name, backend, process_holder()).await
+    }
+
+    /// Open a datastore on `backend` for the writer `holder` (stable per server, e.g. its
+    /// instance id): takes the writer lease (refused, naming the holder, while another server
+    /// holds it), loads the known-chunk set on object storage, and reads back the last GC
+    /// status. On object storage, listings are cached in memory from here on.
+    pub async fn open_as(
+        name: &str,
+        backend: Arc<dyn Backend>,
+        holder: &str,
+    ) -> Result<Arc<Self>, DatastoreError> {
+        let local = backend.kind() == "filesystem";
+        // A local directory may be changed by hand or by PBS; an object store only by us.
+        let backend: Arc<dyn Backend> = match local {
+            true => backend,
+            false => Arc::new(CachedBackend::new(backend)),
+        };
+        let writer = writer_lease::WriterLease::acquire(backend.as_ref(), name, holder).await?;
+        let known = match local {
+            true => known::KnownChunks::disabled(),
+            false => known::KnownChunks::load(backend.as_ref(), name).await?,
+        };
         let last_gc = gc::load_status(backend.as_ref()).await?;
-        Ok(Arc::new(Self {
+        let ds = Arc::new(Self {
             name: name.to_string(),
             backend,
             locks: Arc::new(locks::LockTable::default()),
@@ -110,7 +143,33 @@ impl Datastore {
             gc_running: tokio::sync::Mutex::new(()),
             gc_cutoff: Mutex::new(DEFAULT_GC_CUTOFF),
             last_gc: Mutex::new(last_gc),
-        }))
+            writer,
+            known,
+        });
+        writer_lease::spawn_maintenance(Arc::downgrade(&ds));
+        Ok(ds)
+    }
+
+    /// Holder id of this datastore's writer lease.
+    pub fn lease_holder(&self) -> &str {
+        self.writer.holder()
+    }
+
+    /// Refuse writes after the writer lease was lost to another server.
+    pub fn check_writable(&self) -> Result<(), DatastoreError> {
+        self.writer.check(&self.name)
+    }
+
+    /// Persist pending known-chunk journal entries and give up the writer lease (clean
+    /// shutdown); the datastore refuses writes afterwards.
+    pub async fn close(&self) -> Result<(), DatastoreError> {
+        self.known.flush(self.backend.as_ref()).await?;
+        self.writer.release(self.backend.as_ref()).await
+    }
+
+    /// Number of chunk digests held in memory for deduplication (0 on the local backend).
+    pub fn known_chunk_count(&self) -> usize {
+        self.known.len()
     }
 
     /// Datastore name (as configured).
@@ -142,6 +201,19 @@ impl Datastore {
     pub fn gc_cutoff(&self) -> Duration {
         *lock_std(&self.gc_cutoff)
     }
+}
+
+/// Lease holder id for datastores opened without one: host and process, so that reopening
+/// within one process works and two processes exclude each other.
+fn process_holder() -> &'static str {
+    static HOLDER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOLDER.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let nonce: [u8; 4] = rand::random();
+        format!("pid-{}-{}@{host}", std::process::id(), hex::encode(nonce))
+    })
 }
 
 /// Lock a std mutex, tolerating poisoning (the protected data stays consistent per operation).

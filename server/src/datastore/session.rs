@@ -110,6 +110,7 @@ impl Datastore {
         time: i64,
         authid: &str,
     ) -> Result<BackupLease, DatastoreError> {
+        self.check_writable()?;
         self.require_namespace(ns).await?;
         let dir = BackupDir::new(group.clone(), time)?;
         let group_lock = self
@@ -332,12 +333,18 @@ impl BackupLease {
             ),
             source,
         })?;
+        self.ds.check_writable()?;
         let key = snapshot_file_key(&self.ns, &self.dir, MANIFEST)?;
         self.ds
             .backend
             .put(&key, manifest_blob, PutOptions::default())
             .await?;
         self.committed = true;
+        // Journal the chunks this backup added; a failure only costs requests after a
+        // restart (the chunks are stored either way).
+        if let Err(e) = self.ds.known.flush(self.ds.backend.as_ref()).await {
+            tracing::warn!("datastore '{}': {e}", self.ds.name());
+        }
         Ok(())
     }
 }

@@ -1,0 +1,536 @@
+//! S3 backend (aws-sdk-s3): every datastore object is `<prefix><key>` in one bucket.
+//!
+//! * Only-if-absent puts use `If-None-Match: *` (412 = already there). Stores that ignore the
+//!   header (Garage) are detected at open by a probe and fall back to HEAD-before-PUT, which is
+//!   safe because one server owns a datastore (DESIGN decision 3).
+//! * Each put carries the body's SHA-256 as `x-amz-checksum-sha256` and as the SigV4 payload
+//!   hash: one hashing pass per uploaded byte, and the store rejects damaged bodies.
+//! * [`Backend::touch`] is a no-op: refreshing an object's time would cost a CopyObject per
+//!   reused chunk. GC does not depend on it; the datastore tracks recently used chunks in
+//!   memory instead (it is the only writer).
+//! * Objects above 64 MiB are uploaded in 16 MiB parts.
+//! * Requests in flight are bounded by a semaphore; the SDK retries 5xx, throttling, timeouts
+//!   and connection errors with exponential backoff.
+
+mod client;
+mod ops;
+#[cfg(test)]
+pub(crate) mod test_env;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
+use base64::Engine;
+use bytes::Bytes;
+
+use self::client::PrecomputedPayloadHash;
+use self::ops::Failure;
+use super::{Backend, BackendError, Capacity, ListResult, ObjectMeta, PutOptions, PutOutcome};
+
+/// Objects larger than this are uploaded with multipart.
+pub const MULTIPART_THRESHOLD: usize = 64 * 1024 * 1024;
+/// Default per-request timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default number of retries after the first attempt.
+pub const DEFAULT_MAX_RETRIES: u32 = 5;
+/// Default bound of requests in flight.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 32;
+
+/// Where the S3 credentials come from.
+#[derive(Clone)]
+pub enum S3Credentials {
+    /// Given in the configuration (secret read from a file by the caller).
+    Static {
+        access_key_id: String,
+        secret_access_key: String,
+    },
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (/ `AWS_SESSION_TOKEN`).
+    Env,
+    /// The SDK's default chain: environment, profile, web identity, instance metadata.
+    DefaultChain,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            S3Credentials::Static { access_key_id, .. } => {
+                write!(f, "Static({access_key_id}, secret hidden)")
+            }
+            S3Credentials::Env => f.write_str("Env"),
+            S3Credentials::DefaultChain => f.write_str("DefaultChain"),
+        }
+    }
+}
+
+/// Whether to use `If-None-Match: *` for only-if-absent writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionalWrites {
+    /// Probe the store at open.
+    Auto,
+    /// The store honours the header.
+    On,
+    /// HEAD before PUT (single writer only).
+    Off,
+}
+
+/// Settings of one S3 datastore, already resolved (secrets read, defaults applied).
+#[derive(Clone, Debug)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Key prefix; normalised to "" or ending in '/'.
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub path_style: bool,
+    pub credentials: S3Credentials,
+    pub storage_class: Option<String>,
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+    /// PEM bundle of extra trusted CAs.
+    pub ca_bundle_pem: Option<Vec<u8>>,
+    pub request_timeout: Duration,
+    pub max_retries: u32,
+    pub max_concurrency: usize,
+    pub conditional_writes: ConditionalWrites,
+}
+
+impl S3Settings {
+    /// Settings with defaults for everything but the location and credentials.
+    pub fn new(bucket: &str, prefix: &str, credentials: S3Credentials) -> Self {
+        S3Settings {
+            bucket: bucket.to_string(),
+            prefix: normalize_prefix(prefix),
+            endpoint: None,
+            region: "us-east-1".to_string(),
+            path_style: false,
+            credentials,
+            storage_class: None,
+            sse: None,
+            sse_kms_key_id: None,
+            ca_bundle_pem: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_retries: DEFAULT_MAX_RETRIES,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            conditional_writes: ConditionalWrites::Auto,
+        }
+    }
+}
+
+/// "" stays ""; "a/b" and "/a/b/" become "a/b/".
+pub fn normalize_prefix(prefix: &str) -> String {
+    let trimmed = prefix.trim_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("{trimmed}/")
+    }
+}
+
+/// Requests sent, by kind (logical requests; SDK retries are not counted separately).
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    pub get: AtomicU64,
+    pub put: AtomicU64,
+    pub head: AtomicU64,
+    pub list: AtomicU64,
+    pub delete: AtomicU64,
+}
+
+impl RequestCounts {
+    /// (get, put, head, list, delete)
+    pub fn snapshot(&self) -> [u64; 5] {
+        [
+            self.get.load(Ordering::Relaxed),
+            self.put.load(Ordering::Relaxed),
+            self.head.load(Ordering::Relaxed),
+            self.list.load(Ordering::Relaxed),
+            self.delete.load(Ordering::Relaxed),
+        ]
+    }
+
+    /// Sum of all kinds.
+    pub fn total(&self) -> u64 {
+        self.snapshot().iter().sum()
+    }
+}
+
+/// A datastore's objects in an S3 bucket under a prefix.
+pub struct S3Backend {
+    client: aws_sdk_s3::Client,
+    settings: S3Settings,
+    storage_class: Option<StorageClass>,
+    sse: Option<ServerSideEncryption>,
+    conditional: bool,
+    limit: tokio::sync::Semaphore,
+    counts: RequestCounts,
+}
+
+impl std::fmt::Debug for S3Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Backend")
+            .field("bucket", &self.settings.bucket)
+            .field("prefix", &self.settings.prefix)
+            .field("endpoint", &self.settings.endpoint)
+            .finish()
+    }
+}
+
+impl S3Backend {
+    /// Connect and check access: HEAD of the bucket (a missing bucket or bad credentials give
+    /// an error naming bucket and endpoint), then the conditional-write probe if `Auto`.
+    pub async fn connect(settings: S3Settings) -> Result<Self, BackendError> {
+        let mut settings = settings;
+        settings.prefix = normalize_prefix(&settings.prefix);
+        let client = client::build(&settings).await?;
+        let mut backend = S3Backend {
+            client,
+            storage_class: settings.storage_class.as_deref().map(StorageClass::from),
+            sse: settings.sse.as_deref().map(ServerSideEncryption::from),
+            conditional: settings.conditional_writes != ConditionalWrites::Off,
+            limit: tokio::sync::Semaphore::new(settings.max_concurrency.max(1)),
+            counts: RequestCounts::default(),
+            settings,
+        };
+        backend.check_bucket().await?;
+        if backend.settings.conditional_writes == ConditionalWrites::Auto {
+            backend.conditional = backend.probe_conditional_writes().await?;
+            if !backend.conditional {
+                tracing::warn!(
+                    "S3 store at {} ignores If-None-Match; using HEAD before PUT",
+                    backend.endpoint_label()
+                );
+            }
+        }
+        Ok(backend)
+    }
+
+    async fn check_bucket(&self) -> Result<(), BackendError> {
+        self.count_request("head");
+        let result = self
+            .client
+            .head_bucket()
+            .bucket(&self.settings.bucket)
+            .send()
+            .await;
+        let Err(e) = result else { return Ok(()) };
+        let f = Failure::from_sdk(&e);
+        let why = match f.status {
+            Some(404) => "the bucket does not exist".to_string(),
+            Some(403) => "access denied: check the access key, secret and bucket policy".into(),
+            Some(301) => "the bucket is in another region (set region)".into(),
+            _ => f.text.clone(),
+        };
+        Err(BackendError::Remote {
+            key: format!("s3://{}", self.settings.bucket),
+            message: format!(
+                "S3 bucket '{}' at {}: {why}",
+                self.settings.bucket,
+                self.endpoint_label()
+            ),
+        })
+    }
+
+    /// The resolved settings.
+    pub fn settings(&self) -> &S3Settings {
+        &self.settings
+    }
+
+    /// Whether only-if-absent puts use `If-None-Match`.
+    pub fn uses_conditional_writes(&self) -> bool {
+        self.conditional
+    }
+
+    /// Requests sent so far (for benchmarks and status).
+    pub fn request_counts(&self) -> &RequestCounts {
+        &self.counts
+    }
+
+    fn endpoint_label(&self) -> String {
+        self.settings
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("AWS S3 ({})", self.settings.region))
+    }
+
+    /// `s3://bucket/prefix/key at endpoint`, for messages.
+    pub(crate) fn describe_key(&self, key: &str) -> String {
+        format!(
+            "s3://{}/{}{key} at {}",
+            self.settings.bucket,
+            self.settings.prefix,
+            self.endpoint_label()
+        )
+    }
+
+    fn count_request(&self, kind: &str) {
+        let counter = match kind {
+            "get" => &self.counts.get,
+            "put" => &self.counts.put,
+            "head" => &self.counts.head,
+            "list" => &self.counts.list,
+            _ => &self.counts.delete,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, BackendError> {
+        self.limit
+            .acquire()
+            .await
+            .map_err(|_| BackendError::Internal {
+                key: format!("s3://{}", self.settings.bucket),
+                message: "request limiter closed".into(),
+            })
+    }
+
+    /// Bucket key of a datastore key; refuses keys that could alias or escape the prefix.
+    fn full_key(&self, key: &str) -> Result<String, BackendError> {
+        let invalid = |reason: &str| BackendError::InvalidKey {
+            key: key.to_string(),
+            reason: reason.to_string(),
+        };
+        if key.is_empty() {
+            return Err(invalid("empty key"));
+        }
+        if key.starts_with('/') || key.contains('\\') || key.contains('\0') {
+            return Err(invalid("absolute key or forbidden character"));
+        }
+        if key
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(invalid("empty, '.' or '..' path component"));
+        }
+        Ok(format!("{}{key}", self.settings.prefix))
+    }
+
+    /// Bucket prefix for a datastore list prefix (may be "" or end mid-name).
+    fn full_prefix(&self, prefix: &str) -> Result<String, BackendError> {
+        if prefix.starts_with('/') || prefix.contains('\\') || prefix.contains('\0') {
+            return Err(BackendError::InvalidKey {
+                key: prefix.to_string(),
+                reason: "invalid list prefix".into(),
+            });
+        }
+        Ok(format!("{}{prefix}", self.settings.prefix))
+    }
+
+    /// Datastore key of a bucket key; `None` for keys outside the prefix.
+    fn strip<'a>(&self, full: &'a str) -> Option<&'a str> {
+        full.strip_prefix(self.settings.prefix.as_str())
+    }
+
+    async fn put_once(
+        &self,
+        full: &str,
+        data: &Bytes,
+        sha: &crate::format::Digest,
+        conditional: bool,
+    ) -> Result<PutOutcome, Failure> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.settings.bucket)
+            .key(full)
+            .content_length(data.len() as i64)
+            .checksum_sha256(base64::engine::general_purpose::STANDARD.encode(sha))
+            .body(ByteStream::from(data.clone()));
+        if conditional {
+            req = req.if_none_match("*");
+        }
+        if let Some(class) = &self.storage_class {
+            req = req.storage_class(class.clone());
+        }
+        if let Some(sse) = &self.sse {
+            req = req.server_side_encryption(sse.clone());
+            if let Some(kms) = &self.settings.sse_kms_key_id {
+                req = req.ssekms_key_id(kms);
+            }
+        }
+        let _permit = self.permit().await.map_err(|e| Failure {
+            status: None,
+            code: None,
+            text: e.to_string(),
+        })?;
+        self.count_request("put");
+        match req
+            .customize()
+            .interceptor(PrecomputedPayloadHash(hex::encode(sha)))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(PutOutcome::Written),
+            Err(e) => Err(Failure::from_sdk(&e)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for S3Backend {
+    fn kind(&self) -> &'static str {
+        "s3"
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        opts: PutOptions,
+    ) -> Result<PutOutcome, BackendError> {
+        let full = self.full_key(key)?;
+        let check_first = opts.if_absent && (!self.conditional || data.len() > MULTIPART_THRESHOLD);
+        if check_first && self.head(key).await?.is_some() {
+            return Ok(PutOutcome::AlreadyExists);
+        }
+        if data.len() > MULTIPART_THRESHOLD {
+            self.put_multipart(key, data).await?;
+            return Ok(PutOutcome::Written);
+        }
+        let sha = match opts.sha256 {
+            Some(sha) => sha,
+            None => crate::format::sha256(&data),
+        };
+        let conditional = opts.if_absent && self.conditional;
+        let mut conflicts = 0u32;
+        loop {
+            match self.put_once(&full, &data, &sha, conditional).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(f) if conditional && f.is_precondition_failed() => {
+                    return Ok(PutOutcome::AlreadyExists)
+                }
+                // Another conditional write of the key is in flight: wait and ask again.
+                Err(f) if conditional && f.is_conditional_conflict() && conflicts < 5 => {
+                    conflicts += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(conflicts))).await;
+                }
+                Err(f) => return Err(self.remote_error("PUT", key, f)),
+            }
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, BackendError> {
+        let full = self.full_key(key)?;
+        let mut attempt = 0u32;
+        loop {
+            let permit = self.permit().await?;
+            self.count_request("get");
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.settings.bucket)
+                .key(&full)
+                .send()
+                .await
+                .map_err(|e| self.remote_error("GET", key, Failure::from_sdk(&e)))?;
+            match out.body.collect().await {
+                Ok(data) => return Ok(data.into_bytes()),
+                // The SDK retries the request, not a body cut mid-way: do that here.
+                Err(e) if attempt < self.settings.max_retries => {
+                    drop(permit);
+                    attempt += 1;
+                    tracing::warn!(
+                        "reading {} failed (attempt {attempt}): {e}; retrying",
+                        self.describe_key(key)
+                    );
+                    tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
+                }
+                Err(e) => {
+                    return Err(BackendError::Remote {
+                        key: key.to_string(),
+                        message: format!("S3 GET {} body: {e}", self.describe_key(key)),
+                    })
+                }
+            }
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, BackendError> {
+        let full = self.full_key(key)?;
+        let _permit = self.permit().await?;
+        self.count_request("head");
+        match self
+            .client
+            .head_object()
+            .bucket(&self.settings.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectMeta {
+                key: key.to_string(),
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+                modified: out
+                    .last_modified()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                    .unwrap_or(std::time::UNIX_EPOCH),
+            })),
+            Err(e) => {
+                let f = Failure::from_sdk(&e);
+                if f.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(self.remote_error("HEAD", key, f))
+                }
+            }
+        }
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: Option<char>,
+    ) -> Result<ListResult, BackendError> {
+        let full = self.full_prefix(prefix)?;
+        let (objects, prefixes) = self.list_raw(&full, delimiter, prefix).await?;
+        Ok(ListResult { objects, prefixes })
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        let full = self.full_key(key)?;
+        let _permit = self.permit().await?;
+        self.count_request("delete");
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.settings.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let f = Failure::from_sdk(&e);
+                if f.is_not_found() {
+                    Ok(())
+                } else {
+                    Err(self.remote_error("DELETE", key, f))
+                }
+            }
+        }
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Result<(), BackendError> {
+        self.delete_batches(keys).await
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, BackendError> {
+        let listed = self.list(prefix, None).await?;
+        let keys: Vec<String> = listed.objects.into_iter().map(|o| o.key).collect();
+        self.delete_batches(&keys).await?;
+        Ok(keys.len() as u64)
+    }
+
+    /// No request: see the module documentation.
+    async fn touch(&self, key: &str) -> Result<(), BackendError> {
+        self.full_key(key)?;
+        Ok(())
+    }
+
+    async fn capacity(&self) -> Result<Option<Capacity>, BackendError> {
+        Ok(None)
+    }
+}

@@ -1,0 +1,199 @@
+//! The S3 backend against the real S3 server started by `e2e/run-tests.sh`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::backend::{Backend, BackendError, PutOptions, PutOutcome};
+use crate::format::sha256;
+
+async fn backend(name: &str) -> Arc<S3Backend> {
+    Arc::new(
+        S3Backend::connect(test_env::settings(name))
+            .await
+            .expect("connect to the test S3 server"),
+    )
+}
+
+#[test]
+fn prefixes_are_normalised() {
+    assert_eq!(normalize_prefix(""), "");
+    assert_eq!(normalize_prefix("/"), "");
+    assert_eq!(normalize_prefix("a/b"), "a/b/");
+    assert_eq!(normalize_prefix("/a/b/"), "a/b/");
+}
+
+#[tokio::test]
+async fn put_get_head_list_delete() {
+    let b = backend("basic").await;
+    assert!(
+        b.uses_conditional_writes(),
+        "Ceph RGW honours If-None-Match"
+    );
+    let data = Bytes::from_static(b"hello object");
+    let out = b
+        .put("a/b/one", data.clone(), PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out, PutOutcome::Written);
+    b.put("a/two", Bytes::from_static(b"2"), PutOptions::default())
+        .await
+        .unwrap();
+    b.put("a/b/c/three", Bytes::new(), PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(b.get("a/b/one").await.unwrap(), data);
+    let meta = b.head("a/b/one").await.unwrap().unwrap();
+    assert_eq!(meta.size, data.len() as u64);
+    assert!(b.head("a/missing").await.unwrap().is_none());
+    assert!(b.get("a/missing").await.unwrap_err().is_not_found());
+
+    let all = b.list("a/", None).await.unwrap();
+    let keys: Vec<_> = all.objects.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, ["a/b/c/three", "a/b/one", "a/two"]);
+    let top = b.list("a/", Some('/')).await.unwrap();
+    assert_eq!(top.prefixes, ["a/b/"]);
+    assert_eq!(top.objects.len(), 1);
+    assert!(b.list("zzz/", None).await.unwrap().objects.is_empty());
+
+    b.delete("a/two").await.unwrap();
+    b.delete("a/two").await.unwrap(); // missing is fine
+    assert_eq!(b.delete_prefix("a/b/").await.unwrap(), 2);
+    assert!(b.list("", None).await.unwrap().objects.is_empty());
+    for bad in ["", "/abs", "a//b", "a/../b", "./a"] {
+        assert!(
+            matches!(
+                b.put(bad, Bytes::new(), PutOptions::default()).await,
+                Err(BackendError::InvalidKey { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn only_if_absent_and_checksums() {
+    let b = backend("cond").await;
+    let data = Bytes::from_static(b"chunk bytes");
+    let opts = PutOptions {
+        if_absent: true,
+        sha256: Some(sha256(&data)),
+    };
+    assert_eq!(
+        b.put("k", data.clone(), opts.clone()).await.unwrap(),
+        PutOutcome::Written
+    );
+    let other = Bytes::from_static(b"other bytes");
+    let again = PutOptions {
+        if_absent: true,
+        sha256: Some(sha256(&other)),
+    };
+    assert_eq!(
+        b.put("k", other, again).await.unwrap(),
+        PutOutcome::AlreadyExists
+    );
+    assert_eq!(b.get("k").await.unwrap(), data, "first write kept");
+
+    // A body that does not match its checksum is refused by the store.
+    let wrong = PutOptions {
+        if_absent: false,
+        sha256: Some(sha256(b"something else")),
+    };
+    let err = b.put("bad", data.clone(), wrong).await.unwrap_err();
+    assert!(
+        matches!(err, BackendError::ChecksumMismatch { .. }),
+        "{err}"
+    );
+    assert!(b.head("bad").await.unwrap().is_none());
+
+    // Concurrent only-if-absent writers: exactly one wins.
+    let mut tasks = Vec::new();
+    for i in 0..8u8 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = Bytes::from(vec![i; 100]);
+            let opts = PutOptions {
+                if_absent: true,
+                sha256: None,
+            };
+            b.put("race", body, opts).await.unwrap()
+        }));
+    }
+    let mut written = 0;
+    for t in tasks {
+        if t.await.unwrap() == PutOutcome::Written {
+            written += 1;
+        }
+    }
+    assert_eq!(written, 1);
+    b.delete_prefix("").await.unwrap();
+}
+
+#[tokio::test]
+async fn many_keys_paginate_and_delete_in_batches() {
+    let b = backend("many").await;
+    let mut tasks = Vec::new();
+    for i in 0..1105u32 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("p/{:04x}/{i}", i % 7);
+            b.put(&key, Bytes::from(i.to_string()), PutOptions::default())
+                .await
+                .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let before = b.request_counts().list.load(Ordering::Relaxed);
+    let listed = b.list("p/", None).await.unwrap();
+    assert_eq!(listed.objects.len(), 1105);
+    let pages = b.request_counts().list.load(Ordering::Relaxed) - before;
+    assert!(pages >= 2, "1105 keys need two pages, got {pages}");
+    let dirs = b.list("p/", Some('/')).await.unwrap();
+    assert_eq!(dirs.prefixes.len(), 7);
+    let before = b.request_counts().delete.load(Ordering::Relaxed);
+    assert_eq!(b.delete_prefix("p/").await.unwrap(), 1105);
+    assert_eq!(
+        b.request_counts().delete.load(Ordering::Relaxed) - before,
+        2,
+        "DeleteObjects batches of 1000"
+    );
+    assert!(b.list("p/", None).await.unwrap().objects.is_empty());
+}
+
+#[tokio::test]
+async fn large_objects_use_multipart() {
+    let b = backend("multipart").await;
+    let len = MULTIPART_THRESHOLD + 3 * 1024 * 1024 + 7;
+    let data: Bytes = (0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
+    let before = b.request_counts().put.load(Ordering::Relaxed);
+    b.put("big", data.clone(), PutOptions::default())
+        .await
+        .unwrap();
+    let puts = b.request_counts().put.load(Ordering::Relaxed) - before;
+    assert_eq!(puts, 1 + 5 + 1, "create, 5 parts of 16 MiB, complete");
+    assert_eq!(b.head("big").await.unwrap().unwrap().size, len as u64);
+    assert!(b.get("big").await.unwrap() == data);
+    b.delete("big").await.unwrap();
+}
+
+#[tokio::test]
+async fn missing_bucket_and_bad_credentials_are_clear_errors() {
+    let mut s = test_env::settings("nobucket");
+    s.bucket = "pbs-no-such-bucket".into();
+    let err = S3Backend::connect(s).await.unwrap_err().to_string();
+    assert!(err.contains("pbs-no-such-bucket"), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(err.contains("127.0.0.1"), "names the endpoint: {err}");
+
+    let mut s = test_env::settings("badkey");
+    s.credentials = S3Credentials::Static {
+        access_key_id: "nobody".into(),
+        secret_access_key: "wrong".into(),
+    };
+    s.max_retries = 0;
+    let err = S3Backend::connect(s).await.unwrap_err().to_string();
+    assert!(err.contains("access denied"), "{err}");
+}

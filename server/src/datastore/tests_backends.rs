@@ -1,0 +1,272 @@
+//! The same datastore scenarios on the local backend and on the real S3 server that
+//! `e2e/run-tests.sh` starts (each S3 test under its own bucket prefix).
+
+use std::sync::atomic::Ordering;
+
+use crate::backend::s3::{test_env, S3Backend};
+
+use super::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Local,
+    S3,
+}
+
+struct Env {
+    _dir: Option<tempfile::TempDir>,
+    raw: Arc<dyn Backend>,
+    s3: Option<Arc<S3Backend>>,
+    ds: Arc<Datastore>,
+}
+
+impl Env {
+    /// Requests sent to S3 so far (0 on the local backend).
+    fn requests(&self) -> u64 {
+        self.s3.as_ref().map_or(0, |b| b.request_counts().total())
+    }
+
+    fn lists(&self) -> u64 {
+        self.s3
+            .as_ref()
+            .map_or(0, |b| b.request_counts().list.load(Ordering::Relaxed))
+    }
+}
+
+async fn env(kind: Kind, name: &str) -> Env {
+    let (dir, raw, s3): (_, Arc<dyn Backend>, _) = match kind {
+        Kind::Local => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let backend = Arc::new(LocalBackend::open(&dir.path().join("s")).expect("local"));
+            (Some(dir), backend, None)
+        }
+        Kind::S3 => {
+            let backend = Arc::new(
+                S3Backend::connect(test_env::settings(name))
+                    .await
+                    .expect("connect to the test S3 server"),
+            );
+            (None, backend.clone(), Some(backend))
+        }
+    };
+    let ds = Datastore::open("test", raw.clone()).await.expect("open");
+    Env {
+        _dir: dir,
+        raw,
+        s3,
+        ds,
+    }
+}
+
+/// One `#[tokio::test]` per backend for each scenario.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn local() {
+                super::$scenario(super::Kind::Local).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn s3() {
+                super::$scenario(super::Kind::S3).await
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    snapshot_lifecycle,
+    dedup_survives_reopen,
+    gc_removes_only_unreferenced,
+    writer_lease_excludes_other_servers,
+    aborted_backup_leaves_no_snapshot,
+    listings_come_from_memory,
+);
+
+async fn snapshot_lifecycle(kind: Kind) {
+    let e = env(kind, "lifecycle").await;
+    let g = vm("100");
+    backup(&e.ds, &root(), &g, T0).await;
+    backup(&e.ds, &root(), &g, T0 + 10).await;
+    let snaps = e.ds.list_snapshots(&root(), &g).await.unwrap();
+    assert_eq!(snaps.len(), 2);
+    assert!(snaps.iter().all(|s| s.finished));
+    assert_eq!(snaps[0].files, ["index.json.blob", "root.pxar.didx"]);
+    assert_eq!(
+        e.ds.list_groups(&root()).await.unwrap(),
+        std::slice::from_ref(&g)
+    );
+    let index =
+        e.ds.read_snapshot_file(&root(), &snaps[1].dir, "root.pxar.didx")
+            .await
+            .unwrap();
+    assert_eq!(
+        index,
+        didx(&[(sha256(format!("data {}", T0 + 10).as_bytes()), 10)])
+    );
+
+    e.ds.set_protected(&root(), &snaps[0].dir, true)
+        .await
+        .unwrap();
+    let err = e.ds.remove_snapshot(&root(), &snaps[0].dir, false).await;
+    assert!(matches!(err, Err(DatastoreError::Protected(_))), "{err:?}");
+    e.ds.remove_snapshot(&root(), &snaps[1].dir, false)
+        .await
+        .unwrap();
+    assert_eq!(e.ds.list_snapshots(&root(), &g).await.unwrap().len(), 1);
+    let stats = e.ds.remove_group(&root(), &g).await.unwrap();
+    assert_eq!(stats.protected_snapshots, 1);
+    e.ds.set_protected(&root(), &snaps[0].dir, false)
+        .await
+        .unwrap();
+    e.ds.remove_group(&root(), &g).await.unwrap();
+    assert!(e.ds.list_groups(&root()).await.unwrap().is_empty());
+}
+
+async fn dedup_survives_reopen(kind: Kind) {
+    let e = env(kind, "dedup").await;
+    let (digest, raw) = chunk(b"dedup me");
+    assert!(
+        !e.ds
+            .insert_chunk(&digest, raw.clone(), false)
+            .await
+            .unwrap()
+            .duplicate
+    );
+    let before = e.requests();
+    assert!(
+        e.ds.insert_chunk(&digest, raw.clone(), false)
+            .await
+            .unwrap()
+            .duplicate
+    );
+    if kind == Kind::S3 {
+        assert_eq!(e.requests(), before, "a known chunk costs no request");
+    }
+    backup(&e.ds, &root(), &vm("1"), T0).await; // commit journals the known chunks
+
+    // A restarted server (same holder) loads the set from the persisted index.
+    let reopened = Datastore::open("test", e.raw.clone()).await.unwrap();
+    let before = e.requests();
+    assert!(
+        reopened
+            .insert_chunk(&digest, raw, false)
+            .await
+            .unwrap()
+            .duplicate
+    );
+    if kind == Kind::S3 {
+        assert!(reopened.known_chunk_count() >= 2);
+        assert_eq!(e.requests(), before, "known after reopen without a request");
+        assert!(e.raw.head(KNOWN_INDEX).await.unwrap().is_some());
+    }
+    assert_eq!(
+        reopened.load_chunk(&digest).await.unwrap(),
+        Bytes::from(encode_blob(b"dedup me", false))
+    );
+}
+
+async fn gc_removes_only_unreferenced(kind: Kind) {
+    let e = env(kind, "gc").await;
+    backup(&e.ds, &root(), &vm("100"), T0).await;
+    let referenced = sha256(format!("data {T0}").as_bytes());
+    let (garbage, raw_garbage) = chunk(b"garbage");
+    e.ds.insert_chunk(&garbage, raw_garbage.clone(), false)
+        .await
+        .unwrap();
+    // Default cutoff (24 h 5 min): nothing is old enough.
+    let status = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    assert_eq!(status.removed_chunks, 0);
+    assert_eq!(status.pending_chunks, 1);
+    assert_eq!(status.disk_chunks, 1);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await; // S3 times have 1 s resolution
+    e.ds.set_gc_cutoff(Duration::ZERO);
+    let status = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    assert_eq!(status.removed_chunks, 1);
+    assert!(e.ds.chunk_exists(&referenced).await.unwrap());
+    assert!(!e.ds.chunk_exists(&garbage).await.unwrap());
+
+    // The removed chunk is not "known" any more, in memory or after a restart.
+    let reopened = Datastore::open("test", e.raw.clone()).await.unwrap();
+    for ds in [&e.ds, &reopened] {
+        let out = ds
+            .insert_chunk(&garbage, raw_garbage.clone(), false)
+            .await
+            .unwrap();
+        assert!(ds.chunk_exists(&garbage).await.unwrap());
+        let _ = out;
+    }
+    assert_eq!(reopened.last_gc_status().await, Some(status));
+}
+
+async fn writer_lease_excludes_other_servers(kind: Kind) {
+    let e = env(kind, "lease").await;
+    let holder = e.ds.lease_holder().to_string();
+    let err = Datastore::open_as("test", e.raw.clone(), "other-server")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DatastoreError::Busy(_)), "{err}");
+    assert!(err.to_string().contains(&holder), "names the holder: {err}");
+
+    // The same holder (a restart) gets it back at once.
+    Datastore::open_as("test", e.raw.clone(), &holder)
+        .await
+        .unwrap();
+
+    // After a clean close another server may take over; the closed one refuses writes.
+    e.ds.close().await.unwrap();
+    let other = Datastore::open_as("test", e.raw.clone(), "other-server")
+        .await
+        .unwrap();
+    let err =
+        e.ds.start_backup(&root(), &vm("1"), T0, AUTH)
+            .await
+            .unwrap_err();
+    assert!(err.to_string().contains("lease"), "{err}");
+    backup(&other, &root(), &vm("1"), T0).await;
+}
+
+async fn aborted_backup_leaves_no_snapshot(kind: Kind) {
+    let e = env(kind, "abort").await;
+    let g = vm("100");
+    let lease = e.ds.start_backup(&root(), &g, T0, AUTH).await.unwrap();
+    let (digest, raw) = chunk(b"orphan");
+    e.ds.insert_chunk(&digest, raw, false).await.unwrap();
+    lease
+        .write_file("root.pxar.didx", didx(&[(digest, 6)]))
+        .await
+        .unwrap();
+    drop(lease);
+    eventually("aborted backup cleaned up", || async {
+        e.ds.list_groups(&root()).await.unwrap().is_empty()
+    })
+    .await;
+    let listed = e.raw.list("", None).await.unwrap();
+    for obj in listed.objects {
+        assert!(
+            obj.key.starts_with(".chunks/") || obj.key == LEASE,
+            "leftover {}",
+            obj.key
+        );
+    }
+}
+
+async fn listings_come_from_memory(kind: Kind) {
+    let e = env(kind, "listcache").await;
+    let g = vm("100");
+    backup(&e.ds, &root(), &g, T0).await;
+    assert_eq!(e.ds.list_snapshots(&root(), &g).await.unwrap().len(), 1);
+    assert_eq!(e.ds.list_groups(&root()).await.unwrap().len(), 1);
+    let before = e.lists();
+    for _ in 0..5 {
+        assert_eq!(e.ds.list_snapshots(&root(), &g).await.unwrap().len(), 1);
+        assert_eq!(e.ds.list_groups(&root()).await.unwrap().len(), 1);
+    }
+    assert_eq!(e.lists(), before, "no LIST per request");
+    // Writes through the datastore invalidate the cached listings.
+    backup(&e.ds, &root(), &g, T0 + 1).await;
+    backup(&e.ds, &root(), &vm("200"), T0).await;
+    assert_eq!(e.ds.list_snapshots(&root(), &g).await.unwrap().len(), 2);
+    assert_eq!(e.ds.list_groups(&root()).await.unwrap().len(), 2);
+}

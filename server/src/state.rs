@@ -62,6 +62,14 @@ impl AppState {
             .collect()
     }
 
+    /// Removes a datastore from what the server offers. Sessions that already hold it finish.
+    pub fn remove_datastore(&self, name: &str) -> Option<Arc<DatastoreEntry>> {
+        self.datastores
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(name)
+    }
+
     /// Adds or replaces a datastore.
     pub fn insert_datastore(&self, entry: DatastoreEntry) {
         self.datastores

@@ -2,6 +2,7 @@
 //! ACLs in a data dir (while the server is stopped, or followed by a restart).
 
 mod manage;
+mod reload;
 mod serve;
 pub mod storage;
 

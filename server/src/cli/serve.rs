@@ -50,7 +50,17 @@ pub async fn serve(location: Location, listen: Option<String>) -> anyhow::Result
     let initial_password = ensure_admin(&auth, &config, &data_dir)?;
 
     let state = Arc::new(AppState::new(auth, TaskRegistry::new(&node.name), node));
-    let stores = open_datastores(&config, &data_dir, &state, &holder).await?;
+    let opened = open_datastores(&config, &data_dir, &state, &holder).await?;
+    let stores: Vec<String> = opened.iter().map(|(name, _)| name.clone()).collect();
+    if let Some(path) = &location.config {
+        super::reload::spawn_watcher(super::reload::Watcher {
+            path: path.clone(),
+            data_dir: data_dir.clone(),
+            holder: holder.clone(),
+            state: state.clone(),
+            locations: opened.into_iter().collect(),
+        });
+    }
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -65,22 +75,37 @@ pub async fn serve(location: Location, listen: Option<String>) -> anyhow::Result
         &data_dir,
     );
 
-    crate::listener::serve(listener, tls.config, state, shutdown_signal()).await;
+    crate::listener::serve(listener, tls.config, state.clone(), shutdown_signal()).await;
     tracing::info!("shutting down");
+    // Hand S3 leases back at once, so another server may take over without waiting for expiry.
+    for entry in state.datastores() {
+        if let Err(err) = entry.store.close().await {
+            tracing::warn!(
+                "datastore '{}': unable to release its lease: {err}",
+                entry.name
+            );
+        }
+    }
     Ok(())
 }
 
-/// Opens (creating when needed) every configured datastore, or the default one. The default
-/// datastore follows the seed's `[storage]` section, else the environment quick start
-/// (`PBS_CLOUD_BUCKET`, ...), else a directory in the data dir.
-async fn open_datastores(
+/// One datastore as the configuration describes it, before it is opened.
+pub(super) struct DatastoreSpec {
+    pub name: String,
+    pub tenant: String,
+    pub location: StoreLocation,
+    pub comment: Option<String>,
+}
+
+/// Every configured datastore, or the default one. The default datastore follows the seed's
+/// `[storage]` section, else the environment quick start (`PBS_CLOUD_BUCKET`, ...), else a
+/// directory in the data dir.
+pub(super) fn datastore_specs(
     config: &Config,
     data_dir: &Path,
-    state: &AppState,
-    holder: &str,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Vec<DatastoreSpec>> {
     let default_tenant = config.default_tenant();
-    let mut specs: Vec<(String, String, StoreLocation, Option<String>)> = Vec::new();
+    let mut specs = Vec::new();
     for ds in &config.datastores {
         let name = ds.name.get_ref().clone();
         let tenant = ds
@@ -99,7 +124,12 @@ async fn open_datastores(
                     .unwrap_or_else(|| data_dir.join("datastores").join(&name)),
             ),
         };
-        specs.push((name, tenant, location, ds.comment.clone()));
+        specs.push(DatastoreSpec {
+            name,
+            tenant,
+            location,
+            comment: ds.comment.clone(),
+        });
     }
     if specs.is_empty() {
         let default_path = data_dir.join("datastores").join(DEFAULT_DATASTORE);
@@ -107,32 +137,52 @@ async fn open_datastores(
             Some(storage) => storage::location_from_storage(storage, &default_path)?,
             None => storage::location_from_env().unwrap_or(StoreLocation::Local(default_path)),
         };
-        specs.push((
-            DEFAULT_DATASTORE.to_string(),
-            default_tenant,
+        specs.push(DatastoreSpec {
+            name: DEFAULT_DATASTORE.to_string(),
+            tenant: default_tenant,
             location,
-            None,
-        ));
-    }
-    let mut names = Vec::new();
-    for (name, tenant, location, comment) in specs {
-        let backend = location.open(&name).await?;
-        let store = Datastore::open_as(&name, backend, holder)
-            .await
-            .with_context(|| format!("datastore '{name}' ({})", location.describe()))?;
-        tracing::info!(
-            "datastore '{name}' (tenant '{tenant}') at {}",
-            location.describe()
-        );
-        state.insert_datastore(DatastoreEntry {
-            name: name.clone(),
-            tenant,
-            comment,
-            store,
+            comment: None,
         });
-        names.push(name);
     }
-    Ok(names)
+    Ok(specs)
+}
+
+/// Opens the backend and the datastore of one spec.
+pub(super) async fn open_spec(
+    spec: &DatastoreSpec,
+    holder: &str,
+) -> anyhow::Result<DatastoreEntry> {
+    let backend = spec.location.open(&spec.name).await?;
+    let store = Datastore::open_as(&spec.name, backend, holder)
+        .await
+        .with_context(|| format!("datastore '{}' ({})", spec.name, spec.location.describe()))?;
+    tracing::info!(
+        "datastore '{}' (tenant '{}') at {}",
+        spec.name,
+        spec.tenant,
+        spec.location.describe()
+    );
+    Ok(DatastoreEntry {
+        name: spec.name.clone(),
+        tenant: spec.tenant.clone(),
+        comment: spec.comment.clone(),
+        store,
+    })
+}
+
+/// Opens every configured datastore into `state`; returns their names and locations.
+async fn open_datastores(
+    config: &Config,
+    data_dir: &Path,
+    state: &AppState,
+    holder: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut opened = Vec::new();
+    for spec in datastore_specs(config, data_dir)? {
+        state.insert_datastore(open_spec(&spec, holder).await?);
+        opened.push((spec.name.clone(), spec.location.describe()));
+    }
+    Ok(opened)
 }
 
 /// Users, tokens and ACLs declared in the config file, for `AuthService::open`.

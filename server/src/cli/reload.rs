@@ -1,0 +1,101 @@
+//! Config reload (DESIGN decision 11): the server polls its config file and applies a changed,
+//! valid file without a restart and without touching running sessions. A file that does not
+//! load is refused with its error in the log, and the last good configuration stays in force.
+//!
+//! What reloads: users, tokens, ACL entries and tenants of the file; datastores added, removed,
+//! re-assigned to another tenant or moved to another location. Sessions that already hold a
+//! datastore keep it until they end. Listen address and TLS files need a restart.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::serve::{auth_seed_for, datastore_specs, open_spec};
+use crate::config::Config;
+use crate::state::AppState;
+
+/// How often the file's modification time and size are compared.
+const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What the watcher needs to apply a new configuration.
+pub(super) struct Watcher {
+    pub path: PathBuf,
+    pub data_dir: PathBuf,
+    /// Lease holder id for datastores opened on reload.
+    pub holder: String,
+    pub state: Arc<AppState>,
+    /// Datastore name → location description of what is open now.
+    pub locations: BTreeMap<String, String>,
+}
+
+/// Starts the polling task.
+pub(super) fn spawn_watcher(mut watcher: Watcher) {
+    tokio::spawn(async move {
+        let mut seen = stamp(&watcher.path);
+        loop {
+            tokio::time::sleep(POLL_INTERVAL).await;
+            let now = stamp(&watcher.path);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match watcher.reload().await {
+                Ok(()) => tracing::info!("configuration reloaded from {}", watcher.path.display()),
+                Err(err) => tracing::error!(
+                    "configuration reload refused, keeping the running configuration: {err:#}"
+                ),
+            }
+        }
+    });
+}
+
+/// Modification time and length; `None` while the file is missing (e.g. mid-replace).
+fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+impl Watcher {
+    /// Loads the file and applies it; on any error nothing is changed.
+    async fn reload(&mut self) -> anyhow::Result<()> {
+        let config = Config::load(&self.path)?;
+        let specs = datastore_specs(&config, &self.data_dir)?;
+
+        // Open what is new or moved first, so a failure leaves everything as it was.
+        let mut opened = Vec::new();
+        for spec in &specs {
+            let location = spec.location.describe();
+            if self.locations.get(&spec.name) != Some(&location) {
+                opened.push((open_spec(spec, &self.holder).await?, location));
+            }
+        }
+        self.state.auth.replace_seed(auth_seed_for(&config))?;
+
+        let wanted: BTreeMap<&str, _> = specs.iter().map(|s| (s.name.as_str(), s)).collect();
+        for name in self.locations.keys().cloned().collect::<Vec<_>>() {
+            if !wanted.contains_key(name.as_str()) {
+                self.state.remove_datastore(&name);
+                self.locations.remove(&name);
+                tracing::info!("datastore '{name}' removed from the configuration");
+            }
+        }
+        for spec in &specs {
+            if let Some(current) = self.state.datastore(&spec.name) {
+                if current.tenant != spec.tenant || current.comment != spec.comment {
+                    self.state.insert_datastore(crate::state::DatastoreEntry {
+                        name: spec.name.clone(),
+                        tenant: spec.tenant.clone(),
+                        comment: spec.comment.clone(),
+                        store: current.store.clone(),
+                    });
+                }
+            }
+        }
+        for (entry, location) in opened {
+            self.locations.insert(entry.name.clone(), location);
+            self.state.insert_datastore(entry);
+        }
+        Ok(())
+    }
+}

@@ -215,38 +215,57 @@ impl ReaderSession {
     }
 
     /// Downloads one chunk and applies the client checks: CRC, crypt mode, decoded digest.
+    /// The checks run on the blocking pool, so downloads and decoding overlap on all cores.
     pub async fn fetch_checked_chunk(&self, digest: &Digest, encrypted: bool) -> Result<Vec<u8>> {
-        let hexd = wire::hex(digest);
         let raw = self.chunk(digest).await?;
-        let kind = wire::verify_blob_crc(&raw)
-            .map_err(|e| ClientError::Verify(format!("chunk {hexd}: {e}")))?;
-        if kind.is_encrypted() != encrypted {
-            return Err(ClientError::Verify(format!(
-                "chunk {hexd}: crypt mode mismatch (chunk encrypted: {}, archive encrypted: {encrypted})",
-                kind.is_encrypted()
-            )));
-        }
-        let data = self.decode(&raw, wire::MAX_CHUNK, &hexd)?;
-        let computed = match (&self.key, kind) {
-            (Some(k), BlobKind::Encrypted | BlobKind::EncryptedZstd) => k.compute_digest(&data),
-            _ => wire::sha256(&data),
-        };
-        if &computed != digest {
-            return Err(ClientError::Verify(format!(
-                "chunk {hexd}: decoded data hashes to {}",
-                wire::hex(&computed)
-            )));
-        }
-        Ok(data)
+        let key = self.key.clone();
+        let digest = *digest;
+        tokio::task::spawn_blocking(move || check_chunk(key.as_ref(), &raw, &digest, encrypted))
+            .await
+            .map_err(|e| ClientError::Verify(format!("chunk check task failed: {e}")))?
     }
 
     fn decode(&self, raw: &[u8], max: usize, what: &str) -> Result<Vec<u8>> {
-        let r = match &self.key {
-            Some(k) => k.decode_blob(raw, max),
-            None => wire::decode_plain_blob(raw, max),
-        };
-        r.map_err(|e| ClientError::Verify(format!("{what}: {e}")))
+        decode_with(self.key.as_ref(), raw, max, what)
     }
+}
+
+fn decode_with(key: Option<&CryptConfig>, raw: &[u8], max: usize, what: &str) -> Result<Vec<u8>> {
+    let r = match key {
+        Some(k) => k.decode_blob(raw, max),
+        None => wire::decode_plain_blob(raw, max),
+    };
+    r.map_err(|e| ClientError::Verify(format!("{what}: {e}")))
+}
+
+/// The stock client's checks of a downloaded chunk: CRC, crypt mode, decoded digest.
+fn check_chunk(
+    key: Option<&CryptConfig>,
+    raw: &[u8],
+    digest: &Digest,
+    encrypted: bool,
+) -> Result<Vec<u8>> {
+    let hexd = wire::hex(digest);
+    let kind = wire::verify_blob_crc(raw)
+        .map_err(|e| ClientError::Verify(format!("chunk {hexd}: {e}")))?;
+    if kind.is_encrypted() != encrypted {
+        return Err(ClientError::Verify(format!(
+            "chunk {hexd}: crypt mode mismatch (chunk encrypted: {}, archive encrypted: {encrypted})",
+            kind.is_encrypted()
+        )));
+    }
+    let data = decode_with(key, raw, wire::MAX_CHUNK, &hexd)?;
+    let computed = match (key, kind) {
+        (Some(k), BlobKind::Encrypted | BlobKind::EncryptedZstd) => k.compute_digest(&data),
+        _ => wire::sha256(&data),
+    };
+    if &computed != digest {
+        return Err(ClientError::Verify(format!(
+            "chunk {hexd}: decoded data hashes to {}",
+            wire::hex(&computed)
+        )));
+    }
+    Ok(data)
 }
 
 /// Maps a client archive name to the server file name (§5.3 / formats.md §2.6).

@@ -205,7 +205,7 @@ fn write_fsync(path: &Path, data: &[u8]) -> Result<Duration> {
 }
 
 /// One backup job (session start to finish) with a single archive; returns its chunk counters.
-async fn backup(
+pub(super) async fn backup(
     client: &PbsClient,
     store: &str,
     group: &str,
@@ -237,7 +237,12 @@ async fn backup(
 
 /// Restores `disk.img` of `host/bench-img/<time>` and checks it matches `data` (the compare
 /// is not timed).
-async fn restore(client: &PbsClient, store: &str, time: i64, data: &[u8]) -> Result<Duration> {
+pub(super) async fn restore(
+    client: &PbsClient,
+    store: &str,
+    time: i64,
+    data: &[u8],
+) -> Result<Duration> {
     let what = format!("restore host/{IMAGE_GROUP}/{time} disk.img");
     let start = Instant::now();
     let params = ReaderParams::new(store, "host", IMAGE_GROUP, time);

@@ -5,6 +5,7 @@
 
 pub mod backup_restore;
 pub mod report;
+pub mod s3_ingest;
 pub mod sha;
 
 use std::path::Path;

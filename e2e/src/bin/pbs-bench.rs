@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use pbs_cloud_e2e::bench::{backup_restore, report, sha};
+use pbs_cloud_e2e::bench::{backup_restore, report, s3_ingest, sha};
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +51,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ingest and restore time on an S3 datastore vs the local one, and S3 requests per GiB.
+    /// The S3 server comes from PBS_TEST_S3_* (`eval "$(e2e/s3/start-ceph-rgw.sh)"`).
+    S3Ingest {
+        /// Image size in MiB.
+        #[arg(long, default_value_t = 512)]
+        image_mib: usize,
+        /// Server binary; default: pbs-cloud-server next to this binary.
+        #[arg(long, env = "PBS_CLOUD_SERVER_BIN")]
+        server_bin: Option<PathBuf>,
+        /// Extra `key = value` lines for the `[datastore.s3]` table (repeatable), e.g.
+        /// `--s3-option "max_concurrency = 64"`.
+        #[arg(long = "s3-option")]
+        s3_options: Vec<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,15 +95,7 @@ fn run(cli: Cli) -> Result<()> {
             server_bin,
             json,
         } => {
-            let server_bin = resolve_server_bin(server_bin)?;
-            if server_bin.components().any(|c| c.as_os_str() == "debug") {
-                eprintln!(
-                    "warning: server binary {} looks like a debug build",
-                    server_bin.display()
-                );
-            }
-            // TestServer reads this; set before the runtime starts any thread.
-            std::env::set_var("PBS_CLOUD_SERVER_BIN", &server_bin);
+            let server_bin = release_server_bin(server_bin)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -99,7 +108,41 @@ fn run(cli: Cli) -> Result<()> {
             let r = runtime.block_on(backup_restore::run(&opts))?;
             print(json, &r, report::render)
         }
+        Command::S3Ingest {
+            image_mib,
+            server_bin,
+            s3_options,
+            json,
+        } => {
+            let server_bin = release_server_bin(server_bin)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("build tokio runtime")?;
+            let opts = s3_ingest::Options {
+                image_mib,
+                server_bin,
+                s3: s3_ingest::S3Target::from_env()?,
+                s3_extra: s3_options.join("\n"),
+            };
+            let r = runtime.block_on(s3_ingest::run(&opts))?;
+            print(json, &r, s3_ingest::render)
+        }
     }
+}
+
+/// The server binary (warning on debug builds), exported as `PBS_CLOUD_SERVER_BIN` for
+/// [`pbs_cloud_e2e::TestServer`]; call before the runtime starts any thread.
+fn release_server_bin(given: Option<PathBuf>) -> Result<PathBuf> {
+    let server_bin = resolve_server_bin(given)?;
+    if server_bin.components().any(|c| c.as_os_str() == "debug") {
+        eprintln!(
+            "warning: server binary {} looks like a debug build",
+            server_bin.display()
+        );
+    }
+    std::env::set_var("PBS_CLOUD_SERVER_BIN", &server_bin);
+    Ok(server_bin)
 }
 
 /// `--server-bin`/`PBS_CLOUD_SERVER_BIN`, else the `pbs-cloud-server` built next to this

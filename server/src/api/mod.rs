@@ -3,10 +3,10 @@
 //! HTTP/1.1 request; backup and reader upgrades are authenticated here and handed to the
 //! protocol layer.
 
-mod health;
 pub mod access;
 pub mod context;
 pub mod datastore;
+mod health;
 pub mod node;
 pub mod router;
 pub mod tenants;

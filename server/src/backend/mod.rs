@@ -104,6 +104,51 @@ pub struct Capacity {
     pub avail: u64,
 }
 
+/// Requests a remote object store has been sent since the backend was opened, by HTTP kind,
+/// and body bytes moved. Exposed as `s3-statistics` in the datastore status (PBS 4.2 reports
+/// the same counters) and used by the benchmark to compute requests per GiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RequestCounts {
+    /// GetObject.
+    pub get: u64,
+    /// PutObject and UploadPart.
+    pub put: u64,
+    /// DeleteObjects, CreateMultipartUpload, CompleteMultipartUpload.
+    pub post: u64,
+    /// HeadObject and HeadBucket.
+    pub head: u64,
+    /// DeleteObject and AbortMultipartUpload.
+    pub delete: u64,
+    /// ListObjectsV2 pages.
+    pub list: u64,
+    /// Body bytes sent (object data of puts and parts).
+    pub uploaded: u64,
+    /// Body bytes received (object data of gets).
+    pub downloaded: u64,
+}
+
+impl RequestCounts {
+    /// Number of requests of all kinds.
+    pub fn total(&self) -> u64 {
+        self.get + self.put + self.post + self.head + self.delete + self.list
+    }
+
+    /// Counts accumulated since `earlier` (saturating, for before/after measurements).
+    pub fn since(&self, earlier: &RequestCounts) -> RequestCounts {
+        RequestCounts {
+            get: self.get.saturating_sub(earlier.get),
+            put: self.put.saturating_sub(earlier.put),
+            post: self.post.saturating_sub(earlier.post),
+            head: self.head.saturating_sub(earlier.head),
+            delete: self.delete.saturating_sub(earlier.delete),
+            list: self.list.saturating_sub(earlier.list),
+            uploaded: self.uploaded.saturating_sub(earlier.uploaded),
+            downloaded: self.downloaded.saturating_sub(earlier.downloaded),
+        }
+    }
+}
+
 /// Immutable-object storage keyed by '/'-separated relative keys.
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
@@ -134,4 +179,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn touch(&self, key: &str) -> Result<(), BackendError>;
     /// Capacity of the underlying storage, if the backend can tell.
     async fn capacity(&self) -> Result<Option<Capacity>, BackendError>;
+    /// Requests sent so far, for backends that talk to a remote store (`None` otherwise).
+    fn request_counts(&self) -> Option<RequestCounts> {
+        None
+    }
 }

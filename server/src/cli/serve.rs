@@ -294,7 +294,7 @@ fn print_client_settings(
 }
 
 /// Host name for the datastore lease (who holds it), `unknown-host` if unreadable.
-fn hostname() -> String {
+pub(super) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()

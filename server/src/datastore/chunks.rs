@@ -145,6 +145,12 @@ impl Datastore {
         }
     }
 
+    /// Whether the chunk is in the in-memory known-chunk set (object stores only; always false
+    /// on the local backend): known chunks are stored, no request needed to tell.
+    pub fn chunk_known(&self, digest: &Digest) -> bool {
+        self.known.contains(digest)
+    }
+
     /// Whether the chunk is stored.
     pub async fn chunk_exists(&self, digest: &Digest) -> Result<bool, DatastoreError> {
         Ok(self.backend.head(&chunk_key(digest)).await?.is_some())

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::backend::{
-    Backend, BackendError, Capacity, ListResult, ObjectMeta, PutOptions, PutOutcome,
+    Backend, BackendError, Capacity, ListResult, ObjectMeta, PutOptions, PutOutcome, RequestCounts,
 };
 
 use super::layout::CHUNK_PREFIX;
@@ -142,5 +142,9 @@ impl Backend for CachedBackend {
 
     async fn capacity(&self) -> Result<Option<Capacity>, BackendError> {
         self.inner.capacity().await
+    }
+
+    fn request_counts(&self) -> Option<RequestCounts> {
+        self.inner.request_counts()
     }
 }

@@ -1,8 +1,6 @@
 //! The same datastore scenarios on the local backend and on the real S3 server that
 //! `e2e/run-tests.sh` starts (each S3 test under its own bucket prefix).
 
-use std::sync::atomic::Ordering;
-
 use crate::backend::s3::{test_env, S3Backend};
 
 use super::*;
@@ -16,29 +14,26 @@ enum Kind {
 struct Env {
     _dir: Option<tempfile::TempDir>,
     raw: Arc<dyn Backend>,
-    s3: Option<Arc<S3Backend>>,
     ds: Arc<Datastore>,
 }
 
 impl Env {
     /// Requests sent to S3 so far (0 on the local backend).
     fn requests(&self) -> u64 {
-        self.s3.as_ref().map_or(0, |b| b.request_counts().total())
+        self.raw.request_counts().map_or(0, |c| c.total())
     }
 
     fn lists(&self) -> u64 {
-        self.s3
-            .as_ref()
-            .map_or(0, |b| b.request_counts().list.load(Ordering::Relaxed))
+        self.raw.request_counts().map_or(0, |c| c.list)
     }
 }
 
 async fn env(kind: Kind, name: &str) -> Env {
-    let (dir, raw, s3): (_, Arc<dyn Backend>, _) = match kind {
+    let (dir, raw): (_, Arc<dyn Backend>) = match kind {
         Kind::Local => {
             let dir = tempfile::tempdir().expect("tempdir");
             let backend = Arc::new(LocalBackend::open(&dir.path().join("s")).expect("local"));
-            (Some(dir), backend, None)
+            (Some(dir), backend)
         }
         Kind::S3 => {
             let backend = Arc::new(
@@ -46,16 +41,11 @@ async fn env(kind: Kind, name: &str) -> Env {
                     .await
                     .expect("connect to the test S3 server"),
             );
-            (None, backend.clone(), Some(backend))
+            (None, backend)
         }
     };
     let ds = Datastore::open("test", raw.clone()).await.expect("open");
-    Env {
-        _dir: dir,
-        raw,
-        s3,
-        ds,
-    }
+    Env { _dir: dir, raw, ds }
 }
 
 /// One `#[tokio::test]` per backend for each scenario.

@@ -1,11 +1,13 @@
-//! `GET /admin/datastore/{store}/status` (§6.1): capacity, last GC status, backend type.
-//! Callers without Audit or Backup get zeros, like PBS.
+//! `GET /admin/datastore/{store}/status` (§6.1): capacity, last GC status, backend type and,
+//! for object-store datastores, the request counters as `s3-statistics` (PBS 4.2 reports the
+//! same key). Callers without Audit or Backup get zeros, like PBS.
 
 use http::Response;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::api::context::{ds_error, Ctx};
 use crate::auth::Privileges;
+use crate::backend::RequestCounts;
 use crate::format::names::BackupNamespace;
 use crate::net::{json_data, Body, HttpError};
 use crate::state::DatastoreEntry;
@@ -27,6 +29,43 @@ pub async fn get(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, Ht
             value["gc-status"] = serde_json::to_value(gc)
                 .map_err(|e| HttpError::internal(format!("cannot encode gc status: {e}")))?;
         }
+        if let Some(stats) = s3_statistics(store.backend().request_counts())? {
+            value["s3-statistics"] = stats;
+        }
     }
     Ok(json_data(value))
+}
+
+/// The counters of a remote backend (`None` for local datastores), as `s3-statistics`.
+fn s3_statistics(counts: Option<RequestCounts>) -> Result<Option<Value>, HttpError> {
+    counts
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| HttpError::internal(format!("cannot encode s3 statistics: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statistics_use_kebab_case_keys_and_are_absent_for_local_stores() {
+        assert_eq!(s3_statistics(None).unwrap(), None);
+        let counts = RequestCounts {
+            get: 1,
+            put: 2,
+            post: 3,
+            head: 4,
+            delete: 5,
+            list: 6,
+            uploaded: 7,
+            downloaded: 8,
+        };
+        let value = s3_statistics(Some(counts)).unwrap().unwrap();
+        assert_eq!(
+            value,
+            json!({"get": 1, "put": 2, "post": 3, "head": 4, "delete": 5, "list": 6,
+                   "uploaded": 7, "downloaded": 8})
+        );
+    }
 }

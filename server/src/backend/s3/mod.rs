@@ -29,7 +29,9 @@ use bytes::Bytes;
 
 use self::client::PrecomputedPayloadHash;
 use self::ops::Failure;
-use super::{Backend, BackendError, Capacity, ListResult, ObjectMeta, PutOptions, PutOutcome};
+use super::{
+    Backend, BackendError, Capacity, ListResult, ObjectMeta, PutOptions, PutOutcome, RequestCounts,
+};
 
 /// Objects larger than this are uploaded with multipart.
 pub const MULTIPART_THRESHOLD: usize = 64 * 1024 * 1024;
@@ -130,31 +132,63 @@ pub fn normalize_prefix(prefix: &str) -> String {
     }
 }
 
-/// Requests sent, by kind (logical requests; SDK retries are not counted separately).
-#[derive(Debug, Default)]
-pub struct RequestCounts {
-    pub get: AtomicU64,
-    pub put: AtomicU64,
-    pub head: AtomicU64,
-    pub list: AtomicU64,
-    pub delete: AtomicU64,
+/// Request kinds counted by [`RequestCounters`] (the HTTP method the S3 API uses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Req {
+    Get,
+    Put,
+    Post,
+    Head,
+    Delete,
+    List,
 }
 
-impl RequestCounts {
-    /// (get, put, head, list, delete)
-    pub fn snapshot(&self) -> [u64; 5] {
-        [
-            self.get.load(Ordering::Relaxed),
-            self.put.load(Ordering::Relaxed),
-            self.head.load(Ordering::Relaxed),
-            self.list.load(Ordering::Relaxed),
-            self.delete.load(Ordering::Relaxed),
-        ]
+/// Live counters behind [`Backend::request_counts`] (logical requests; SDK retries are not
+/// counted separately).
+#[derive(Debug, Default)]
+pub(crate) struct RequestCounters {
+    get: AtomicU64,
+    put: AtomicU64,
+    post: AtomicU64,
+    head: AtomicU64,
+    delete: AtomicU64,
+    list: AtomicU64,
+    uploaded: AtomicU64,
+    downloaded: AtomicU64,
+}
+
+impl RequestCounters {
+    fn count(&self, kind: Req) {
+        let counter = match kind {
+            Req::Get => &self.get,
+            Req::Put => &self.put,
+            Req::Post => &self.post,
+            Req::Head => &self.head,
+            Req::Delete => &self.delete,
+            Req::List => &self.list,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Sum of all kinds.
-    pub fn total(&self) -> u64 {
-        self.snapshot().iter().sum()
+    fn add_uploaded(&self, bytes: usize) {
+        self.uploaded.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn add_downloaded(&self, bytes: usize) {
+        self.downloaded.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> RequestCounts {
+        RequestCounts {
+            get: self.get.load(Ordering::Relaxed),
+            put: self.put.load(Ordering::Relaxed),
+            post: self.post.load(Ordering::Relaxed),
+            head: self.head.load(Ordering::Relaxed),
+            delete: self.delete.load(Ordering::Relaxed),
+            list: self.list.load(Ordering::Relaxed),
+            uploaded: self.uploaded.load(Ordering::Relaxed),
+            downloaded: self.downloaded.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -166,7 +200,7 @@ pub struct S3Backend {
     sse: Option<ServerSideEncryption>,
     conditional: bool,
     limit: tokio::sync::Semaphore,
-    counts: RequestCounts,
+    counts: RequestCounters,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -192,7 +226,7 @@ impl S3Backend {
             sse: settings.sse.as_deref().map(ServerSideEncryption::from),
             conditional: settings.conditional_writes != ConditionalWrites::Off,
             limit: tokio::sync::Semaphore::new(settings.max_concurrency.max(1)),
-            counts: RequestCounts::default(),
+            counts: RequestCounters::default(),
             settings,
         };
         backend.check_bucket().await?;
@@ -209,7 +243,7 @@ impl S3Backend {
     }
 
     async fn check_bucket(&self) -> Result<(), BackendError> {
-        self.count_request("head");
+        self.count_request(Req::Head);
         let result = self
             .client
             .head_bucket()
@@ -244,11 +278,6 @@ impl S3Backend {
         self.conditional
     }
 
-    /// Requests sent so far (for benchmarks and status).
-    pub fn request_counts(&self) -> &RequestCounts {
-        &self.counts
-    }
-
     fn endpoint_label(&self) -> String {
         self.settings
             .endpoint
@@ -266,15 +295,12 @@ impl S3Backend {
         )
     }
 
-    fn count_request(&self, kind: &str) {
-        let counter = match kind {
-            "get" => &self.counts.get,
-            "put" => &self.counts.put,
-            "head" => &self.counts.head,
-            "list" => &self.counts.list,
-            _ => &self.counts.delete,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+    fn count_request(&self, kind: Req) {
+        self.counts.count(kind);
+    }
+
+    fn count_uploaded(&self, bytes: usize) {
+        self.counts.add_uploaded(bytes);
     }
 
     async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, BackendError> {
@@ -356,7 +382,8 @@ impl S3Backend {
             code: None,
             text: e.to_string(),
         })?;
-        self.count_request("put");
+        self.count_request(Req::Put);
+        self.count_uploaded(data.len());
         match req
             .customize()
             .interceptor(PrecomputedPayloadHash(hex::encode(sha)))
@@ -417,7 +444,7 @@ impl Backend for S3Backend {
         let mut attempt = 0u32;
         loop {
             let permit = self.permit().await?;
-            self.count_request("get");
+            self.count_request(Req::Get);
             let out = self
                 .client
                 .get_object()
@@ -427,7 +454,11 @@ impl Backend for S3Backend {
                 .await
                 .map_err(|e| self.remote_error("GET", key, Failure::from_sdk(&e)))?;
             match out.body.collect().await {
-                Ok(data) => return Ok(data.into_bytes()),
+                Ok(data) => {
+                    let data = data.into_bytes();
+                    self.counts.add_downloaded(data.len());
+                    return Ok(data);
+                }
                 // The SDK retries the request, not a body cut mid-way: do that here.
                 Err(e) if attempt < self.settings.max_retries => {
                     drop(permit);
@@ -451,7 +482,7 @@ impl Backend for S3Backend {
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, BackendError> {
         let full = self.full_key(key)?;
         let _permit = self.permit().await?;
-        self.count_request("head");
+        self.count_request(Req::Head);
         match self
             .client
             .head_object()
@@ -492,7 +523,7 @@ impl Backend for S3Backend {
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
         let full = self.full_key(key)?;
         let _permit = self.permit().await?;
-        self.count_request("delete");
+        self.count_request(Req::Delete);
         match self
             .client
             .delete_object()
@@ -532,5 +563,9 @@ impl Backend for S3Backend {
 
     async fn capacity(&self) -> Result<Option<Capacity>, BackendError> {
         Ok(None)
+    }
+
+    fn request_counts(&self) -> Option<RequestCounts> {
+        Some(self.counts.snapshot())
     }
 }

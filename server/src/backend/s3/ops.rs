@@ -7,7 +7,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectI
 use bytes::Bytes;
 
 use super::client::PrecomputedPayloadHash;
-use super::S3Backend;
+use super::{Req, S3Backend};
 use crate::backend::{BackendError, ObjectMeta};
 
 /// DeleteObjects takes at most this many keys per request.
@@ -116,7 +116,7 @@ impl S3Backend {
             if let Some(t) = &token {
                 req = req.continuation_token(t);
             }
-            self.count_request("list");
+            self.count_request(Req::List);
             let page = req
                 .send()
                 .await
@@ -169,7 +169,7 @@ impl S3Backend {
                 .build()
                 .map_err(|e| self.internal(&batch[0], format!("building delete request: {e}")))?;
             let _permit = self.permit().await?;
-            self.count_request("delete");
+            self.count_request(Req::Post);
             let out = self
                 .client
                 .delete_objects()
@@ -219,7 +219,7 @@ impl S3Backend {
         }
         let created = {
             let _permit = self.permit().await?;
-            self.count_request("put");
+            self.count_request(Req::Post);
             create.send().await.map_err(|e| {
                 self.remote_error("CreateMultipartUpload", key, Failure::from_sdk(&e))
             })?
@@ -234,7 +234,7 @@ impl S3Backend {
             Ok(()) => Ok(()),
             Err(e) => {
                 let _permit = self.permit().await;
-                self.count_request("delete");
+                self.count_request(Req::Delete);
                 if let Err(abort) = self
                     .client
                     .abort_multipart_upload()
@@ -270,7 +270,8 @@ impl S3Backend {
             let part = data.slice(offset..end);
             let hash = crate::format::sha256(&part);
             let _permit = self.permit().await?;
-            self.count_request("put");
+            self.count_request(Req::Put);
+            self.count_uploaded(part.len());
             let out = self
                 .client
                 .upload_part()
@@ -294,7 +295,7 @@ impl S3Backend {
             number += 1;
         }
         let _permit = self.permit().await?;
-        self.count_request("put");
+        self.count_request(Req::Post);
         self.client
             .complete_multipart_upload()
             .bucket(&self.settings.bucket)
@@ -324,7 +325,8 @@ impl S3Backend {
         for attempt in 0..2 {
             let full = self.full_key(&name)?;
             let _permit = self.permit().await?;
-            self.count_request("put");
+            self.count_request(Req::Put);
+            self.count_uploaded(5);
             let result = self
                 .client
                 .put_object()
@@ -351,7 +353,7 @@ impl S3Backend {
             }
         }
         let _permit = self.permit().await?;
-        self.count_request("delete");
+        self.count_request(Req::Delete);
         let full = self.full_key(&name)?;
         self.client
             .delete_object()

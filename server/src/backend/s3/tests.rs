@@ -8,6 +8,14 @@ use super::*;
 use crate::backend::{Backend, BackendError, PutOptions, PutOutcome};
 use crate::format::sha256;
 
+/// The backend's counters through the `Backend` trait (as the datastore status reads them).
+fn counts(b: &Arc<S3Backend>) -> RequestCounts {
+    let dynamic: &dyn Backend = b.as_ref();
+    dynamic
+        .request_counts()
+        .expect("S3 backends count requests")
+}
+
 async fn backend(name: &str) -> Arc<S3Backend> {
     Arc::new(
         S3Backend::connect(test_env::settings(name))
@@ -146,20 +154,16 @@ async fn many_keys_paginate_and_delete_in_batches() {
     for t in tasks {
         t.await.unwrap();
     }
-    let before = b.request_counts().list.load(Ordering::Relaxed);
+    let before = counts(&b).list;
     let listed = b.list("p/", None).await.unwrap();
     assert_eq!(listed.objects.len(), 1105);
-    let pages = b.request_counts().list.load(Ordering::Relaxed) - before;
+    let pages = counts(&b).list - before;
     assert!(pages >= 2, "1105 keys need two pages, got {pages}");
     let dirs = b.list("p/", Some('/')).await.unwrap();
     assert_eq!(dirs.prefixes.len(), 7);
-    let before = b.request_counts().delete.load(Ordering::Relaxed);
+    let before = counts(&b).post;
     assert_eq!(b.delete_prefix("p/").await.unwrap(), 1105);
-    assert_eq!(
-        b.request_counts().delete.load(Ordering::Relaxed) - before,
-        2,
-        "DeleteObjects batches of 1000"
-    );
+    assert_eq!(counts(&b).post - before, 2, "DeleteObjects batches of 1000");
     assert!(b.list("p/", None).await.unwrap().objects.is_empty());
 }
 
@@ -168,12 +172,14 @@ async fn large_objects_use_multipart() {
     let b = backend("multipart").await;
     let len = MULTIPART_THRESHOLD + 3 * 1024 * 1024 + 7;
     let data: Bytes = (0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
-    let before = b.request_counts().put.load(Ordering::Relaxed);
+    let before = counts(&b);
     b.put("big", data.clone(), PutOptions::default())
         .await
         .unwrap();
-    let puts = b.request_counts().put.load(Ordering::Relaxed) - before;
-    assert_eq!(puts, 1 + 5 + 1, "create, 5 parts of 16 MiB, complete");
+    let sent = counts(&b).since(&before);
+    assert_eq!(sent.put, 5, "5 parts of 16 MiB");
+    assert_eq!(sent.post, 2, "create and complete");
+    assert_eq!(sent.uploaded, len as u64);
     assert_eq!(b.head("big").await.unwrap().unwrap().size, len as u64);
     assert!(b.get("big").await.unwrap() == data);
     b.delete("big").await.unwrap();
@@ -196,4 +202,52 @@ async fn missing_bucket_and_bad_credentials_are_clear_errors() {
     s.max_retries = 0;
     let err = S3Backend::connect(s).await.unwrap_err().to_string();
     assert!(err.contains("access denied"), "{err}");
+}
+
+#[tokio::test]
+async fn request_counts_track_each_kind_and_the_bytes_moved() {
+    let b = backend("counts").await;
+    let before = counts(&b);
+    let body = Bytes::from(vec![7u8; 1000]);
+    b.put("c/one", body.clone(), PutOptions::default())
+        .await
+        .unwrap();
+    let again = PutOptions {
+        if_absent: true,
+        ..PutOptions::default()
+    };
+    assert_eq!(
+        b.put("c/one", body.clone(), again).await.unwrap(),
+        PutOutcome::AlreadyExists
+    );
+    assert_eq!(b.get("c/one").await.unwrap().len(), 1000);
+    assert!(b.head("c/one").await.unwrap().is_some());
+    b.list("c/", None).await.unwrap();
+    b.delete("c/one").await.unwrap();
+    b.delete_many(&["c/x".to_string()]).await.unwrap();
+    let sent = counts(&b).since(&before);
+    assert_eq!(
+        sent,
+        RequestCounts {
+            get: 1,
+            put: 2,
+            post: 1,
+            head: 1,
+            delete: 1,
+            list: 1,
+            uploaded: 2000,
+            downloaded: 1000,
+        }
+    );
+    assert_eq!(sent.total(), 7);
+    let json = serde_json::to_value(sent).unwrap();
+    assert_eq!(json["uploaded"], 2000);
+    assert_eq!(json["post"], 1);
+}
+
+#[test]
+fn local_backends_report_no_request_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = crate::backend::LocalBackend::open(dir.path()).unwrap();
+    assert!(local.request_counts().is_none());
 }

@@ -15,9 +15,22 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "== third-party REST client for the API tests (Debian's python3-proxmoxer)"
+if ! /usr/bin/python3 -c 'import proxmoxer' 2>/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3-proxmoxer python3-requests >/dev/null
+fi
+
 echo "== build server binary for the end-to-end tests"
 cargo build -p pbs-cloud-server --bins
 export PBS_CLOUD_SERVER_BIN="$CARGO_TARGET_DIR/debug/pbs-cloud-server"
+
+echo "== S3 test server (Ceph RGW on 127.0.0.1; S3 tests fail without it)"
+s3_env=$(bash e2e/s3/start-ceph-rgw.sh)
+eval "$s3_env"
+export PBS_TEST_S3_ENDPOINT PBS_TEST_S3_ACCESS_KEY PBS_TEST_S3_SECRET_KEY PBS_TEST_S3_BUCKET \
+    PBS_TEST_S3_LOCK_BUCKET
 
 echo "== cargo test"
 cargo test --workspace -- --test-threads=2

@@ -32,5 +32,18 @@ eval "$s3_env"
 export PBS_TEST_S3_ENDPOINT PBS_TEST_S3_ACCESS_KEY PBS_TEST_S3_SECRET_KEY PBS_TEST_S3_BUCKET \
     PBS_TEST_S3_LOCK_BUCKET
 
+echo "== Kubernetes API server for the operator tests (kube-apiserver v1.20 built from Debian's"
+echo "   source package and cached under ~/.cache/pbs-cloud; ~13 min the first time)"
+kube_env=$(bash e2e/kube/start-kube.sh | tail -1)
+eval "$kube_env"
+export PBS_CLOUD_KUBECONFIG="$KUBECONFIG"
+
 echo "== cargo test"
 cargo test --workspace -- --test-threads=2
+
+echo "== operator: Helm chart renders, lints and validates (helm-python-sdk)"
+bash e2e/kube/test-chart.sh
+
+echo "== operator: crds/ and examples/k8s against the API server"
+cargo build -p pbs-cloud-operator --bins
+bash e2e/kube/check-examples.sh

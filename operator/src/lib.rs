@@ -1,0 +1,11 @@
+//! PBS Cloud operator: turns `Tenant`, `Datastore`, `PrunePolicy` and `RetentionLock`
+//! resources into one PBS-compatible server per tenant.
+//!
+//! Layers: `crd` (types) < `render` (pure desired state) < `controller` (API calls).
+
+pub mod controller;
+pub mod crd;
+pub mod crdgen;
+pub mod health;
+pub mod leader;
+pub mod render;

@@ -1,0 +1,142 @@
+//! The config the operator renders boots a real `pbs-cloud-server` process (the binary from
+//! `cargo build -p pbs-cloud-server`, or PBS_CLOUD_SERVER_BIN) that accepts a backup from the
+//! e2e protocol client, using the generated credentials and pinning the generated certificate.
+//! Only the pod's mount points are remapped to a temporary directory.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use kube::api::ObjectMeta;
+use pbs_cloud_e2e::{BackupParams, BackupSession, PbsClient};
+use pbs_cloud_operator::crd::{
+    Datastore, DatastoreSpec, KeepSpec, PrunePolicy, PrunePolicySpec, Tenant, TenantSpec,
+};
+use pbs_cloud_operator::render::{self, Credentials, Inputs};
+
+fn meta(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some("ns1".into()),
+        uid: Some(format!("uid-{name}")),
+        ..ObjectMeta::default()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendered_config_boots_a_server_that_accepts_a_backup() {
+    let tenant = Tenant {
+        metadata: meta("acme"),
+        spec: TenantSpec::default(),
+        status: None,
+    };
+    let inputs = Inputs {
+        datastores: vec![Datastore {
+            metadata: meta("acme-store"),
+            spec: DatastoreSpec {
+                tenant: "acme".into(),
+                name: Some("store1".into()),
+                gc_schedule: Some("daily".into()),
+                ..DatastoreSpec::default()
+            },
+            status: None,
+        }],
+        prune_policies: vec![PrunePolicy {
+            metadata: meta("nightly"),
+            spec: PrunePolicySpec {
+                datastore: "acme-store".into(),
+                schedule: "daily".into(),
+                keep: KeepSpec {
+                    last: Some(2),
+                    ..KeepSpec::default()
+                },
+                ..PrunePolicySpec::default()
+            },
+            status: None,
+        }],
+        ..Inputs::default()
+    };
+    let creds = Credentials::generate("acme").expect("credentials");
+    let tls = render::generate_self_signed(&tenant).expect("certificate");
+    let fingerprint = render::fingerprint(&tenant, &tls.cert_pem).expect("fingerprint");
+    let bound = render::bind(&tenant, &inputs);
+    let config = render::render_config(&tenant, &bound, &inputs, &creds);
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let etc = tmp.path().join("etc");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(etc.join("tls")).expect("mkdir");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::write(etc.join("tls/tls.crt"), &tls.cert_pem).expect("write cert");
+    std::fs::write(etc.join("tls/tls.key"), &tls.key_pem).expect("write key");
+    let text = config
+        .replace(render::CONFIG_DIR, &etc.display().to_string())
+        .replace(render::DATA_DIR, &data.display().to_string());
+    pbs_cloud_server::config::Config::parse(Path::new("config.toml"), &text).expect("valid config");
+    let config_path = etc.join("config.toml");
+    std::fs::write(&config_path, &text).expect("write config");
+
+    let bin = pbs_cloud_e2e::server::server_binary()
+        .unwrap_or_else(|e| panic!("{e} (build it with `cargo build -p pbs-cloud-server`)"));
+    let port = free_port();
+    let mut child = tokio::process::Command::new(&bin)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        if let Ok(c) = PbsClient::connect("127.0.0.1", port, &fingerprint).await {
+            break c;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("server exited with {status} on the rendered config:\n{text}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server did not listen within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    client
+        .login("admin@pbs", &creds.password)
+        .await
+        .expect("login with generated password");
+    let mut session = BackupSession::start(
+        &client,
+        BackupParams::new("store1", "host", "operator-e2e", 1_700_000_000),
+    )
+    .await
+    .expect("backup session");
+    session
+        .upload_blob("app.conf", b"rendered by the operator\n")
+        .await
+        .expect("upload blob");
+    let summary = session.finish().await.expect("finish backup");
+    assert!(summary
+        .manifest
+        .files
+        .iter()
+        .any(|f| f.filename == "app.conf.blob"));
+    let groups = client
+        .get("admin/datastore/store1/groups", None)
+        .await
+        .expect("list groups");
+    assert_eq!(groups[0]["backup-id"], "operator-e2e", "{groups}");
+    let _ = child.kill().await;
+}

@@ -13,33 +13,6 @@ use pbs_cloud_server::backend::s3::{ConditionalWrites, S3Credentials, S3Settings
 use pbs_cloud_server::backend::{Backend, S3Backend};
 use serde_json::{json, Value};
 
-struct S3Env {
-    endpoint: String,
-    access_key: String,
-    secret_key: String,
-    bucket: String,
-}
-
-fn s3_env() -> S3Env {
-    let var = |key: &str| {
-        std::env::var(key)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| {
-                panic!(
-                    "{key} is not set: S3 tests need a real S3 server. Start one with \
-                     `eval \"$(e2e/s3/start-ceph-rgw.sh)\"` (e2e/run-tests.sh does this)"
-                )
-            })
-    };
-    S3Env {
-        endpoint: var("PBS_TEST_S3_ENDPOINT"),
-        access_key: var("PBS_TEST_S3_ACCESS_KEY"),
-        secret_key: var("PBS_TEST_S3_SECRET_KEY"),
-        bucket: std::env::var("PBS_TEST_S3_BUCKET").unwrap_or_else(|_| "pbs-test".into()),
-    }
-}
-
 /// `[[datastore]] store1` on the test bucket under `prefix` (secret in `dir`).
 fn s3_config(s3: &S3Env, dir: &Path, prefix: &str) -> String {
     let secret = dir.join("s3-secret");

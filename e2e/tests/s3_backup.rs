@@ -15,34 +15,6 @@ use pbs_cloud_e2e::{Crypt, CryptConfig, TestServer};
 use pbs_cloud_server::backend::s3::{ConditionalWrites, S3Credentials, S3Settings};
 use pbs_cloud_server::backend::{Backend, S3Backend};
 
-/// The test S3 server from the environment; fails (never skips) when it is not configured.
-struct S3Env {
-    endpoint: String,
-    access_key: String,
-    secret_key: String,
-    bucket: String,
-}
-
-fn s3_env() -> S3Env {
-    let var = |key: &str| {
-        std::env::var(key)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| {
-                panic!(
-                    "{key} is not set: S3 tests need a real S3 server. Start one with \
-                     `eval \"$(e2e/s3/start-ceph-rgw.sh)\"` (e2e/run-tests.sh does this)"
-                )
-            })
-    };
-    S3Env {
-        endpoint: var("PBS_TEST_S3_ENDPOINT"),
-        access_key: var("PBS_TEST_S3_ACCESS_KEY"),
-        secret_key: var("PBS_TEST_S3_SECRET_KEY"),
-        bucket: std::env::var("PBS_TEST_S3_BUCKET").unwrap_or_else(|_| "pbs-test".into()),
-    }
-}
-
 /// A unique prefix under `t/` (every S3 test writes only below `t/`).
 fn unique_prefix(name: &str) -> String {
     format!("t/{name}-{}", hex::encode(rand::random::<[u8; 6]>()))

@@ -396,3 +396,31 @@ pub async fn assert_nothing_lost(server: &TestServer, client: &PbsClient, good: 
     assert_no_snapshot_left(server, client, "bad", std::time::Duration::from_secs(3)).await;
     assert_good_snapshot_intact(client, server.store(), good).await;
 }
+
+/// The test S3 server from the environment; fails (never skips) when it is not configured.
+pub struct S3Env {
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub bucket: String,
+}
+
+pub fn s3_env() -> S3Env {
+    let var = |key: &str| {
+        std::env::var(key)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{key} is not set: S3 tests need a real S3 server. Start one with \
+                     `eval \"$(e2e/s3/start-ceph-rgw.sh)\"` (e2e/run-tests.sh does this)"
+                )
+            })
+    };
+    S3Env {
+        endpoint: var("PBS_TEST_S3_ENDPOINT"),
+        access_key: var("PBS_TEST_S3_ACCESS_KEY"),
+        secret_key: var("PBS_TEST_S3_SECRET_KEY"),
+        bucket: std::env::var("PBS_TEST_S3_BUCKET").unwrap_or_else(|_| "pbs-test".into()),
+    }
+}

@@ -39,7 +39,7 @@ eval "$kube_env"
 export PBS_CLOUD_KUBECONFIG="$KUBECONFIG"
 
 echo "== cargo test"
-cargo test --workspace -- --test-threads=2
+cargo test --workspace --no-fail-fast -- --test-threads=2
 
 echo "== operator: Helm chart renders, lints and validates (helm-python-sdk)"
 bash e2e/kube/test-chart.sh

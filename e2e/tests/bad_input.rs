@@ -175,9 +175,10 @@ async fn oversized_chunk_is_refused_before_its_body_arrives() {
         .unwrap();
     let mut send = send.ready().await.unwrap();
     let (resp, mut body) = send.send_request(upload, false).unwrap();
-    // 1 MiB of a body that never ends: a server that buffered before checking would hang
-    body.send_data(bytes::Bytes::from(vec![0u8; MIB]), false)
-        .unwrap();
+    // 1 MiB of a body that never ends: a server that buffered before checking would hang.
+    // A server that answers at once may already have reset the stream: then sending fails,
+    // which is just as good; the answer below is what this test checks.
+    let _ = body.send_data(bytes::Bytes::from(vec![0u8; MIB]), false);
     let resp = tokio::time::timeout(Duration::from_secs(10), resp)
         .await
         .expect("no answer while the body is still open: the server waits for the body")

@@ -44,6 +44,6 @@ cargo test --workspace --no-fail-fast -- --test-threads=2
 echo "== operator: Helm chart renders, lints and validates (helm-python-sdk)"
 bash e2e/kube/test-chart.sh
 
-echo "== operator: crds/ and examples/k8s against the API server"
+echo "== operator: crds/ and examples/ against the API server"
 cargo build -p pbs-cloud-operator --bins
 bash e2e/kube/check-examples.sh

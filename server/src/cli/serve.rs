@@ -50,6 +50,7 @@ pub async fn serve(location: Location, listen: Option<String>) -> anyhow::Result
     let initial_password = ensure_admin(&auth, &config, &data_dir)?;
 
     let state = Arc::new(AppState::new(auth, TaskRegistry::new(&node.name), node));
+    warn_unenforced(&config);
     let opened = open_datastores(&config, &data_dir, &state, &holder).await?;
     let stores: Vec<String> = opened.iter().map(|(name, _)| name.clone()).collect();
     if let Some(path) = &location.config {
@@ -87,6 +88,31 @@ pub async fn serve(location: Location, listen: Option<String>) -> anyhow::Result
         }
     }
     Ok(())
+}
+
+/// Settings the file may carry (the operator renders them) that this version does not act on
+/// yet: said loudly at start instead of being ignored in silence.
+fn warn_unenforced(config: &Config) {
+    if !config.prune_jobs.is_empty() {
+        tracing::warn!(
+            "{} [[prune_job]] entries are validated but not run by this version; prune with the API",
+            config.prune_jobs.len()
+        );
+    }
+    if !config.retention_locks.is_empty() {
+        tracing::warn!(
+            "{} [[retention_lock]] entries are validated but NOT enforced by this version",
+            config.retention_locks.len()
+        );
+    }
+    for ds in &config.datastores {
+        if ds.gc_schedule.is_some() || ds.quota_bytes.is_some() {
+            tracing::warn!(
+                "datastore '{}': gc_schedule and quota_bytes are validated but not acted on by this version",
+                ds.name.get_ref()
+            );
+        }
+    }
 }
 
 /// One datastore as the configuration describes it, before it is opened.

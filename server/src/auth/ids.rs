@@ -11,15 +11,8 @@ use super::AuthError;
 /// Longest userid / token id we accept (keeps owner files and UPIDs small).
 const MAX_ID_LEN: usize = 128;
 
-/// True for PBS safe-ids: `[A-Za-z0-9_][A-Za-z0-9._-]*`.
-pub fn is_safe_id(text: &str) -> bool {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphanumeric() || c == '_' => {}
-        _ => return false,
-    }
-    chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
+/// PBS safe-ids (`[A-Za-z0-9_][A-Za-z0-9._-]*`), the same rule as for backup names.
+pub use crate::format::names::is_safe_id;
 
 fn valid_user_name(name: &str) -> bool {
     !name.is_empty()

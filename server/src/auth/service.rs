@@ -77,9 +77,7 @@ fn now() -> i64 {
 }
 
 fn sha256(data: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, data)
-        .as_ref()
-        .to_vec()
+    crate::format::sha256(data).to_vec()
 }
 
 impl AuthService {

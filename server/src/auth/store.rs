@@ -2,7 +2,6 @@
 //! auth directory, plus the seed entries that come from the configuration file. Files are 0600
 //! inside a 0700 directory and written atomically (temp file + fsync + rename).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -196,13 +195,7 @@ fn set_mode(_path: &Path, _mode: u32) -> Result<(), AuthError> {
 
 /// Writes `data` to `path` atomically with mode 0600.
 pub fn write_private_file(path: &Path, data: &[u8]) -> Result<(), AuthError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io_err(path, e))?;
-    set_mode(tmp.path(), 0o600)?;
-    tmp.write_all(data).map_err(|e| io_err(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| io_err(path, e))?;
-    tmp.persist(path).map_err(|e| io_err(path, e.error))?;
-    Ok(())
+    crate::backend::local::write_private_file(path, data).map_err(|e| io_err(path, e))
 }
 
 /// Reads a key file, creating it with 32 random bytes if it does not exist.

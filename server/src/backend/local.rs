@@ -448,3 +448,16 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 #[path = "local_tests.rs"]
 mod tests;
+
+/// Writes a small private file (keys, certificates, generated secrets) atomically: a 0600 temp
+/// file in the same directory, fsync, rename. For files outside any datastore.
+pub fn write_private_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    // tempfile creates its files with mode 0600.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}

@@ -351,20 +351,8 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn write_private_file(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("unable to write {}", tmp.display()))?;
-    file.write_all(data)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("unable to write {}", path.display()))?;
-    Ok(())
+    crate::backend::local::write_private_file(path, data)
+        .with_context(|| format!("unable to write {}", path.display()))
 }
 
 async fn shutdown_signal() {

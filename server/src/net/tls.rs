@@ -3,8 +3,7 @@
 //! (protocol.md §1.2), which is printed at start in their format.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -122,22 +121,11 @@ fn generate_self_signed(dir: &Path, cert_path: &Path, key_path: &Path) -> Result
     params.not_after = rcgen::date_time_ymd(2124, 1, 1);
     let key = rcgen::KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
-    write_private(key_path, key.serialize_pem().as_bytes()).map_err(write_err(key_path))?;
-    write_private(cert_path, cert.pem().as_bytes()).map_err(write_err(cert_path))?;
+    crate::backend::local::write_private_file(key_path, key.serialize_pem().as_bytes())
+        .map_err(write_err(key_path))?;
+    crate::backend::local::write_private_file(cert_path, cert.pem().as_bytes())
+        .map_err(write_err(cert_path))?;
     Ok(())
-}
-
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(data)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -8,6 +8,7 @@
 mod chunks;
 mod gc;
 mod groups;
+pub mod history;
 mod known;
 pub mod layout;
 mod list_cache;
@@ -27,6 +28,7 @@ use crate::format::FormatError;
 pub use chunks::ChunkInsertOutcome;
 pub use gc::{GcStatus, DEFAULT_GC_CUTOFF};
 pub use groups::GroupRemoveStats;
+pub use history::{JobKind, JobRecord};
 pub use known::{KNOWN_DELTA_PREFIX, KNOWN_INDEX};
 pub use list_cache::CachedBackend;
 pub use namespaces::NamespaceDeleteStats;

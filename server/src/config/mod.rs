@@ -13,7 +13,10 @@ use crate::format::names::is_safe_id;
 mod jobs;
 mod storage;
 
-pub use jobs::{PruneJobConfig, RetentionLockConfig, LOCK_MODES};
+pub use jobs::{
+    LifecycleConfig, PruneJobConfig, RetentionLockConfig, VerifyJobConfig, WebhookConfig,
+    LOCK_MODES, VERIFY_MODES,
+};
 pub use storage::{S3Config, StorageConfig, ARCHIVE_STORAGE_CLASSES};
 
 /// Default listen address: all IPv4 interfaces on PBS's port.
@@ -74,6 +77,10 @@ pub struct Config {
     pub prune_jobs: Vec<PruneJobConfig>,
     #[serde(default, rename = "retention_lock")]
     pub retention_locks: Vec<RetentionLockConfig>,
+    #[serde(default, rename = "verify_job")]
+    pub verify_jobs: Vec<VerifyJobConfig>,
+    /// Billing webhook: usage reports and events, HMAC-signed.
+    pub webhook: Option<WebhookConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +95,11 @@ pub struct TlsConfig {
 pub struct TenantConfig {
     pub id: Spanned<String>,
     pub comment: Option<String>,
+    /// Physical bytes (unique stored chunks) over all the tenant's datastores; a backup that
+    /// would pass it is refused.
+    pub quota_bytes: Option<u64>,
+    /// Share of the quota, in percent, from which status and metrics warn (default 90).
+    pub quota_warn_percent: Option<u8>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +117,14 @@ pub struct DatastoreConfig {
     pub gc_schedule: Option<Spanned<String>>,
     /// Physical-bytes quota of this datastore (bytes); backups past it are refused.
     pub quota_bytes: Option<u64>,
+    /// Hours after which the objects of a snapshot that never got a manifest (an abandoned
+    /// backup) are removed by GC (default 24).
+    pub abandoned_after_hours: Option<u64>,
+    /// Object Lock retain-until dates are rounded up to multiples of this many days, so a
+    /// reused chunk is extended at most once per generation (default 10).
+    pub lock_generation_days: Option<u64>,
+    /// Bucket lifecycle rules the server installs for this datastore's prefix (S3 only).
+    pub lifecycle: Option<LifecycleConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -431,6 +451,42 @@ impl Validator<'_> {
                     &lock.days,
                     &format!("retention_lock[{i}].days"),
                     "must be at least 1",
+                ));
+            }
+        }
+        for (i, job) in config.verify_jobs.iter().enumerate() {
+            if !is_safe_id(job.id.get_ref()) {
+                return Err(self.error(
+                    &job.id,
+                    &format!("verify_job[{i}].id"),
+                    format!("'{}' is not a valid job id", job.id.get_ref()),
+                ));
+            }
+            self.check_store_ref(config, &job.store, &format!("verify_job[{i}].store"))?;
+            if job.schedule.get_ref().trim().is_empty() {
+                return Err(self.error(
+                    &job.schedule,
+                    &format!("verify_job[{i}].schedule"),
+                    "empty schedule",
+                ));
+            }
+            if let Some(mode) = &job.mode {
+                if !VERIFY_MODES.contains(&mode.get_ref().as_str()) {
+                    return Err(self.error(
+                        mode,
+                        &format!("verify_job[{i}].mode"),
+                        format!("'{}' is not 'cheap' or 'deep'", mode.get_ref()),
+                    ));
+                }
+            }
+        }
+        if let Some(hook) = &config.webhook {
+            let url = hook.url.get_ref();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(self.error(
+                    &hook.url,
+                    "webhook.url",
+                    format!("'{url}' is not an http:// or https:// address"),
                 ));
             }
         }

@@ -160,3 +160,52 @@ fn s3_mistakes_name_the_field() {
             .unwrap_err();
     assert!(err.to_string().contains("retention_lock[0].mode"), "{err}");
 }
+
+#[test]
+fn job_quota_lifecycle_and_webhook_sections_parse_and_are_checked() {
+    let config = parse(
+        r#"
+[[tenant]]
+id = "acme"
+quota_bytes = 1000000
+quota_warn_percent = 80
+
+[[datastore]]
+name = "store1"
+abandoned_after_hours = 12
+lock_generation_days = 10
+[datastore.lifecycle]
+expire_noncurrent_after_days = 1
+transition_after_days = 30
+transition_storage_class = "STANDARD_IA"
+
+[[verify_job]]
+id = "nightly"
+store = "store1"
+schedule = "daily"
+mode = "cheap"
+outdated_after = 30
+
+[webhook]
+url = "https://billing.example/hook"
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.tenants[0].quota_bytes, Some(1_000_000));
+    assert_eq!(config.verify_jobs[0].outdated_after, Some(30));
+    assert!(config.webhook.is_some());
+
+    let err = parse(
+        "[[datastore]]\nname = \"store1\"\n[[verify_job]]\nid = \"v\"\nstore = \"store1\"\nschedule = \"daily\"\nmode = \"quick\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("verify_job[0].mode") && err.contains("quick"),
+        "{err}"
+    );
+    let err = parse("[webhook]\nurl = \"ftp://x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("webhook.url"), "{err}");
+}

@@ -42,9 +42,14 @@ impl Datastore {
             self.known.note_use(digest);
             return Ok(duplicate);
         }
+        let size = raw.len() as u64;
+        self.usage_check_quota(size)?;
         let outcome = self
             .insert_chunk_locked(digest, &key, raw, encrypted)
             .await?;
+        if !outcome.duplicate {
+            self.usage_chunk_stored(digest, size);
+        }
         // Stored now (ours or an equivalent copy): known, and in use for GC.
         self.known.insert(digest);
         if outcome.duplicate {

@@ -223,6 +223,15 @@ impl Datastore {
             count_pending(status, bad, obj.size);
             return Ok(());
         }
+        if !bad
+            && self
+                .chunk_retained_until(&digest)
+                .is_some_and(|until| until > SystemTime::now())
+        {
+            // A retention lock still needs it.
+            count_in_use(status, bad, obj.size);
+            return Ok(());
+        }
         let _exclusive = self.chunk_lock.write().await;
         if !bad && self.leases.contains_chunk(&digest) {
             count_in_use(status, bad, obj.size);
@@ -242,6 +251,7 @@ impl Datastore {
                     self.known.remove(&digest);
                 }
                 self.backend.delete(&obj.key).await?;
+                self.usage_chunk_removed(now.size);
                 status.removed_bytes += now.size;
                 match bad {
                     true => status.removed_bad += 1,

@@ -183,8 +183,10 @@ impl Datastore {
             }
             match self.remove_snapshot_files(ns, &snap.dir, false).await {
                 Ok(()) => stats.removed_snapshots += 1,
-                // Protected in the meantime: keep it like the others.
-                Err(DatastoreError::Protected(_)) => stats.protected_snapshots += 1,
+                // Protected or locked in the meantime: keep it like the others.
+                Err(DatastoreError::Protected(_) | DatastoreError::Locked(_)) => {
+                    stats.protected_snapshots += 1
+                }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }

@@ -15,8 +15,10 @@ mod list_cache;
 mod locks;
 mod namespaces;
 pub mod prune;
+mod retention_hooks;
 mod session;
 mod snapshots;
+mod usage_hooks;
 mod writer_lease;
 
 use std::sync::{Arc, Mutex};
@@ -49,6 +51,12 @@ pub enum DatastoreError {
     Busy(String),
     #[error("{0}")]
     Protected(String),
+    /// A retention lock (WORM) still holds the object; the message says until when.
+    #[error("{0}")]
+    Locked(String),
+    /// The owner's storage quota would be passed.
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
@@ -97,6 +105,12 @@ pub struct Datastore {
     writer: writer_lease::WriterLease,
     /// Digests known to be stored (object stores) and chunk reuse times (all backends).
     known: known::KnownChunks,
+    /// Retention locks in force (see `retention_hooks.rs`).
+    #[allow(dead_code)] // read once retention locks are enforced
+    retention: retention_hooks::RetentionState,
+    /// Usage counters and quota (see `usage_hooks.rs`).
+    #[allow(dead_code)] // read once usage metering lands
+    usage: usage_hooks::UsageState,
 }
 
 impl std::fmt::Debug for Datastore {
@@ -135,6 +149,8 @@ impl Datastore {
             false => known::KnownChunks::load(backend.as_ref(), name).await?,
         };
         let last_gc = gc::load_status(backend.as_ref()).await?;
+        let retention = retention_hooks::RetentionState::load(backend.as_ref()).await?;
+        let usage = usage_hooks::UsageState::load(backend.as_ref()).await?;
         let ds = Arc::new(Self {
             name: name.to_string(),
             backend,
@@ -147,6 +163,8 @@ impl Datastore {
             last_gc: Mutex::new(last_gc),
             writer,
             known,
+            retention,
+            usage,
         });
         writer_lease::spawn_maintenance(Arc::downgrade(&ds));
         Ok(ds)

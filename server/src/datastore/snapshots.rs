@@ -263,6 +263,7 @@ impl Datastore {
                 snapshot_label(ns, dir)
             )));
         }
+        self.check_snapshot_removal(ns, dir).await?;
         self.backend.delete_prefix(&prefix).await?;
         Ok(())
     }

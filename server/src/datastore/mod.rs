@@ -35,6 +35,7 @@ pub use known::{KNOWN_DELTA_PREFIX, KNOWN_INDEX};
 pub use list_cache::CachedBackend;
 pub use namespaces::NamespaceDeleteStats;
 pub use prune::{compute_prune, compute_prune_with_tz, KeepOptions, PruneCandidate, PruneMark};
+pub use retention_hooks::SnapshotLockInfo;
 pub use session::{BackupLease, ReaderLease};
 pub use snapshots::SnapshotInfo;
 pub use writer_lease::{LEASE, LEASE_RENEW, LEASE_TTL};

@@ -10,6 +10,19 @@ use crate::format::Digest;
 
 use super::{Datastore, DatastoreError};
 
+/// How a snapshot is locked, for status and compliance reports.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SnapshotLockInfo {
+    /// `governance` or `compliance`.
+    pub mode: String,
+    /// Unix seconds.
+    pub retain_until: i64,
+    pub legal_hold: bool,
+    /// `s3-object-lock`, or `server` where only this server enforces it (local backend).
+    pub enforced_by: String,
+}
+
 /// Retention state of one datastore, loaded at open.
 #[derive(Debug, Default)]
 pub struct RetentionState {}
@@ -30,6 +43,15 @@ impl Datastore {
         _dir: &BackupDir,
     ) -> Result<(), DatastoreError> {
         Ok(())
+    }
+
+    /// The lock on a snapshot, if one holds it.
+    pub async fn snapshot_lock_info(
+        &self,
+        _ns: &BackupNamespace,
+        _dir: &BackupDir,
+    ) -> Result<Option<SnapshotLockInfo>, DatastoreError> {
+        Ok(None)
     }
 
     /// The time until which a chunk must be kept because a locked snapshot references it;

@@ -1,6 +1,7 @@
 //! Liveness and readiness for Kubernetes probes. Both answer without authentication and carry
 //! no data a caller could use: `/healthz` says the process serves requests; `/readyz` says every
-//! datastore's backend answers (a real round trip to the bucket for S3 datastores).
+//! datastore's backend answers (for S3 datastores: the backend's health, kept from every request
+//! and a periodic probe of the bucket).
 
 use std::sync::Arc;
 
@@ -30,6 +31,10 @@ pub async fn answer<B>(state: &Arc<AppState>, req: &Request<B>) -> Response<Body
         };
         if let Err(err) = probe {
             failures.push(format!("datastore '{}': {err}", entry.name));
+        } else if let Some(message) = backend.health().and_then(|h| h.message) {
+            // Remote stores: listings are served from memory, so the backend's health state
+            // (updated by every request and a periodic probe) tells whether the bucket answers.
+            failures.push(format!("datastore '{}': {message}", entry.name));
         }
     }
     if failures.is_empty() {

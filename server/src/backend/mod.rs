@@ -149,6 +149,24 @@ impl RequestCounts {
     }
 }
 
+/// A remote store's health as last observed (shown as `backend-health` in the datastore status
+/// and used by `/readyz`): unhealthy after a store-level failure such as revoked credentials or
+/// a missing bucket, healthy again after the next successful request or probe.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BackendHealth {
+    pub healthy: bool,
+    /// What is wrong, naming bucket, endpoint and the store's error code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Unix time the current problem was first seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+    /// Unix time of the last probe or failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<i64>,
+}
+
 /// Immutable-object storage keyed by '/'-separated relative keys.
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
@@ -181,6 +199,10 @@ pub trait Backend: Send + Sync + 'static {
     async fn capacity(&self) -> Result<Option<Capacity>, BackendError>;
     /// Requests sent so far, for backends that talk to a remote store (`None` otherwise).
     fn request_counts(&self) -> Option<RequestCounts> {
+        None
+    }
+    /// Whether a remote store currently answers (`None` for backends that do not track it).
+    fn health(&self) -> Option<BackendHealth> {
         None
     }
 }

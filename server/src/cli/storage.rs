@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::backend::s3::{S3Credentials, S3Settings};
+use crate::backend::s3::{ConditionalWrites, S3Credentials, S3Settings};
 use crate::backend::{Backend, LocalBackend, S3Backend};
 use crate::config::{S3Config, StorageConfig};
 
@@ -87,6 +87,13 @@ pub fn settings_from_s3_config(s3: &S3Config) -> anyhow::Result<S3Settings> {
     }
     if let Some(n) = s3.max_concurrency {
         settings.max_concurrency = n.max(1);
+    }
+    if let Some(mode) = &s3.conditional_writes {
+        settings.conditional_writes = ConditionalWrites::parse(mode.get_ref())
+            .with_context(|| format!("invalid conditional_writes '{}'", mode.get_ref()))?;
+    }
+    if let Some(secs) = s3.health_check_secs {
+        settings.health_interval = Duration::from_secs(secs);
     }
     Ok(settings)
 }

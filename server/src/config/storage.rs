@@ -41,6 +41,14 @@ pub struct S3Config {
     pub max_retries: Option<u32>,
     /// Most requests in flight to the bucket at once.
     pub max_concurrency: Option<usize>,
+    /// How new chunks are written only-if-absent: `auto` (default: probe the store at start),
+    /// `if-none-match` (the store honours `If-None-Match: *`, as AWS, Ceph RGW and MinIO do) or
+    /// `head-then-put` (a HEAD before each new object, for stores such as Garage that silently
+    /// ignore the header; safe because one server writes a datastore).
+    pub conditional_writes: Option<Spanned<String>>,
+    /// Seconds between background health probes of the bucket (default 30; 0 turns the probe
+    /// off, failures of real requests still show in the status).
+    pub health_check_secs: Option<u64>,
 }
 
 /// The seed's top-level `[storage]` section: the default datastore's backend, flat.
@@ -65,6 +73,8 @@ pub struct StorageConfig {
 pub const ARCHIVE_STORAGE_CLASSES: &[&str] = &["GLACIER", "DEEP_ARCHIVE", "GLACIER_IR_ARCHIVE"];
 /// Accepted server-side encryption modes.
 pub const SSE_MODES: &[&str] = &["AES256", "aws:kms"];
+/// Accepted `conditional_writes` values (see `backend::s3::ConditionalWrites`).
+pub const CONDITIONAL_WRITE_MODES: &[&str] = &["auto", "if-none-match", "head-then-put"];
 /// Accepted credential sources besides inline keys.
 pub const CREDENTIAL_SOURCES: &[&str] = &["env", "default-chain"];
 
@@ -134,6 +144,19 @@ pub fn check_s3(s3: &S3Config) -> Result<(), (String, String, usize)> {
                     CREDENTIAL_SOURCES.join(", ")
                 ),
                 source.span().start,
+            ));
+        }
+    }
+    if let Some(mode) = &s3.conditional_writes {
+        if !CONDITIONAL_WRITE_MODES.contains(&mode.get_ref().as_str()) {
+            return Err((
+                "conditional_writes".into(),
+                format!(
+                    "'{}' is not one of {}",
+                    mode.get_ref(),
+                    CONDITIONAL_WRITE_MODES.join(", ")
+                ),
+                mode.span().start,
             ));
         }
     }

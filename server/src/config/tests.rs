@@ -209,3 +209,32 @@ url = "https://billing.example/hook"
         .to_string();
     assert!(err.contains("webhook.url"), "{err}");
 }
+
+#[test]
+fn s3_conditional_writes_and_health_probe_settings() {
+    let text = |mode: &str| {
+        format!("[[datastore]]\nname = \"store1\"\n[datastore.s3]\nbucket = \"pbs\"\nconditional_writes = \"{mode}\"\nhealth_check_secs = 5\n")
+    };
+    for (mode, want) in [
+        ("auto", crate::backend::s3::ConditionalWrites::Auto),
+        ("if-none-match", crate::backend::s3::ConditionalWrites::On),
+        ("head-then-put", crate::backend::s3::ConditionalWrites::Off),
+    ] {
+        let config = parse(&text(mode)).unwrap();
+        let s3 = config.datastores[0].s3.as_ref().unwrap();
+        let settings = crate::cli::storage::settings_from_s3_config(s3).unwrap();
+        assert_eq!(settings.conditional_writes, want, "{mode}");
+        assert_eq!(settings.health_interval, std::time::Duration::from_secs(5));
+    }
+    let config =
+        parse("[[datastore]]\nname = \"store1\"\n[datastore.s3]\nbucket = \"pbs\"\n").unwrap();
+    let s3 = config.datastores[0].s3.as_ref().unwrap();
+    let settings = crate::cli::storage::settings_from_s3_config(s3).unwrap();
+    assert_eq!(
+        settings.conditional_writes,
+        crate::backend::s3::ConditionalWrites::Auto
+    );
+    let err = parse(&text("sometimes")).unwrap_err().to_string();
+    assert!(err.contains("datastore[0].s3.conditional_writes"), "{err}");
+    assert!(err.contains("head-then-put"), "{err}");
+}

@@ -147,4 +147,8 @@ impl Backend for CachedBackend {
     fn request_counts(&self) -> Option<RequestCounts> {
         self.inner.request_counts()
     }
+
+    fn health(&self) -> Option<crate::backend::BackendHealth> {
+        self.inner.health()
+    }
 }

@@ -32,6 +32,10 @@ pub async fn get(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, Ht
         if let Some(stats) = s3_statistics(store.backend().request_counts())? {
             value["s3-statistics"] = stats;
         }
+        if let Some(health) = store.backend().health() {
+            value["backend-health"] = serde_json::to_value(health)
+                .map_err(|e| HttpError::internal(format!("cannot encode backend health: {e}")))?;
+        }
     }
     Ok(json_data(value))
 }

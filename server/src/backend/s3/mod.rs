@@ -11,8 +11,11 @@
 //! * Objects above 64 MiB are uploaded in 16 MiB parts.
 //! * Requests in flight are bounded by a semaphore; the SDK retries 5xx, throttling, timeouts
 //!   and connection errors with exponential backoff.
+//! * Store-level failures (credentials, bucket, endpoint) are kept as the backend's health,
+//!   refreshed by a periodic probe (see `health`), for the datastore status and `/readyz`.
 
 mod client;
+mod health;
 mod ops;
 #[cfg(test)]
 pub(crate) mod test_env;
@@ -20,6 +23,7 @@ pub(crate) mod test_env;
 mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -28,9 +32,12 @@ use base64::Engine;
 use bytes::Bytes;
 
 use self::client::PrecomputedPayloadHash;
+use self::health::HealthState;
+pub use self::health::DEFAULT_HEALTH_INTERVAL;
 use self::ops::Failure;
 use super::{
-    Backend, BackendError, Capacity, ListResult, ObjectMeta, PutOptions, PutOutcome, RequestCounts,
+    Backend, BackendError, BackendHealth, Capacity, ListResult, ObjectMeta, PutOptions, PutOutcome,
+    RequestCounts,
 };
 
 /// Objects larger than this are uploaded with multipart.
@@ -68,15 +75,31 @@ impl std::fmt::Debug for S3Credentials {
     }
 }
 
-/// Whether to use `If-None-Match: *` for only-if-absent writes.
+/// Whether to use `If-None-Match: *` for only-if-absent writes (`conditional_writes` in
+/// `[datastore.s3]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConditionalWrites {
-    /// Probe the store at open.
+    /// Probe the store at open (`"auto"`).
     Auto,
-    /// The store honours the header.
+    /// The store honours the header (`"if-none-match"`).
     On,
-    /// HEAD before PUT (single writer only).
+    /// HEAD before PUT (`"head-then-put"`; safe because one server writes a datastore).
     Off,
+}
+
+impl ConditionalWrites {
+    /// The config spellings, in the order of the variants.
+    pub const NAMES: &'static [&'static str] = &["auto", "if-none-match", "head-then-put"];
+
+    /// Parses a config value (see [`ConditionalWrites::NAMES`]).
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "auto" => Some(ConditionalWrites::Auto),
+            "if-none-match" => Some(ConditionalWrites::On),
+            "head-then-put" => Some(ConditionalWrites::Off),
+            _ => None,
+        }
+    }
 }
 
 /// Settings of one S3 datastore, already resolved (secrets read, defaults applied).
@@ -98,6 +121,8 @@ pub struct S3Settings {
     pub max_retries: u32,
     pub max_concurrency: usize,
     pub conditional_writes: ConditionalWrites,
+    /// Interval of the background health probe (zero: no probe, requests still update it).
+    pub health_interval: Duration,
 }
 
 impl S3Settings {
@@ -118,6 +143,7 @@ impl S3Settings {
             max_retries: DEFAULT_MAX_RETRIES,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             conditional_writes: ConditionalWrites::Auto,
+            health_interval: DEFAULT_HEALTH_INTERVAL,
         }
     }
 }
@@ -201,6 +227,7 @@ pub struct S3Backend {
     conditional: bool,
     limit: tokio::sync::Semaphore,
     counts: RequestCounters,
+    health: Arc<HealthState>,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -227,9 +254,18 @@ impl S3Backend {
             conditional: settings.conditional_writes != ConditionalWrites::Off,
             limit: tokio::sync::Semaphore::new(settings.max_concurrency.max(1)),
             counts: RequestCounters::default(),
+            health: Arc::default(),
             settings,
         };
         backend.check_bucket().await?;
+        health::spawn_probe(
+            &backend.health,
+            backend.client.clone(),
+            backend.settings.bucket.clone(),
+            backend.settings.prefix.clone(),
+            backend.store_label(),
+            backend.settings.health_interval,
+        );
         if backend.settings.conditional_writes == ConditionalWrites::Auto {
             backend.conditional = backend.probe_conditional_writes().await?;
             if !backend.conditional {
@@ -276,6 +312,11 @@ impl S3Backend {
     /// Whether only-if-absent puts use `If-None-Match`.
     pub fn uses_conditional_writes(&self) -> bool {
         self.conditional
+    }
+
+    /// `'bucket' at endpoint`, for store-level messages.
+    pub(crate) fn store_label(&self) -> String {
+        format!("'{}' at {}", self.settings.bucket, self.endpoint_label())
     }
 
     fn endpoint_label(&self) -> String {
@@ -380,6 +421,7 @@ impl S3Backend {
         let _permit = self.permit().await.map_err(|e| Failure {
             status: None,
             code: None,
+            message: None,
             text: e.to_string(),
         })?;
         self.count_request(Req::Put);
@@ -390,7 +432,10 @@ impl S3Backend {
             .send()
             .await
         {
-            Ok(_) => Ok(PutOutcome::Written),
+            Ok(_) => {
+                self.health.ok();
+                Ok(PutOutcome::Written)
+            }
             Err(e) => Err(Failure::from_sdk(&e)),
         }
     }
@@ -427,7 +472,8 @@ impl Backend for S3Backend {
             match self.put_once(&full, &data, &sha, conditional).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(f) if conditional && f.is_precondition_failed() => {
-                    return Ok(PutOutcome::AlreadyExists)
+                    self.health.ok();
+                    return Ok(PutOutcome::AlreadyExists);
                 }
                 // Another conditional write of the key is in flight: wait and ask again.
                 Err(f) if conditional && f.is_conditional_conflict() && conflicts < 5 => {
@@ -455,6 +501,7 @@ impl Backend for S3Backend {
                 .map_err(|e| self.remote_error("GET", key, Failure::from_sdk(&e)))?;
             match out.body.collect().await {
                 Ok(data) => {
+                    self.health.ok();
                     let data = data.into_bytes();
                     self.counts.add_downloaded(data.len());
                     return Ok(data);
@@ -491,17 +538,21 @@ impl Backend for S3Backend {
             .send()
             .await
         {
-            Ok(out) => Ok(Some(ObjectMeta {
-                key: key.to_string(),
-                size: out.content_length().unwrap_or(0).max(0) as u64,
-                modified: out
-                    .last_modified()
-                    .and_then(|t| std::time::SystemTime::try_from(*t).ok())
-                    .unwrap_or(std::time::UNIX_EPOCH),
-            })),
+            Ok(out) => {
+                self.health.ok();
+                Ok(Some(ObjectMeta {
+                    key: key.to_string(),
+                    size: out.content_length().unwrap_or(0).max(0) as u64,
+                    modified: out
+                        .last_modified()
+                        .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                        .unwrap_or(std::time::UNIX_EPOCH),
+                }))
+            }
             Err(e) => {
                 let f = Failure::from_sdk(&e);
                 if f.is_not_found() {
+                    self.health.ok();
                     Ok(None)
                 } else {
                     Err(self.remote_error("HEAD", key, f))
@@ -532,7 +583,10 @@ impl Backend for S3Backend {
             .send()
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.health.ok();
+                Ok(())
+            }
             Err(e) => {
                 let f = Failure::from_sdk(&e);
                 if f.is_not_found() {
@@ -566,6 +620,12 @@ impl Backend for S3Backend {
     }
 
     fn request_counts(&self) -> Option<RequestCounts> {
-        Some(self.counts.snapshot())
+        let mut counts = self.counts.snapshot();
+        counts.list += self.health.probes.load(Ordering::Relaxed);
+        Some(counts)
+    }
+
+    fn health(&self) -> Option<BackendHealth> {
+        Some(self.health.report())
     }
 }

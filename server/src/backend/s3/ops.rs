@@ -19,6 +19,8 @@ pub(super) const PART_SIZE: usize = 16 * 1024 * 1024;
 pub(super) struct Failure {
     pub status: Option<u16>,
     pub code: Option<String>,
+    /// The store's error message, when it sent one.
+    pub message: Option<String>,
     pub text: String,
 }
 
@@ -33,12 +35,29 @@ impl Failure {
         Failure {
             status,
             code,
+            message: err.message().map(str::to_string),
             text: DisplayErrorContext(err).to_string(),
         }
     }
 
+    /// `InvalidAccessKeyId (HTTP 403): <message>` when the store answered with an error code,
+    /// `HTTP 503` for a bare status, else the SDK's description (connection or TLS errors).
+    pub fn summary(&self) -> String {
+        match (&self.code, self.status) {
+            (Some(code), status) => {
+                let status = status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
+                match &self.message {
+                    Some(m) if !m.is_empty() => format!("{code}{status}: {m}"),
+                    _ => format!("{code}{status}"),
+                }
+            }
+            (None, Some(status)) => format!("HTTP {status}: {}", self.text),
+            (None, None) => self.text.clone(),
+        }
+    }
+
     pub fn is_not_found(&self) -> bool {
-        self.status == Some(404)
+        self.code.as_deref() != Some("NoSuchBucket") && self.status == Some(404)
             || matches!(self.code.as_deref(), Some("NoSuchKey") | Some("NotFound"))
     }
 
@@ -77,6 +96,7 @@ impl HasStatus for aws_smithy_runtime_api::http::Response {
 impl S3Backend {
     /// The error for a failed request on `key`, naming bucket, endpoint and the store's answer.
     pub(super) fn remote_error(&self, op: &str, key: &str, f: Failure) -> BackendError {
+        self.health.failed(&f, &self.store_label());
         if f.is_not_found() {
             return BackendError::NotFound {
                 key: key.to_string(),
@@ -89,7 +109,7 @@ impl S3Backend {
         }
         BackendError::Remote {
             key: key.to_string(),
-            message: format!("S3 {op} {} failed: {}", self.describe_key(key), f.text),
+            message: format!("S3 {op} {} failed: {}", self.describe_key(key), f.summary()),
         }
     }
 
@@ -121,6 +141,7 @@ impl S3Backend {
                 .send()
                 .await
                 .map_err(|e| self.remote_error("LIST", shown, Failure::from_sdk(&e)))?;
+            self.health.ok();
             for obj in page.contents() {
                 let Some(full) = obj.key() else { continue };
                 let Some(key) = self.strip(full) else {

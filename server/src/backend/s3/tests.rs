@@ -251,3 +251,70 @@ fn local_backends_report_no_request_counts() {
     let local = crate::backend::LocalBackend::open(dir.path()).unwrap();
     assert!(local.request_counts().is_none());
 }
+
+#[tokio::test]
+async fn head_then_put_mode_and_auto_detection() {
+    // "auto" probes the store at open: Ceph RGW honours If-None-Match.
+    let auto = backend("cond-auto").await;
+    assert!(auto.uses_conditional_writes());
+
+    // "head-then-put": a HEAD before each only-if-absent PUT, no condition header.
+    let mut s = test_env::settings("cond-head");
+    s.conditional_writes = ConditionalWrites::Off;
+    let b = Arc::new(S3Backend::connect(s).await.unwrap());
+    assert!(!b.uses_conditional_writes());
+    let opts = PutOptions {
+        if_absent: true,
+        sha256: None,
+    };
+    let before = counts(&b);
+    assert_eq!(
+        b.put("k", Bytes::from_static(b"first"), opts.clone())
+            .await
+            .unwrap(),
+        PutOutcome::Written
+    );
+    assert_eq!(
+        b.put("k", Bytes::from_static(b"second"), opts.clone())
+            .await
+            .unwrap(),
+        PutOutcome::AlreadyExists
+    );
+    let sent = counts(&b).since(&before);
+    assert_eq!((sent.head, sent.put), (2, 1), "{sent:?}");
+    assert_eq!(b.get("k").await.unwrap(), Bytes::from_static(b"first"));
+
+    // "if-none-match": no probe at open, no HEAD per write.
+    let mut s = test_env::settings("cond-inm");
+    s.conditional_writes = ConditionalWrites::On;
+    let c = Arc::new(S3Backend::connect(s).await.unwrap());
+    assert!(c.uses_conditional_writes());
+    assert_eq!(counts(&c).put, 0, "no probe object written");
+    let before = counts(&c);
+    c.put("k", Bytes::from_static(b"a"), opts.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        c.put("k", Bytes::from_static(b"b"), opts).await.unwrap(),
+        PutOutcome::AlreadyExists
+    );
+    let sent = counts(&c).since(&before);
+    assert_eq!((sent.head, sent.put), (0, 2), "{sent:?}");
+    b.delete_prefix("").await.unwrap();
+    c.delete_prefix("").await.unwrap();
+}
+
+#[tokio::test]
+async fn health_is_reported_and_healthy_after_connect() {
+    let b = backend("health").await;
+    let dynamic: &dyn Backend = b.as_ref();
+    let health = dynamic.health().expect("S3 backends report health");
+    assert!(health.healthy, "{health:?}");
+    assert!(health.message.is_none());
+    assert!(
+        crate::backend::LocalBackend::open(tempfile::tempdir().unwrap().path())
+            .unwrap()
+            .health()
+            .is_none()
+    );
+}

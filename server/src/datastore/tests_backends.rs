@@ -1,68 +1,7 @@
-//! The same datastore scenarios on the local backend and on the real S3 server that
-//! `e2e/run-tests.sh` starts (each S3 test under its own bucket prefix).
-
-use crate::backend::s3::{test_env, S3Backend};
+//! Scenarios written for both backends from the start: dedup without requests, GC, the writer
+//! lease, aborted backups and listings from memory (see `tests.rs` for the pattern).
 
 use super::*;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Local,
-    S3,
-}
-
-struct Env {
-    _dir: Option<tempfile::TempDir>,
-    raw: Arc<dyn Backend>,
-    ds: Arc<Datastore>,
-}
-
-impl Env {
-    /// Requests sent to S3 so far (0 on the local backend).
-    fn requests(&self) -> u64 {
-        self.raw.request_counts().map_or(0, |c| c.total())
-    }
-
-    fn lists(&self) -> u64 {
-        self.raw.request_counts().map_or(0, |c| c.list)
-    }
-}
-
-async fn env(kind: Kind, name: &str) -> Env {
-    let (dir, raw): (_, Arc<dyn Backend>) = match kind {
-        Kind::Local => {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let backend = Arc::new(LocalBackend::open(&dir.path().join("s")).expect("local"));
-            (Some(dir), backend)
-        }
-        Kind::S3 => {
-            let backend = Arc::new(
-                S3Backend::connect(test_env::settings(name))
-                    .await
-                    .expect("connect to the test S3 server"),
-            );
-            (None, backend)
-        }
-    };
-    let ds = Datastore::open("test", raw.clone()).await.expect("open");
-    Env { _dir: dir, raw, ds }
-}
-
-/// One `#[tokio::test]` per backend for each scenario.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn local() {
-                super::$scenario(super::Kind::Local).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn s3() {
-                super::$scenario(super::Kind::S3).await
-            }
-        }
-    )*};
-}
 
 on_both_backends!(
     snapshot_lifecycle,
@@ -74,7 +13,7 @@ on_both_backends!(
 );
 
 async fn snapshot_lifecycle(kind: Kind) {
-    let e = env(kind, "lifecycle").await;
+    let e = env_on(kind, "lifecycle").await;
     let g = vm("100");
     backup(&e.ds, &root(), &g, T0).await;
     backup(&e.ds, &root(), &g, T0 + 10).await;
@@ -114,7 +53,7 @@ async fn snapshot_lifecycle(kind: Kind) {
 }
 
 async fn dedup_survives_reopen(kind: Kind) {
-    let e = env(kind, "dedup").await;
+    let e = env_on(kind, "dedup").await;
     let (digest, raw) = chunk(b"dedup me");
     assert!(
         !e.ds
@@ -136,7 +75,7 @@ async fn dedup_survives_reopen(kind: Kind) {
     backup(&e.ds, &root(), &vm("1"), T0).await; // commit journals the known chunks
 
     // A restarted server (same holder) loads the set from the persisted index.
-    let reopened = Datastore::open("test", e.raw.clone()).await.unwrap();
+    let reopened = Datastore::open("test", e.backend.clone()).await.unwrap();
     let before = e.requests();
     assert!(
         reopened
@@ -148,7 +87,7 @@ async fn dedup_survives_reopen(kind: Kind) {
     if kind == Kind::S3 {
         assert!(reopened.known_chunk_count() >= 2);
         assert_eq!(e.requests(), before, "known after reopen without a request");
-        assert!(e.raw.head(KNOWN_INDEX).await.unwrap().is_some());
+        assert!(e.backend.head(KNOWN_INDEX).await.unwrap().is_some());
     }
     assert_eq!(
         reopened.load_chunk(&digest).await.unwrap(),
@@ -157,7 +96,7 @@ async fn dedup_survives_reopen(kind: Kind) {
 }
 
 async fn gc_removes_only_unreferenced(kind: Kind) {
-    let e = env(kind, "gc").await;
+    let e = env_on(kind, "gc").await;
     backup(&e.ds, &root(), &vm("100"), T0).await;
     let referenced = sha256(format!("data {T0}").as_bytes());
     let (garbage, raw_garbage) = chunk(b"garbage");
@@ -178,7 +117,7 @@ async fn gc_removes_only_unreferenced(kind: Kind) {
     assert!(!e.ds.chunk_exists(&garbage).await.unwrap());
 
     // The removed chunk is not "known" any more, in memory or after a restart.
-    let reopened = Datastore::open("test", e.raw.clone()).await.unwrap();
+    let reopened = Datastore::open("test", e.backend.clone()).await.unwrap();
     for ds in [&e.ds, &reopened] {
         let out = ds
             .insert_chunk(&garbage, raw_garbage.clone(), false)
@@ -191,22 +130,22 @@ async fn gc_removes_only_unreferenced(kind: Kind) {
 }
 
 async fn writer_lease_excludes_other_servers(kind: Kind) {
-    let e = env(kind, "lease").await;
+    let e = env_on(kind, "lease").await;
     let holder = e.ds.lease_holder().to_string();
-    let err = Datastore::open_as("test", e.raw.clone(), "other-server")
+    let err = Datastore::open_as("test", e.backend.clone(), "other-server")
         .await
         .unwrap_err();
     assert!(matches!(err, DatastoreError::Busy(_)), "{err}");
     assert!(err.to_string().contains(&holder), "names the holder: {err}");
 
     // The same holder (a restart) gets it back at once.
-    Datastore::open_as("test", e.raw.clone(), &holder)
+    Datastore::open_as("test", e.backend.clone(), &holder)
         .await
         .unwrap();
 
     // After a clean close another server may take over; the closed one refuses writes.
     e.ds.close().await.unwrap();
-    let other = Datastore::open_as("test", e.raw.clone(), "other-server")
+    let other = Datastore::open_as("test", e.backend.clone(), "other-server")
         .await
         .unwrap();
     let err =
@@ -218,7 +157,7 @@ async fn writer_lease_excludes_other_servers(kind: Kind) {
 }
 
 async fn aborted_backup_leaves_no_snapshot(kind: Kind) {
-    let e = env(kind, "abort").await;
+    let e = env_on(kind, "abort").await;
     let g = vm("100");
     let lease = e.ds.start_backup(&root(), &g, T0, AUTH).await.unwrap();
     let (digest, raw) = chunk(b"orphan");
@@ -232,7 +171,7 @@ async fn aborted_backup_leaves_no_snapshot(kind: Kind) {
         e.ds.list_groups(&root()).await.unwrap().is_empty()
     })
     .await;
-    let listed = e.raw.list("", None).await.unwrap();
+    let listed = e.backend.list("", None).await.unwrap();
     for obj in listed.objects {
         assert!(
             obj.key.starts_with(".chunks/") || obj.key == LEASE,
@@ -243,7 +182,7 @@ async fn aborted_backup_leaves_no_snapshot(kind: Kind) {
 }
 
 async fn listings_come_from_memory(kind: Kind) {
-    let e = env(kind, "listcache").await;
+    let e = env_on(kind, "listcache").await;
     let g = vm("100");
     backup(&e.ds, &root(), &g, T0).await;
     assert_eq!(e.ds.list_snapshots(&root(), &g).await.unwrap().len(), 1);

@@ -5,6 +5,7 @@
 //! semantics, so every datastore behaviour can be tested against either.
 
 pub mod local;
+pub mod lock;
 pub mod s3;
 
 use std::time::SystemTime;
@@ -181,6 +182,11 @@ pub trait Backend: Send + Sync + 'static {
     async fn capacity(&self) -> Result<Option<Capacity>, BackendError>;
     /// Requests sent so far, for backends that talk to a remote store (`None` otherwise).
     fn request_counts(&self) -> Option<RequestCounts> {
+        None
+    }
+    /// Object Lock and lifecycle operations, for stores that have them (`None`: the local
+    /// backend, where the datastore enforces retention locks itself).
+    fn object_lock(&self) -> Option<&dyn lock::ObjectLock> {
         None
     }
 }

@@ -147,4 +147,8 @@ impl Backend for CachedBackend {
     fn request_counts(&self) -> Option<RequestCounts> {
         self.inner.request_counts()
     }
+
+    fn object_lock(&self) -> Option<&dyn crate::backend::lock::ObjectLock> {
+        self.inner.object_lock()
+    }
 }

@@ -13,6 +13,7 @@
 //!   and connection errors with exponential backoff.
 
 mod client;
+mod object_lock;
 mod ops;
 #[cfg(test)]
 pub(crate) mod test_env;
@@ -201,6 +202,8 @@ pub struct S3Backend {
     conditional: bool,
     limit: tokio::sync::Semaphore,
     counts: RequestCounters,
+    /// Object Lock requests (see `object_lock.rs`).
+    lock_requests: AtomicU64,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -227,6 +230,7 @@ impl S3Backend {
             conditional: settings.conditional_writes != ConditionalWrites::Off,
             limit: tokio::sync::Semaphore::new(settings.max_concurrency.max(1)),
             counts: RequestCounters::default(),
+            lock_requests: AtomicU64::new(0),
             settings,
         };
         backend.check_bucket().await?;
@@ -567,5 +571,9 @@ impl Backend for S3Backend {
 
     fn request_counts(&self) -> Option<RequestCounts> {
         Some(self.counts.snapshot())
+    }
+
+    fn object_lock(&self) -> Option<&dyn super::lock::ObjectLock> {
+        Some(self)
     }
 }

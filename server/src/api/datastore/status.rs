@@ -32,6 +32,8 @@ pub async fn get(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, Ht
         if let Some(stats) = s3_statistics(store.backend().request_counts())? {
             value["s3-statistics"] = stats;
         }
+        value["retention"] = serde_json::to_value(store.retention_status())
+            .map_err(|e| HttpError::internal(format!("cannot encode retention status: {e}")))?;
     }
     Ok(json_data(value))
 }

@@ -179,6 +179,54 @@ async fn worm_api_forget_prune_and_governance_bypass() {
     let (status, _, text) = call(&env, &root, Method::DELETE, &bypass(&comp)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     assert!(text.contains("compliance"), "{text}");
+    // Lock admin: read by the datastore admin, changes by superusers only; extend, never
+    // shorten; a legal hold blocks even the bypass until lifted.
+    let lock = |q: &str| format!("{base}/retention-lock?{q}");
+    let (status, json, text) = call(&env, &admin, Method::GET, &lock(&comp)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(json["data"]["mode"], "compliance");
+    assert_eq!(json["data"]["enforced-by"], "server");
+    let until = json["data"]["retain-until"].as_i64().unwrap();
+    let (status, _, _) = call(
+        &env,
+        &admin,
+        Method::PUT,
+        &lock(&format!("{comp}&legal-hold=1")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let shorter = format!("{comp}&retain-until={}", until - 20 * 86_400);
+    let (status, _, text) = call(&env, &root, Method::PUT, &lock(&shorter)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("never"), "{text}");
+    let longer = format!("{comp}&retain-until={}", until + 5 * 86_400);
+    let (status, json, text) = call(&env, &root, Method::PUT, &lock(&longer)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(
+        json["data"]["retain-until"],
+        until + 10 * 86_400,
+        "rounded to a generation"
+    );
+    let (status, _, text) = call(
+        &env,
+        &root,
+        Method::PUT,
+        &lock(&format!("{gov}&legal-hold=1")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (status, _, text) = call(&env, &root, Method::DELETE, &bypass(&gov)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("legal hold"), "{text}");
+    let (status, _, text) = call(
+        &env,
+        &root,
+        Method::PUT,
+        &lock(&format!("{gov}&legal-hold=0")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+
     let (status, _, text) = call(&env, &root, Method::DELETE, &bypass(&gov)).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     let (_, json, _) = call(&env, &admin, Method::GET, &format!("{base}/snapshots")).await;

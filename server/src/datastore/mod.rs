@@ -16,6 +16,7 @@ mod locks;
 mod namespaces;
 pub mod prune;
 pub mod retention;
+mod retention_admin;
 mod retention_hooks;
 mod session;
 mod snapshots;

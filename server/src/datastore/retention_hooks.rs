@@ -253,11 +253,24 @@ impl Datastore {
         if lock.retain_until <= now {
             return Ok(None);
         }
-        let Some(ol) = self.object_lock() else {
-            return Ok(Some(lock));
-        };
-        let prefix = snapshot_prefix(ns, dir)?;
-        let objects = self.backend.list(&prefix, None).await?.objects;
+        if let Some(ol) = self.object_lock() {
+            let prefix = snapshot_prefix(ns, dir)?;
+            self.lock_snapshot_objects(ol, &prefix, lock).await?;
+        }
+        Ok(Some(lock))
+    }
+
+    /// Lock every current object under a snapshot's `prefix` and every chunk its indexes
+    /// reference until `lock.retain_until` (chunks first; reused chunks only when their
+    /// recorded lock ends earlier or is weaker).
+    pub(crate) async fn lock_snapshot_objects(
+        &self,
+        ol: &dyn ObjectLock,
+        prefix: &str,
+        lock: SnapshotLock,
+    ) -> Result<(), DatastoreError> {
+        let now = self.retention.now();
+        let objects = self.backend.list(prefix, None).await?.objects;
         let retention = Retention {
             mode: lock.mode,
             retain_until: lock.retain_until,
@@ -320,7 +333,7 @@ impl Datastore {
                 ol.set_legal_hold(&obj.key, true).await?;
             }
         }
-        Ok(Some(lock))
+        Ok(())
     }
 
     /// After the manifest is written: lock it too and record the snapshot's lock. On error

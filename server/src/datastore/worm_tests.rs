@@ -242,6 +242,33 @@ async fn worm_reused_chunks_stay_locked_as_long_as_every_snapshot() {
     list.push("late".to_string());
     backup(&ds, &g, base + 3 * DAY + 60, &list).await;
     assert_eq!(ObjectLock::lock_request_count(raw.as_ref()) - before, 1 + 2);
+
+    // Reopened: the chunk records come back, merged into one object per generation, so the
+    // next backup of the same generation again needs no request for its reused chunks.
+    let recorded = ds.retention_status().locked_chunks;
+    assert_eq!(recorded, 6 + 5);
+    ds.close().await.unwrap();
+    let ds = Datastore::open("worm", raw.clone()).await.expect("reopen");
+    ds.set_retention_locks(vec![rule(LockMode::Governance, 1)], 1)
+        .await
+        .expect("locks");
+    assert_eq!(ds.retention_status().locked_chunks, recorded);
+    let parts = raw.list(".retention/chunks/", None).await.unwrap().objects;
+    let mut dirs: Vec<&str> = parts
+        .iter()
+        .filter_map(|o| o.key.rsplit_once('/').map(|(d, _)| d))
+        .collect();
+    let count = dirs.len();
+    dirs.dedup();
+    assert_eq!(
+        dirs.len(),
+        count,
+        "one part per generation after open: {parts:?}"
+    );
+    let before = ObjectLock::lock_request_count(raw.as_ref());
+    list.push("after reopen".to_string());
+    backup(&ds, &g, base + 3 * DAY + 120, &list).await;
+    assert_eq!(ObjectLock::lock_request_count(raw.as_ref()) - before, 1 + 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,6 +291,25 @@ async fn worm_governance_bypass_only_through_admin_path() {
         .delete_version(&versions[0].key, &versions[0].version_id, false)
         .await
         .is_err());
+
+    // A legal hold stops even the bypass, in the server and in the bucket.
+    ds.set_snapshot_legal_hold(&root(), &dir, true)
+        .await
+        .unwrap();
+    assert!(ol.get_legal_hold(&versions[0].key).await.unwrap());
+    assert!(ol
+        .delete_version(&versions[0].key, &versions[0].version_id, true)
+        .await
+        .is_err());
+    assert_locked(
+        ds.remove_snapshot_bypassing_governance(&root(), &dir)
+            .await
+            .unwrap_err(),
+    );
+    ds.set_snapshot_legal_hold(&root(), &dir, false)
+        .await
+        .unwrap();
+    assert!(!ol.get_legal_hold(&versions[0].key).await.unwrap());
 
     ds.remove_snapshot_bypassing_governance(&root(), &dir)
         .await

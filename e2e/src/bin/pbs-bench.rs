@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use pbs_cloud_e2e::bench::{backup_restore, report, s3_ingest, sha};
+use pbs_cloud_e2e::bench::{backup_restore, lock, report, s3_ingest, sha};
 
 #[derive(Parser)]
 #[command(
@@ -64,6 +64,32 @@ enum Command {
         /// `--s3-option "max_concurrency = 64"`.
         #[arg(long = "s3-option")]
         s3_options: Vec<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Object Lock requests per daily incremental backup under a retention lock, against
+    /// the S3 Object Lock bucket (PBS_TEST_S3_LOCK_BUCKET), vs extending every chunk daily.
+    LockExtension {
+        #[arg(long, default_value_t = 1024)]
+        image_mib: usize,
+        #[arg(long, default_value_t = 4)]
+        chunk_mib: usize,
+        #[arg(long, default_value_t = 60)]
+        days: u32,
+        /// Chunks rewritten per day, in percent of the image.
+        #[arg(long, default_value_t = 3.0)]
+        change_percent: f64,
+        #[arg(long, default_value_t = 30)]
+        lock_days: u64,
+        #[arg(long, default_value_t = 10)]
+        generation_days: u64,
+        /// `governance` (removed afterwards with bypass) or `compliance` (stays until due).
+        #[arg(long, default_value = "governance")]
+        mode: String,
+        /// Keep the objects in the bucket.
+        #[arg(long)]
+        keep: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -127,6 +153,42 @@ fn run(cli: Cli) -> Result<()> {
             };
             let r = runtime.block_on(s3_ingest::run(&opts))?;
             print(json, &r, s3_ingest::render)
+        }
+        Command::LockExtension {
+            image_mib,
+            chunk_mib,
+            days,
+            change_percent,
+            lock_days,
+            generation_days,
+            mode,
+            keep,
+            json,
+        } => {
+            let mode = pbs_cloud_server::backend::lock::LockMode::parse(&mode)
+                .context("--mode must be governance or compliance")?;
+            let mut s3 = s3_ingest::S3Target::from_env()?;
+            s3.bucket = std::env::var("PBS_TEST_S3_LOCK_BUCKET").context(
+                "PBS_TEST_S3_LOCK_BUCKET is not set; start the test S3 server with \
+                 `eval \"$(e2e/s3/start-ceph-rgw.sh)\"`",
+            )?;
+            let opts = lock::Options {
+                s3,
+                image_mib,
+                chunk_mib,
+                days,
+                change_percent,
+                lock_days,
+                generation_days,
+                mode,
+                keep,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("build tokio runtime")?;
+            let r = runtime.block_on(lock::run(&opts))?;
+            print(json, &r, lock::render)
         }
     }
 }

@@ -14,6 +14,8 @@ pub mod version;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod worm_api_tests;
 
 use std::sync::Arc;
 

@@ -27,6 +27,7 @@ pub enum DatastoreOp {
     Gc,
     Download,
     DownloadDecoded,
+    RetentionLock,
 }
 
 impl DatastoreOp {
@@ -46,6 +47,7 @@ impl DatastoreOp {
             "gc" => Self::Gc,
             "download" => Self::Download,
             "download-decoded" => Self::DownloadDecoded,
+            "retention-lock" => Self::RetentionLock,
             _ => return None,
         })
     }

@@ -5,6 +5,7 @@
 //! semantics, so every datastore behaviour can be tested against either.
 
 pub mod local;
+pub mod lock;
 pub mod s3;
 
 use std::time::SystemTime;
@@ -203,6 +204,11 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Whether a remote store currently answers (`None` for backends that do not track it).
     fn health(&self) -> Option<BackendHealth> {
+        None
+    }
+    /// Object Lock and lifecycle operations, for stores that have them (`None`: the local
+    /// backend, where the datastore enforces retention locks itself).
+    fn object_lock(&self) -> Option<&dyn lock::ObjectLock> {
         None
     }
 }

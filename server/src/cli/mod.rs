@@ -4,6 +4,7 @@
 pub mod import;
 mod manage;
 mod reload;
+mod retention;
 mod serve;
 pub mod storage;
 

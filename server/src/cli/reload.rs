@@ -70,6 +70,16 @@ impl Watcher {
                 opened.push((open_spec(spec, &self.holder).await?, location));
             }
         }
+        for (entry, _) in &opened {
+            super::retention::apply(&config, &entry.store).await?;
+        }
+        for spec in &specs {
+            if let Some(current) = self.state.datastore(&spec.name) {
+                if !opened.iter().any(|(e, _)| e.name == spec.name) {
+                    super::retention::apply(&config, &current.store).await?;
+                }
+            }
+        }
         self.state.auth.replace_seed(auth_seed_for(&config))?;
 
         let wanted: BTreeMap<&str, _> = specs.iter().map(|s| (s.name.as_str(), s)).collect();

@@ -99,12 +99,6 @@ fn warn_unenforced(config: &Config) {
             config.prune_jobs.len()
         );
     }
-    if !config.retention_locks.is_empty() {
-        tracing::warn!(
-            "{} [[retention_lock]] entries are validated but NOT enforced by this version",
-            config.retention_locks.len()
-        );
-    }
     for ds in &config.datastores {
         if ds.gc_schedule.is_some() || ds.quota_bytes.is_some() {
             tracing::warn!(
@@ -205,7 +199,9 @@ async fn open_datastores(
 ) -> anyhow::Result<Vec<(String, String)>> {
     let mut opened = Vec::new();
     for spec in datastore_specs(config, data_dir)? {
-        state.insert_datastore(open_spec(&spec, holder).await?);
+        let entry = open_spec(&spec, holder).await?;
+        super::retention::apply(config, &entry.store).await?;
+        state.insert_datastore(entry);
         opened.push((spec.name.clone(), spec.location.describe()));
     }
     Ok(opened)

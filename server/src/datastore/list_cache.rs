@@ -151,4 +151,8 @@ impl Backend for CachedBackend {
     fn health(&self) -> Option<crate::backend::BackendHealth> {
         self.inner.health()
     }
+
+    fn object_lock(&self) -> Option<&dyn crate::backend::lock::ObjectLock> {
+        self.inner.object_lock()
+    }
 }

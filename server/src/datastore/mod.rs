@@ -15,6 +15,8 @@ mod list_cache;
 mod locks;
 mod namespaces;
 pub mod prune;
+pub mod retention;
+mod retention_admin;
 mod retention_hooks;
 mod session;
 mod snapshots;
@@ -35,7 +37,7 @@ pub use known::{KNOWN_DELTA_PREFIX, KNOWN_INDEX};
 pub use list_cache::CachedBackend;
 pub use namespaces::NamespaceDeleteStats;
 pub use prune::{compute_prune, compute_prune_with_tz, KeepOptions, PruneCandidate, PruneMark};
-pub use retention_hooks::SnapshotLockInfo;
+pub use retention_hooks::{RetentionStatus, SnapshotLockInfo};
 pub use session::{BackupLease, ReaderLease};
 pub use snapshots::SnapshotInfo;
 pub use writer_lease::{LEASE, LEASE_RENEW, LEASE_TTL};
@@ -107,7 +109,6 @@ pub struct Datastore {
     /// Digests known to be stored (object stores) and chunk reuse times (all backends).
     known: known::KnownChunks,
     /// Retention locks in force (see `retention_hooks.rs`).
-    #[allow(dead_code)] // read once retention locks are enforced
     retention: retention_hooks::RetentionState,
     /// Usage counters and quota (see `usage_hooks.rs`).
     #[allow(dead_code)] // read once usage metering lands
@@ -244,3 +245,5 @@ pub(crate) fn lock_std<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod worm_tests;

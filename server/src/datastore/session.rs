@@ -334,11 +334,21 @@ impl BackupLease {
             source,
         })?;
         self.ds.check_writable()?;
+        let lock = self.ds.retention_prepare(&self.ns, &self.dir).await?;
         let key = snapshot_file_key(&self.ns, &self.dir, MANIFEST)?;
         self.ds
             .backend
             .put(&key, manifest_blob, PutOptions::default())
             .await?;
+        if let Some(lock) = lock {
+            if let Err(e) = self.ds.retention_finish(&self.ns, &self.dir, lock).await {
+                // Not locked, so not finished: the snapshot must not appear.
+                if let Err(undo) = self.ds.backend.delete(&key).await {
+                    tracing::warn!("removing unlocked manifest {key}: {undo}");
+                }
+                return Err(e);
+            }
+        }
         self.committed = true;
         // Journal the chunks this backup added; a failure only costs requests after a
         // restart (the chunks are stored either way).

@@ -132,6 +132,7 @@ impl Datastore {
         self.backend
             .put(&key, Bytes::from(manifest.to_blob()), PutOptions::default())
             .await?;
+        self.relock_manifest(ns, dir).await?;
         Ok(())
     }
 

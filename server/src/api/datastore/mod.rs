@@ -11,6 +11,7 @@ pub mod notes;
 pub mod protected;
 pub mod prune;
 pub mod records;
+pub mod retention_lock;
 pub mod snapshots;
 pub mod status;
 pub mod upload_log;
@@ -54,6 +55,8 @@ pub async fn call(
         (Op::Gc, &Method::GET) => gc::status(ctx, e).await,
         (Op::Download, &Method::GET) => download::raw(ctx, e).await,
         (Op::DownloadDecoded, &Method::GET) => download::decoded(ctx, e).await,
+        (Op::RetentionLock, &Method::GET) => retention_lock::get(ctx, e).await,
+        (Op::RetentionLock, &Method::PUT) => retention_lock::put(ctx, e).await,
         (_, m) => Err(HttpError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {m} not allowed on this path"),

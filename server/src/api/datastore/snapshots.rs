@@ -89,6 +89,20 @@ pub async fn delete(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>,
             "cannot remove protected snapshot '{dir}'"
         )));
     }
+    // `bypass-governance=1`: the explicit admin path past a governance retention lock.
+    if ctx.params.bool_or("bypass-governance", false)? {
+        if !ctx.id.superuser {
+            return Err(HttpError::new(
+                http::StatusCode::FORBIDDEN,
+                "bypass-governance is reserved to superusers",
+            ));
+        }
+        store
+            .remove_snapshot_bypassing_governance(&ns, &dir)
+            .await
+            .map_err(ds_error)?;
+        return Ok(json_data(serde_json::Value::Null));
+    }
     store
         .remove_snapshot(&ns, &dir, false)
         .await

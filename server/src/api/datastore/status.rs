@@ -36,6 +36,8 @@ pub async fn get(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, Ht
             value["backend-health"] = serde_json::to_value(health)
                 .map_err(|e| HttpError::internal(format!("cannot encode backend health: {e}")))?;
         }
+        value["retention"] = serde_json::to_value(store.retention_status())
+            .map_err(|e| HttpError::internal(format!("cannot encode retention status: {e}")))?;
     }
     Ok(json_data(value))
 }

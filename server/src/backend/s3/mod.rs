@@ -27,6 +27,7 @@
 
 mod client;
 mod health;
+mod object_lock;
 mod ops;
 #[cfg(test)]
 pub(crate) mod test_env;
@@ -239,6 +240,8 @@ pub struct S3Backend {
     limit: tokio::sync::Semaphore,
     counts: RequestCounters,
     health: Arc<HealthState>,
+    /// Object Lock requests (see `object_lock.rs`).
+    lock_requests: AtomicU64,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -266,6 +269,7 @@ impl S3Backend {
             limit: tokio::sync::Semaphore::new(settings.max_concurrency.max(1)),
             counts: RequestCounters::default(),
             health: Arc::default(),
+            lock_requests: AtomicU64::new(0),
             settings,
         };
         backend.check_bucket().await?;
@@ -638,5 +642,9 @@ impl Backend for S3Backend {
 
     fn health(&self) -> Option<BackendHealth> {
         Some(self.health.report())
+    }
+
+    fn object_lock(&self) -> Option<&dyn super::lock::ObjectLock> {
+        Some(self)
     }
 }

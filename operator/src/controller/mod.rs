@@ -4,6 +4,8 @@
 mod apply;
 mod children;
 mod cleanup;
+#[cfg(test)]
+mod mock_tests;
 mod route;
 mod tenant;
 mod usage;

@@ -126,6 +126,8 @@ async fn client(t: &PurgeTarget) -> Result<aws_sdk_s3::Client, PurgeError> {
 
 /// One version (or delete marker) to delete; `None` version id on unversioned listings.
 type Entry = (String, Option<String>);
+/// A delete's failure: whether Object Lock refused it, and the message.
+type DeleteFailure = (bool, String);
 
 /// Lists every version and delete marker under the prefix; falls back to a plain listing on
 /// stores without versioning support.
@@ -214,7 +216,7 @@ pub async fn purge(t: &PurgeTarget) -> Result<PurgeOutcome, PurgeError> {
     }
     let c = client(t).await?;
     let entries = list_all(&c, t, &prefix).await?;
-    let results: Vec<(String, Result<(), (bool, String)>)> = futures::stream::iter(entries)
+    let results: Vec<(String, Result<(), DeleteFailure>)> = futures::stream::iter(entries)
         .map(|(key, version)| {
             let c = c.clone();
             let bucket = t.bucket.clone();

@@ -32,6 +32,8 @@ pub struct PurgeTarget {
     pub keys: Option<(String, String)>,
     /// Extra trusted CAs (PEM).
     pub ca_bundle_pem: Option<Vec<u8>>,
+    /// Listing page size; the store's default (1000) when `None`.
+    pub page_size: Option<i32>,
 }
 
 impl std::fmt::Debug for PurgeTarget {
@@ -129,93 +131,112 @@ type Entry = (String, Option<String>);
 /// A delete's failure: whether Object Lock refused it, and the message.
 type DeleteFailure = (bool, String);
 
-/// Lists every version and delete marker under the prefix; falls back to a plain listing on
-/// stores without versioning support.
-async fn list_all(
+/// Where the next listing page starts.
+#[derive(Default)]
+enum Cursor {
+    #[default]
+    Start,
+    /// ListObjectVersions markers.
+    Versions(Option<String>, Option<String>),
+    /// ListObjectsV2 continuation token (stores without versioning support).
+    Plain(Option<String>),
+    Done,
+}
+
+/// One page (at most 1000 entries) of every version and delete marker under the prefix, and
+/// where the next page starts. Falls back to a plain listing on stores without versioning.
+/// Pages keep memory flat however many objects a datastore holds.
+async fn page(
     c: &aws_sdk_s3::Client,
     t: &PurgeTarget,
     prefix: &str,
-) -> Result<Vec<Entry>, PurgeError> {
+    cursor: Cursor,
+) -> Result<(Vec<Entry>, Cursor), PurgeError> {
     let err = |e: String| PurgeError::S3 {
         location: t.location(),
         message: e,
     };
+    let (key_marker, version_marker) = match cursor {
+        Cursor::Done => return Ok((Vec::new(), Cursor::Done)),
+        Cursor::Plain(token) => return plain_page(c, t, prefix, token).await,
+        Cursor::Start => (None, None),
+        Cursor::Versions(k, v) => (k, v),
+    };
+    let first = key_marker.is_none();
+    let res = c
+        .list_object_versions()
+        .bucket(&t.bucket)
+        .prefix(prefix)
+        .set_max_keys(t.page_size)
+        .set_key_marker(key_marker)
+        .set_version_id_marker(version_marker)
+        .send()
+        .await;
+    let page = match res {
+        Ok(p) => p,
+        Err(e) if e.code() == Some("NotImplemented") && first => {
+            return plain_page(c, t, prefix, None).await
+        }
+        Err(e) => return Err(err(format!("list versions: {}", DisplayErrorContext(&e)))),
+    };
     let mut out = Vec::new();
-    let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
-    loop {
-        let res = c
-            .list_object_versions()
-            .bucket(&t.bucket)
-            .prefix(prefix)
-            .set_key_marker(key_marker.clone())
-            .set_version_id_marker(version_marker.clone())
-            .send()
-            .await;
-        let page = match res {
-            Ok(p) => p,
-            Err(e) if e.code() == Some("NotImplemented") && out.is_empty() => {
-                return list_current(c, t, prefix).await
-            }
-            Err(e) => return Err(err(format!("list versions: {}", DisplayErrorContext(&e)))),
-        };
-        for v in page.versions() {
-            if let Some(k) = v.key() {
-                out.push((k.to_string(), v.version_id().map(str::to_string)));
-            }
-        }
-        for m in page.delete_markers() {
-            if let Some(k) = m.key() {
-                out.push((k.to_string(), m.version_id().map(str::to_string)));
-            }
-        }
-        if page.is_truncated() != Some(true) {
-            return Ok(out);
-        }
-        key_marker = page.next_key_marker().map(str::to_string);
-        version_marker = page.next_version_id_marker().map(str::to_string);
-        if key_marker.is_none() {
-            return Ok(out);
+    for v in page.versions() {
+        if let Some(k) = v.key() {
+            out.push((k.to_string(), v.version_id().map(str::to_string)));
         }
     }
+    for m in page.delete_markers() {
+        if let Some(k) = m.key() {
+            out.push((k.to_string(), m.version_id().map(str::to_string)));
+        }
+    }
+    let next = match (page.is_truncated(), page.next_key_marker()) {
+        (Some(true), Some(k)) => Cursor::Versions(
+            Some(k.to_string()),
+            page.next_version_id_marker().map(str::to_string),
+        ),
+        _ => Cursor::Done,
+    };
+    Ok((out, next))
 }
 
-async fn list_current(
+async fn plain_page(
     c: &aws_sdk_s3::Client,
     t: &PurgeTarget,
     prefix: &str,
-) -> Result<Vec<Entry>, PurgeError> {
-    let mut out = Vec::new();
-    let mut pages = c
+    token: Option<String>,
+) -> Result<(Vec<Entry>, Cursor), PurgeError> {
+    let page = c
         .list_objects_v2()
         .bucket(&t.bucket)
         .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| PurgeError::S3 {
+        .set_max_keys(t.page_size)
+        .set_continuation_token(token)
+        .send()
+        .await
+        .map_err(|e| PurgeError::S3 {
             location: t.location(),
             message: format!("list: {}", DisplayErrorContext(&e)),
         })?;
-        for o in page.contents() {
-            if let Some(k) = o.key() {
-                out.push((k.to_string(), None));
-            }
-        }
-    }
-    Ok(out)
+    let out = page
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(|k| (k.to_string(), None)))
+        .collect();
+    let next = match (page.is_truncated(), page.next_continuation_token()) {
+        (Some(true), Some(tok)) => Cursor::Plain(Some(tok.to_string())),
+        _ => Cursor::Done,
+    };
+    Ok((out, next))
 }
 
-/// Deletes every object version under the target's prefix. Locked versions are counted, not
-/// errors; any other failure is an error (the purge can simply run again).
-pub async fn purge(t: &PurgeTarget) -> Result<PurgeOutcome, PurgeError> {
-    let prefix = normalized(&t.prefix);
-    if prefix.is_empty() {
-        return Err(PurgeError::EmptyPrefix {
-            location: t.location(),
-        });
-    }
-    let c = client(t).await?;
-    let entries = list_all(&c, t, &prefix).await?;
+/// Deletes one page of entries; locked versions are counted in `out`.
+async fn delete_page(
+    c: &aws_sdk_s3::Client,
+    t: &PurgeTarget,
+    entries: Vec<Entry>,
+    out: &mut PurgeOutcome,
+) -> Result<(), PurgeError> {
     let results: Vec<(String, Result<(), DeleteFailure>)> = futures::stream::iter(entries)
         .map(|(key, version)| {
             let c = c.clone();
@@ -234,8 +255,7 @@ pub async fn purge(t: &PurgeTarget) -> Result<PurgeOutcome, PurgeError> {
                         let status = e.raw_response().map(|r| r.status().as_u16());
                         let locked = status == Some(403)
                             || matches!(e.code(), Some("AccessDenied") | Some("ObjectLocked"));
-                        let not_found = status == Some(404);
-                        if not_found {
+                        if status == Some(404) {
                             Ok(())
                         } else {
                             Err((locked, DisplayErrorContext(&e).to_string()))
@@ -248,7 +268,6 @@ pub async fn purge(t: &PurgeTarget) -> Result<PurgeOutcome, PurgeError> {
         .buffer_unordered(PARALLEL_DELETES)
         .collect()
         .await;
-    let mut out = PurgeOutcome::default();
     for (key, res) in results {
         match res {
             Ok(()) => out.deleted += 1,
@@ -266,12 +285,61 @@ pub async fn purge(t: &PurgeTarget) -> Result<PurgeOutcome, PurgeError> {
             }
         }
     }
-    out.locked_sample.sort();
-    Ok(out)
+    Ok(())
 }
 
-/// Counts the objects (all versions) under the prefix; for reports and tests.
+/// Listing passes at most; a pass that deletes nothing ends the purge earlier.
+const MAX_PASSES: usize = 5;
+
+/// Deletes every object version under the target's prefix, page by page. Deleting while
+/// listing can make a store skip entries after the marker (Ceph RGW does), so passes repeat
+/// from the start until one deletes nothing. Locked versions are counted (as the last pass
+/// saw them), not errors; any other failure is an error (the purge can simply run again).
+pub async fn purge(t: &PurgeTarget) -> Result<PurgeOutcome, PurgeError> {
+    let prefix = normalized(&t.prefix);
+    if prefix.is_empty() {
+        return Err(PurgeError::EmptyPrefix {
+            location: t.location(),
+        });
+    }
+    let c = client(t).await?;
+    let mut deleted = 0;
+    let mut last = PurgeOutcome::default();
+    for _ in 0..MAX_PASSES {
+        let mut pass = PurgeOutcome::default();
+        let mut cursor = Cursor::Start;
+        loop {
+            let (entries, next) = page(&c, t, &prefix, cursor).await?;
+            delete_page(&c, t, entries, &mut pass).await?;
+            if matches!(next, Cursor::Done) {
+                break;
+            }
+            cursor = next;
+        }
+        deleted += pass.deleted;
+        let done = pass.deleted == 0;
+        last = pass;
+        if done {
+            break;
+        }
+    }
+    last.deleted = deleted;
+    last.locked_sample.sort();
+    Ok(last)
+}
+
+/// Counts the objects (all versions and delete markers) under the prefix; for reports and
+/// tests.
 pub async fn count(t: &PurgeTarget) -> Result<usize, PurgeError> {
     let c = client(t).await?;
-    Ok(list_all(&c, t, &normalized(&t.prefix)).await?.len())
+    let prefix = normalized(&t.prefix);
+    let (mut n, mut cursor) = (0, Cursor::Start);
+    loop {
+        let (entries, next) = page(&c, t, &prefix, cursor).await?;
+        n += entries.len();
+        if matches!(next, Cursor::Done) {
+            return Ok(n);
+        }
+        cursor = next;
+    }
 }

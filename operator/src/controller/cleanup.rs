@@ -104,6 +104,7 @@ async fn target(
         path_style: s3.path_style,
         keys,
         ca_bundle_pem,
+        page_size: None,
     }))
 }
 

@@ -8,4 +8,6 @@ pub mod crd;
 pub mod crdgen;
 pub mod health;
 pub mod leader;
+pub mod purge;
 pub mod render;
+pub mod usage;

@@ -3,7 +3,12 @@
 
 mod apply;
 mod children;
+mod cleanup;
+#[cfg(test)]
+mod mock_tests;
+mod route;
 mod tenant;
+mod usage;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,7 +27,9 @@ use crate::crd::{Datastore, PrunePolicy, RetentionLock, Tenant};
 use crate::render::RenderError;
 
 pub use children::{child_status_patch, ChildKind};
+pub use cleanup::ABANDON_ANNOTATION;
 pub use tenant::{reconcile_tenant, FINALIZER};
+pub use usage::usage_addr;
 
 /// What a reconcile step failed on; the message names the object.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +46,13 @@ pub enum Error {
     Render(#[from] RenderError),
     #[error("finalizer of Tenant {name}: {message}")]
     Finalizer { name: String, message: String },
+    /// `deletionPolicy: Delete` could not remove all data yet; the finalizer stays.
+    #[error("Tenant {name}: backup data not deleted yet: {message}")]
+    DataNotDeleted {
+        name: String,
+        message: String,
+        retry: Duration,
+    },
 }
 
 impl Error {
@@ -93,6 +107,8 @@ pub struct Context {
     pub datastores: Store<Datastore>,
     pub prune_policies: Store<PrunePolicy>,
     pub retention_locks: Store<RetentionLock>,
+    /// How often the usage of a ready tenant is read from its server.
+    pub usage_interval: Duration,
 }
 
 impl Context {
@@ -169,6 +185,7 @@ pub async fn context_with_metrics(
         datastores: ds,
         prune_policies: pp,
         retention_locks: rl,
+        usage_interval: usage_interval(),
     })
 }
 
@@ -230,10 +247,27 @@ pub async fn run(
     futures::join!(tenants, ds, pp, rl);
 }
 
-/// Default requeue of a healthy tenant (status refresh).
+/// Default interval of usage reads ([`USAGE_INTERVAL_ENV`] overrides it).
+pub const USAGE_INTERVAL: Duration = Duration::from_secs(60);
+/// Environment variable with the usage interval in seconds.
+pub const USAGE_INTERVAL_ENV: &str = "PBS_CLOUD_USAGE_INTERVAL";
+
+fn usage_interval() -> Duration {
+    std::env::var(USAGE_INTERVAL_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+        .unwrap_or(USAGE_INTERVAL)
+}
+
+/// Default requeue of a tenant whose server is not ready (status refresh).
 pub const REQUEUE: Duration = Duration::from_secs(300);
 
 /// Requeue after a failed reconcile.
-pub fn backoff(_err: &Error) -> Action {
-    Action::requeue(Duration::from_secs(15))
+pub fn backoff(err: &Error) -> Action {
+    match err {
+        Error::DataNotDeleted { retry, .. } => Action::requeue(*retry),
+        _ => Action::requeue(Duration::from_secs(15)),
+    }
 }

@@ -11,15 +11,14 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as Finalizer};
 use kube::{Api, Resource, ResourceExt};
 
 use super::apply::{apply, delete_opt, get_opt};
 use super::children::{patch_child_status, record_accepted_lock};
 use super::{backoff, Context, Error, REQUEUE};
 use crate::crd::{
-    condition, set_condition, Datastore, DeletionPolicy, PrunePolicy, RetentionLock, Tenant,
-    TenantStatus,
+    condition, set_condition, Datastore, PrunePolicy, RetentionLock, Tenant, TenantStatus,
 };
 use crate::render::{self, Bound, Credentials, Inputs, Names, TlsMaterial};
 
@@ -36,13 +35,16 @@ pub async fn reconcile_entry(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<A
     let res = finalizer(&api, FINALIZER, tenant, |event| async move {
         match event {
             Finalizer::Apply(t) => reconcile_tenant(&t, &c).await,
-            Finalizer::Cleanup(t) => cleanup(&t, &c).await,
+            Finalizer::Cleanup(t) => super::cleanup::cleanup(&t, &c).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer {
-        name,
-        message: e.to_string(),
+    .map_err(|e| match e {
+        FinalizerError::ApplyFailed(inner) | FinalizerError::CleanupFailed(inner) => inner,
+        other => Error::Finalizer {
+            name,
+            message: other.to_string(),
+        },
     });
     let m = &ctx.metrics;
     m.reconciles.fetch_add(1, Ordering::Relaxed);
@@ -60,7 +62,13 @@ pub fn error_policy(tenant: Arc<Tenant>, err: &Error, _ctx: Arc<Context>) -> Act
     backoff(err)
 }
 
-async fn publish(ctx: &Context, tenant: &Tenant, type_: EventType, reason: &str, note: String) {
+pub(super) async fn publish(
+    ctx: &Context,
+    tenant: &Tenant,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let ev = Event {
         type_,
         reason: reason.into(),
@@ -73,7 +81,7 @@ async fn publish(ctx: &Context, tenant: &Tenant, type_: EventType, reason: &str,
     }
 }
 
-fn now() -> String {
+pub(super) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
@@ -231,6 +239,8 @@ pub async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action, 
         None => {}
     }
 
+    super::route::reconcile_route(ctx, tenant).await?;
+
     for r in &bound.rejected {
         publish(
             ctx,
@@ -242,8 +252,12 @@ pub async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action, 
         .await;
     }
     update_children(ctx, tenant, &bound, &inputs).await?;
-    update_status(ctx, tenant, &bound, &deploy, &names, fingerprint).await?;
-    Ok(Action::requeue(REQUEUE))
+    let ready = update_status(ctx, tenant, &bound, &deploy, &names, fingerprint, &creds).await?;
+    Ok(Action::requeue(if ready {
+        ctx.usage_interval
+    } else {
+        REQUEUE
+    }))
 }
 
 /// Makes sure the TLS Secret exists and returns the certificate's fingerprint.
@@ -400,7 +414,8 @@ async fn update_status(
     deploy: &Deployment,
     names: &Names,
     fingerprint: Option<String>,
-) -> Result<(), Error> {
+    creds: &Credentials,
+) -> Result<bool, Error> {
     let now = now();
     let gen = tenant.metadata.generation;
     let ready = deploy
@@ -481,7 +496,7 @@ async fn update_status(
             &now,
         ),
     );
-    let status = TenantStatus {
+    let mut status = TenantStatus {
         observed_generation: gen,
         conditions,
         endpoint: Some(render::endpoint(tenant)),
@@ -493,13 +508,17 @@ async fn update_status(
         credentials_secret: Some(names.credentials.clone()),
         datastores: bound.datastores.iter().map(|d| d.store_name()).collect(),
         used_bytes: tenant.status.as_ref().and_then(|s| s.used_bytes),
+        usage: tenant.status.as_ref().and_then(|s| s.usage.clone()),
     };
+    if let (true, Some(fp)) = (ready, status.certificate_fingerprint.clone()) {
+        super::usage::refresh(ctx, tenant, &mut status, creds, &fp).await;
+    }
     if tenant
         .status
         .as_ref()
         .is_some_and(|old| same_status(old, &status))
     {
-        return Ok(());
+        return Ok(ready);
     }
     let api: Api<Tenant> = ctx.api(&tenant.namespace().unwrap_or_default());
     api.patch_status(
@@ -509,7 +528,7 @@ async fn update_status(
     )
     .await
     .map_err(Error::kube("update status of", "Tenant", tenant.name_any()))?;
-    Ok(())
+    Ok(ready)
 }
 
 /// Equal apart from transition timestamps (which `set_condition` keeps anyway).
@@ -522,42 +541,4 @@ fn same_status(a: &TenantStatus, b: &TenantStatus) -> bool {
         s
     };
     strip(a) == strip(b)
-}
-
-/// Tenant deletion: `Retain` leaves data (the PVC has no owner reference); `Delete` removes
-/// the data PVC. Owned objects go with the Tenant through owner references.
-async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
-    let ns = tenant.namespace().unwrap_or_default();
-    if tenant.spec.deletion_policy == DeletionPolicy::Delete {
-        let names = Names::of(tenant);
-        delete_opt(
-            &ctx.api::<PersistentVolumeClaim>(&ns),
-            "PersistentVolumeClaim",
-            &names.data,
-        )
-        .await?;
-        let stores: Vec<String> = ctx
-            .datastores
-            .state()
-            .iter()
-            .filter(|d| d.namespace().as_deref() == Some(&ns) && d.spec.tenant == tenant.name_any())
-            .filter_map(|d| d.spec.s3.as_ref().map(|s| s.bucket.clone()))
-            .collect();
-        let note = if stores.is_empty() {
-            "deletionPolicy Delete: data volume deleted".to_string()
-        } else {
-            format!("deletionPolicy Delete: data volume deleted; S3 data in bucket(s) {} is left for the bucket's lifecycle rules", stores.join(", "))
-        };
-        publish(ctx, tenant, EventType::Normal, "DataDeleted", note).await;
-    } else {
-        publish(
-            ctx,
-            tenant,
-            EventType::Normal,
-            "DataRetained",
-            "deletionPolicy Retain: backup data kept".into(),
-        )
-        .await;
-    }
-    Ok(Action::await_change())
 }

@@ -52,6 +52,33 @@ pub struct DatastoreSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub quota_bytes: Option<u64>,
+    /// Object Lock retain-until dates are rounded up to multiples of this many days, so a
+    /// reused chunk's lock is extended at most once per generation (server default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub lock_generation_days: Option<u64>,
+    /// Bucket lifecycle rules the server installs for this datastore's prefix (S3 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<LifecycleSpec>,
+}
+
+/// Bucket lifecycle rules for the datastore's prefix.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleSpec {
+    /// Expire noncurrent object versions this many days after they became noncurrent (their
+    /// Object Lock still has to pass first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub expire_noncurrent_after_days: Option<u64>,
+    /// Move current objects to `transitionStorageClass` after this many days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub transition_after_days: Option<u64>,
+    /// An instant-access class such as `STANDARD_IA`; archive classes are refused by the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub transition_storage_class: Option<String>,
 }
 
 /// S3 location and credentials of a datastore.

@@ -10,17 +10,19 @@ mod datastore;
 mod prune;
 mod retention;
 mod tenant;
+mod usage;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use datastore::{CaBundleRef, Datastore, DatastoreSpec, S3Spec, SecretKeyRef};
+pub use datastore::{CaBundleRef, Datastore, DatastoreSpec, LifecycleSpec, S3Spec, SecretKeyRef};
 pub use prune::{KeepSpec, PrunePolicy, PrunePolicySpec};
 pub use retention::{weakening, LockMode, RetentionLock, RetentionLockSpec};
 pub use tenant::{
-    CertManagerSpec, DeletionPolicy, IngressSpec, ResourcesSpec, StorageSpec, Tenant, TenantSpec,
-    TenantStatus, TlsSpec,
+    CertManagerSpec, DeletionPolicy, IngressSpec, QuotaSpec, ResourcesSpec, StorageSpec, Tenant,
+    TenantSpec, TenantStatus, TlsRouteSpec, TlsSpec,
 };
+pub use usage::{DatastoreUsage, UsageStatus};
 
 /// API group of every kind.
 pub const GROUP: &str = "pbs.cloud";

@@ -6,7 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::Condition;
+use super::{Condition, UsageStatus};
 
 /// Desired state of a tenant's PBS endpoint.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -33,6 +33,12 @@ use super::Condition;
         priority = "1"
     ),
     printcolumn(name = "Policy", type_ = "string", json_path = ".spec.deletionPolicy"),
+    printcolumn(
+        name = "Used",
+        type_ = "integer",
+        json_path = ".status.usedBytes",
+        priority = "1"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -67,6 +73,52 @@ pub struct TenantSpec {
     /// Optional per-tenant host name, exposed through an Ingress with TLS passthrough.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
+    /// Optional per-tenant host name routed by a Gateway API `TLSRoute` (TLS passthrough).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_route: Option<TlsRouteSpec>,
+    /// Physical-bytes quota over all the tenant's datastores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaSpec>,
+}
+
+/// Tenant-wide quota; backups that would pass `bytes` are refused by the server.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaSpec {
+    /// Physical bytes (unique stored chunks) over all datastores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub bytes: Option<u64>,
+    /// Share of the quota, in percent, from which status, events and metrics warn (server
+    /// default 90).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub warn_percent: Option<u8>,
+}
+
+/// A Gateway API `TLSRoute` (v1alpha2) sending a host name's TLS connections, unterminated,
+/// to the tenant's Service; PBS clients pin the server certificate, so TLS must pass through.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsRouteSpec {
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+    )]
+    pub host: String,
+    /// The Gateway (with a TLS listener in `Passthrough` mode) the route attaches to.
+    #[schemars(length(min = 1, max = 253))]
+    pub gateway_name: String,
+    /// Namespace of the Gateway; the Tenant's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_namespace: Option<String>,
+    /// Listener name on the Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+    /// Port clients connect to on the Gateway (for the status endpoint); 443 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
 }
 
 /// What happens to backup data when the Tenant is deleted.
@@ -170,4 +222,7 @@ pub struct TenantStatus {
     /// Physical bytes stored, as last reported by the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used_bytes: Option<u64>,
+    /// Usage as last read from the server's usage endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageStatus>,
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use kube::ResourceExt;
 
 use super::{admin_user, tenant_id, Bound, Credentials, Inputs, CONFIG_DIR, DATA_DIR, SERVER_PORT};
-use crate::crd::Tenant;
+use crate::crd::{Datastore, Tenant};
 
 /// Key of the config file in the config Secret.
 pub const CONFIG_KEY: &str = "config.toml";
@@ -14,6 +14,20 @@ pub const CONFIG_KEY: &str = "config.toml";
 /// A TOML basic string (JSON string escapes are a subset TOML accepts).
 fn q(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// The key prefix of an S3 datastore as written into the config (without a trailing `/`):
+/// `spec.s3.prefix`, or `<namespace>/<tenant id>/<store>`. `None` for local datastores.
+pub fn s3_prefix(tenant: &Tenant, ds: &Datastore) -> Option<String> {
+    let s3 = ds.spec.s3.as_ref()?;
+    Some(s3.prefix.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{}/{}",
+            tenant.namespace().unwrap_or_default(),
+            tenant_id(tenant),
+            ds.store_name()
+        )
+    }))
 }
 
 /// Renders the server configuration of `tenant` from its bound children.
@@ -37,6 +51,14 @@ pub fn render_config(
     let _ = writeln!(o, "cert = {}", q(&format!("{CONFIG_DIR}/tls/tls.crt")));
     let _ = writeln!(o, "key = {}", q(&format!("{CONFIG_DIR}/tls/tls.key")));
     let _ = writeln!(o, "\n[[tenant]]\nid = {}", q(&id));
+    if let Some(quota) = &tenant.spec.quota {
+        if let Some(b) = quota.bytes {
+            let _ = writeln!(o, "quota_bytes = {b}");
+        }
+        if let Some(p) = quota.warn_percent {
+            let _ = writeln!(o, "quota_warn_percent = {p}");
+        }
+    }
     for ds in &bound.datastores {
         let obj = ds.name_any();
         let _ = writeln!(o, "\n[[datastore]]");
@@ -51,11 +73,11 @@ pub fn render_config(
         if let Some(b) = ds.spec.quota_bytes {
             let _ = writeln!(o, "quota_bytes = {b}");
         }
+        if let Some(d) = ds.spec.lock_generation_days {
+            let _ = writeln!(o, "lock_generation_days = {d}");
+        }
         let Some(s3) = &ds.spec.s3 else { continue };
-        let prefix = s3
-            .prefix
-            .clone()
-            .unwrap_or_else(|| format!("{ns}/{id}/{}", ds.store_name()));
+        let prefix = s3_prefix(tenant, ds).unwrap_or_default();
         let _ = writeln!(o, "[datastore.s3]");
         let _ = writeln!(o, "bucket = {}", q(&s3.bucket));
         let _ = writeln!(o, "prefix = {}", q(&prefix));
@@ -94,6 +116,18 @@ pub fn render_config(
                 "ca_bundle = {}",
                 q(&format!("{CONFIG_DIR}/s3/{obj}/ca.crt"))
             );
+        }
+        if let Some(l) = &ds.spec.lifecycle {
+            let _ = writeln!(o, "[datastore.lifecycle]");
+            if let Some(d) = l.expire_noncurrent_after_days {
+                let _ = writeln!(o, "expire_noncurrent_after_days = {d}");
+            }
+            if let Some(d) = l.transition_after_days {
+                let _ = writeln!(o, "transition_after_days = {d}");
+            }
+            if let Some(c) = &l.transition_storage_class {
+                let _ = writeln!(o, "transition_storage_class = {}", q(c));
+            }
         }
     }
     let admin = admin_user(tenant);

@@ -2,11 +2,14 @@
 //! it to the exact objects the operator applies. No I/O here, so every rule is unit-tested.
 
 mod config;
+mod route;
 mod secrets;
 mod workload;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_quota_route;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,7 +29,8 @@ pub fn accepted_spec(lock: &RetentionLock) -> Option<RetentionLockSpec> {
     serde_json::from_str(text).ok()
 }
 
-pub use config::{render_config, CONFIG_KEY};
+pub use config::{render_config, s3_prefix, CONFIG_KEY};
+pub use route::{tls_route, tls_route_gvk};
 pub use secrets::{
     certificate, config_secret, credentials_secret, fingerprint, generate_self_signed, tls_secret,
     Credentials, TlsMaterial,
@@ -156,6 +160,11 @@ pub fn dns_names(tenant: &Tenant) -> Vec<String> {
     if let Some(ing) = &tenant.spec.ingress {
         names.push(ing.host.clone());
     }
+    if let Some(route) = &tenant.spec.tls_route {
+        if !names.contains(&route.host) {
+            names.push(route.host.clone());
+        }
+    }
     if let Some(cm) = tenant
         .spec
         .tls
@@ -167,11 +176,13 @@ pub fn dns_names(tenant: &Tenant) -> Vec<String> {
     names
 }
 
-/// `host:port` clients use: the ingress host (443) or the Service's cluster DNS name.
+/// `host:port` clients use: the ingress host (443), the TLSRoute host (its gateway port,
+/// 443 by default) or the Service's cluster DNS name.
 pub fn endpoint(tenant: &Tenant) -> String {
-    match &tenant.spec.ingress {
-        Some(ing) => format!("{}:443", ing.host),
-        None => {
+    match (&tenant.spec.ingress, &tenant.spec.tls_route) {
+        (Some(ing), _) => format!("{}:443", ing.host),
+        (None, Some(r)) => format!("{}:{}", r.host, r.port.unwrap_or(443)),
+        (None, None) => {
             let ns = tenant.namespace().unwrap_or_else(|| "default".into());
             format!("{}.{ns}.svc:{SERVER_PORT}", Names::of(tenant).workload)
         }
@@ -256,6 +267,14 @@ pub fn bind(tenant: &Tenant, inputs: &Inputs) -> Bound {
                 ));
                 continue;
             }
+        }
+        if ds.spec.lifecycle.is_some() && ds.spec.s3.is_none() {
+            out.rejected.push(reject(
+                "LifecycleNeedsS3",
+                "lifecycle rules apply to S3 datastores only; remove spec.lifecycle or add spec.s3"
+                    .to_string(),
+            ));
+            continue;
         }
         out.datastores.push(ds.clone());
     }

@@ -28,7 +28,7 @@ pub(crate) fn tenant() -> Tenant {
     }
 }
 
-fn s3_store(name: &str, object_lock: bool) -> Datastore {
+pub(super) fn s3_store(name: &str, object_lock: bool) -> Datastore {
     Datastore {
         metadata: meta(name),
         spec: DatastoreSpec {
@@ -83,7 +83,7 @@ fn lock(name: &str, store: &str) -> RetentionLock {
     }
 }
 
-fn creds() -> Credentials {
+pub(super) fn creds() -> Credentials {
     Credentials {
         password: "pw".into(),
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into(),
@@ -93,7 +93,7 @@ fn creds() -> Credentials {
     }
 }
 
-fn inputs() -> Inputs {
+pub(super) fn inputs() -> Inputs {
     Inputs {
         datastores: vec![s3_store("store1", true)],
         prune_policies: vec![prune("nightly", "store1", 7)],

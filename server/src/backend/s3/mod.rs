@@ -12,6 +12,7 @@
 //! * Requests in flight are bounded by a semaphore; the SDK retries 5xx, throttling, timeouts
 //!   and connection errors with exponential backoff.
 
+mod checksum;
 mod client;
 mod ops;
 #[cfg(test)]
@@ -559,6 +560,13 @@ impl Backend for S3Backend {
     async fn touch(&self, key: &str) -> Result<(), BackendError> {
         self.full_key(key)?;
         Ok(())
+    }
+
+    async fn stored_sha256(
+        &self,
+        key: &str,
+    ) -> Result<Option<super::ObjectChecksum>, BackendError> {
+        self.head_checksum(key).await
     }
 
     async fn capacity(&self) -> Result<Option<Capacity>, BackendError> {

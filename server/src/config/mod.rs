@@ -423,6 +423,11 @@ impl Validator<'_> {
             }
             self.check_store_ref(config, &job.store, &format!("prune_job[{i}].store"))?;
             self.check_schedule(&job.schedule, &format!("prune_job[{i}].schedule"))?;
+            for filter in &job.group_filter {
+                if let Err(e) = crate::jobs::prune_job::GroupFilter::parse(filter) {
+                    return Err(self.error(&job.id, &format!("prune_job[{i}].group_filter"), e));
+                }
+            }
         }
         for (i, lock) in config.retention_locks.iter().enumerate() {
             if !is_safe_id(lock.id.get_ref()) {

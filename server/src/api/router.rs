@@ -27,6 +27,8 @@ pub enum DatastoreOp {
     Gc,
     Download,
     DownloadDecoded,
+    Verify,
+    JobHistory,
 }
 
 impl DatastoreOp {
@@ -46,6 +48,8 @@ impl DatastoreOp {
             "gc" => Self::Gc,
             "download" => Self::Download,
             "download-decoded" => Self::DownloadDecoded,
+            "verify" => Self::Verify,
+            "job-history" => Self::JobHistory,
             _ => return None,
         })
     }
@@ -58,13 +62,33 @@ pub enum Route {
     AccessTicket,
     NodeIdentity,
     Tasks,
-    Task { upid: String },
-    TaskStatus { upid: String },
-    TaskLog { upid: String },
+    Task {
+        upid: String,
+    },
+    TaskStatus {
+        upid: String,
+    },
+    TaskLog {
+        upid: String,
+    },
     DatastoreList,
-    Datastore { store: String, op: DatastoreOp },
+    Datastore {
+        store: String,
+        op: DatastoreOp,
+    },
     Tenants,
-    TenantUsage { tenant: String },
+    TenantUsage {
+        tenant: String,
+    },
+    /// `/admin/prune`, `/admin/verify`: configured jobs of that kind.
+    Jobs {
+        kind: String,
+    },
+    /// `/admin/{prune|verify}/{id}/run`.
+    JobRun {
+        kind: String,
+        id: String,
+    },
     BackupUpgrade,
     ReaderUpgrade,
 }
@@ -120,6 +144,13 @@ pub fn route(path: &str) -> Result<Route, HttpError> {
                 op,
             },
             None => return Err(not_found(path)),
+        },
+        ["admin", kind @ ("prune" | "verify")] => Route::Jobs {
+            kind: kind.to_string(),
+        },
+        ["admin", kind @ ("prune" | "verify"), id, "run"] => Route::JobRun {
+            kind: kind.to_string(),
+            id: id.to_string(),
         },
         ["tenants"] => Route::Tenants,
         ["tenants", tenant, "usage"] => Route::TenantUsage {

@@ -51,9 +51,11 @@ impl GroupFilter {
             Some(("regex", re)) => {
                 Rule::Regex(Regex::new(re).map_err(|e| format!("bad regex '{re}': {e}"))?)
             }
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "'{text}' is not a group filter (type:, group:, regex:, optionally after exclude:)"
-            )),
+            ))
+            }
         };
         Ok(GroupFilter { exclude, rule })
     }

@@ -5,6 +5,7 @@ pub mod download;
 pub mod files;
 pub mod gc;
 pub mod groups;
+pub mod job_history;
 pub mod list;
 pub mod namespace;
 pub mod notes;
@@ -14,6 +15,7 @@ pub mod records;
 pub mod snapshots;
 pub mod status;
 pub mod upload_log;
+pub mod verify;
 
 use http::{Method, Response, StatusCode};
 
@@ -54,6 +56,8 @@ pub async fn call(
         (Op::Gc, &Method::GET) => gc::status(ctx, e).await,
         (Op::Download, &Method::GET) => download::raw(ctx, e).await,
         (Op::DownloadDecoded, &Method::GET) => download::decoded(ctx, e).await,
+        (Op::Verify, &Method::POST) => verify::start(ctx, e).await,
+        (Op::JobHistory, &Method::GET) => job_history::list(ctx, e).await,
         (_, m) => Err(HttpError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {m} not allowed on this path"),

@@ -28,10 +28,10 @@ async fn env() -> Env {
         instance_id: "0123".into(),
     };
     let state = Arc::new(AppState::new(auth, TaskRegistry::new("testnode"), node));
-    let backend = Arc::new(LocalBackend::open(&dir.path().join("s1")).unwrap());
-    let store = Datastore::open("s1", backend).await.unwrap();
+    let backend = Arc::new(LocalBackend::open(&dir.path().join("st1")).unwrap());
+    let store = Datastore::open("st1", backend).await.unwrap();
     state.insert_datastore(DatastoreEntry {
-        name: "s1".into(),
+        name: "st1".into(),
         tenant: "default".into(),
         comment: None,
         store,
@@ -43,7 +43,7 @@ fn prune_spec(id: &str, schedule: &str) -> JobSpec {
     JobSpec {
         kind: JobType::Prune,
         id: id.into(),
-        store: "s1".into(),
+        store: "st1".into(),
         schedule: schedule.into(),
         event: calendar::parse(schedule).unwrap(),
         disable: false,
@@ -105,7 +105,7 @@ async fn missed_run_runs_once_after_start_and_new_jobs_wait() {
     let started = job_tasks(&e.state);
     assert_eq!(started.len(), 1, "only the missed job runs: {started:?}");
     assert!(
-        started[0].contains(":prunejob:s1\\x3amissed:"),
+        started[0].contains(":prunejob:st1\\x3amissed:"),
         "{}",
         started[0]
     );
@@ -122,7 +122,7 @@ async fn missed_run_runs_once_after_start_and_new_jobs_wait() {
     assert_eq!(st.last_upid.as_deref(), Some(started[0].as_str()));
     assert_eq!(st.last_result.as_deref(), Some("OK"));
     assert!(state::load(&dir, "prunejob-fresh").is_some());
-    let entry = e.state.datastore("s1").unwrap();
+    let entry = e.state.datastore("st1").unwrap();
     let history = entry.store.job_history(Some(JobKind::Prune)).await.unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].job_id, "missed");
@@ -136,7 +136,7 @@ async fn second_job_of_a_kind_on_a_store_is_skipped() {
     e.state
         .jobs
         .configure(None, vec![prune_spec("every-second", "*:*:*")]);
-    let slot = (JobType::Prune, "s1".to_string());
+    let slot = (JobType::Prune, "st1".to_string());
     assert!(e.state.jobs.claim(&slot));
     tick(&e.state, now);
     tick(&e.state, now + 1);
@@ -161,4 +161,57 @@ async fn reload_replaces_jobs_and_disabled_jobs_do_not_run() {
     assert!(e.state.jobs.find(JobType::Prune, "a").is_none());
     tick(&e.state, now + 5);
     assert!(job_tasks(&e.state).is_empty());
+}
+
+fn tasks_of(state: &AppState, worker_type: &str) -> Vec<String> {
+    state
+        .tasks
+        .list()
+        .into_iter()
+        .filter(|t| t.worker_type == worker_type)
+        .map(|t| t.upid)
+        .collect()
+}
+
+#[tokio::test]
+async fn verify_and_gc_jobs_run_as_their_pbs_tasks() {
+    let e = env().await;
+    let config = crate::config::Config::parse(
+        std::path::Path::new("server.toml"),
+        "[[datastore]]\nname = \"st1\"\ngc_schedule = \"*:*:*\"\n\
+         [[verify_job]]\nid = \"v1\"\nstore = \"st1\"\nschedule = \"*:*:*\"\nmode = \"cheap\"\n",
+    )
+    .unwrap();
+    e.state
+        .jobs
+        .configure(None, crate::jobs::specs_from_config(&config).unwrap());
+    let now = now();
+    tick(&e.state, now);
+    tick(&e.state, now + 1);
+    let verify = tasks_of(&e.state, "verificationjob");
+    let gc = tasks_of(&e.state, "garbage_collection");
+    assert_eq!((verify.len(), gc.len()), (1, 1), "{verify:?} {gc:?}");
+    assert!(
+        verify[0].contains(":verificationjob:st1\\x3av1:root@pam:"),
+        "{}",
+        verify[0]
+    );
+    assert!(
+        gc[0].contains(":garbage_collection:st1:root@pam:"),
+        "{}",
+        gc[0]
+    );
+    assert_eq!(wait_finished(&e.state, &verify[0]).await, "OK");
+    assert_eq!(wait_finished(&e.state, &gc[0]).await, "OK");
+    let entry = e.state.datastore("st1").unwrap();
+    let history = entry
+        .store
+        .job_history(Some(JobKind::Verify))
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].job_id, "v1");
+    assert_eq!(history[0].outcome, "OK");
+    let gc_state = e.state.jobs.state("garbage_collection-st1").unwrap();
+    assert_eq!(gc_state.last_result.as_deref(), Some("OK"));
 }

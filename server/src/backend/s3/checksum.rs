@@ -67,4 +67,26 @@ mod tests {
         assert_eq!(decode_sha256("not base64!"), None);
         assert_eq!(decode_sha256("YWJj"), None);
     }
+
+    /// Against the test S3 server: size always, the SHA-256 when the store keeps one (Ceph
+    /// RGW before Squid does not), and `None` for a missing object.
+    #[tokio::test]
+    async fn stored_checksum_from_attributes() {
+        use crate::backend::{Backend, PutOptions};
+        let backend = S3Backend::connect(super::super::test_env::settings("checksum"))
+            .await
+            .expect("connect to the test S3 server");
+        let data = bytes::Bytes::from_static(b"checksummed object");
+        backend
+            .put("a/obj", data.clone(), PutOptions::default())
+            .await
+            .unwrap();
+        let info = backend.stored_sha256("a/obj").await.unwrap().unwrap();
+        assert_eq!(info.size, data.len() as u64);
+        if let Some(sha) = info.sha256 {
+            assert_eq!(sha, crate::format::sha256(&data));
+        }
+        assert_eq!(backend.stored_sha256("a/missing").await.unwrap(), None);
+        backend.delete("a/obj").await.unwrap();
+    }
 }

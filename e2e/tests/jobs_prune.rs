@@ -211,3 +211,57 @@ async fn prune_jobs_run_now_and_on_schedule() {
     assert_eq!(removed_by_schedule, 2, "{history}");
     assert_eq!(times(&client, "other").await.len(), 3);
 }
+
+/// A daily job whose last run was two days ago (the server was down at its event) runs once
+/// right after the server starts, as PBS does, and not again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_run_happens_once_after_start() {
+    let mut server = TestServer::prepare().unwrap();
+    server
+        .set_config(
+            "[[prune_job]]\nid = \"nightly\"\nstore = \"store1\"\nschedule = \"daily\"\nkeep_last = 1\n",
+        )
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let states = server.data_dir().join("jobstates");
+    std::fs::create_dir_all(&states).unwrap();
+    let state = json!({"created": now - 5 * 86_400, "last-start": now - 2 * 86_400});
+    std::fs::write(states.join("prunejob-nightly.json"), state.to_string()).unwrap();
+    server
+        .launch()
+        .await
+        .expect("start pbs-cloud-server (build it with `cargo build -p pbs-cloud-server`)");
+    let client = server.admin_client().await.unwrap();
+    let mut runs = Vec::new();
+    for _ in 0..50 {
+        let tasks = client.get("nodes/localhost/tasks", None).await.unwrap();
+        runs = tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["worker_type"] == "prunejob")
+            .cloned()
+            .collect();
+        if !runs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(runs.len(), 1, "the missed run starts after start");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tasks = client.get("nodes/localhost/tasks", None).await.unwrap();
+    let count = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["worker_type"] == "prunejob")
+        .count();
+    assert_eq!(count, 1, "and only once: {tasks}");
+    let jobs = client.get("admin/prune", None).await.unwrap();
+    let nightly = job(&jobs, "nightly");
+    assert_eq!(nightly["last-run-upid"], runs[0]["upid"]);
+    assert!(nightly["next-run"].as_i64().unwrap() > now);
+}

@@ -62,33 +62,15 @@ pub enum Route {
     AccessTicket,
     NodeIdentity,
     Tasks,
-    Task {
-        upid: String,
-    },
-    TaskStatus {
-        upid: String,
-    },
-    TaskLog {
-        upid: String,
-    },
+    Task { upid: String },
+    TaskStatus { upid: String },
+    TaskLog { upid: String },
     DatastoreList,
-    Datastore {
-        store: String,
-        op: DatastoreOp,
-    },
+    Datastore { store: String, op: DatastoreOp },
     Tenants,
-    TenantUsage {
-        tenant: String,
-    },
-    /// `/admin/prune`, `/admin/verify`: configured jobs of that kind.
-    Jobs {
-        kind: String,
-    },
-    /// `/admin/{prune|verify}/{id}/run`.
-    JobRun {
-        kind: String,
-        id: String,
-    },
+    TenantUsage { tenant: String },
+    Jobs { kind: String },
+    JobRun { kind: String, id: String },
     BackupUpgrade,
     ReaderUpgrade,
 }
@@ -145,6 +127,7 @@ pub fn route(path: &str) -> Result<Route, HttpError> {
             },
             None => return Err(not_found(path)),
         },
+        // Configured prune or verify jobs, and starting one now.
         ["admin", kind @ ("prune" | "verify")] => Route::Jobs {
             kind: kind.to_string(),
         },

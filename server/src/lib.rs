@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod datastore;
 pub mod format;
+pub mod jobs;
 pub mod listener;
 pub mod net;
 pub mod protocol;

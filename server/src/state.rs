@@ -30,6 +30,8 @@ pub struct AppState {
     pub auth: AuthService,
     pub tasks: TaskRegistry,
     pub node: NodeIdentity,
+    /// Scheduled jobs (prune, verify, GC) and their states.
+    pub jobs: crate::jobs::Jobs,
     datastores: RwLock<BTreeMap<String, Arc<DatastoreEntry>>>,
 }
 
@@ -39,6 +41,7 @@ impl AppState {
             auth,
             tasks,
             node,
+            jobs: crate::jobs::Jobs::default(),
             datastores: RwLock::new(BTreeMap::new()),
         }
     }

@@ -7,6 +7,7 @@ pub mod access;
 pub mod context;
 pub mod datastore;
 mod health;
+pub mod jobs;
 pub mod node;
 pub mod router;
 pub mod tenants;
@@ -215,6 +216,8 @@ async fn route_call(ctx: &Ctx, route: Route, method: &Method) -> Result<Response
         (Route::Tenants, &Method::GET) => Ok(tenants::list(ctx)),
         (Route::Tenants, &Method::POST) => tenants::create(ctx),
         (Route::TenantUsage { tenant }, &Method::GET) => tenants::usage(ctx, &tenant).await,
+        (Route::Jobs { kind }, &Method::GET) => jobs::list(ctx, &kind),
+        (Route::JobRun { kind, id }, &Method::POST) => jobs::run(ctx, &kind, &id),
         (_, m) => Err(method_not_allowed(m)),
     }
 }

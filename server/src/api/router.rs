@@ -28,6 +28,8 @@ pub enum DatastoreOp {
     Download,
     DownloadDecoded,
     RetentionLock,
+    Verify,
+    JobHistory,
 }
 
 impl DatastoreOp {
@@ -48,6 +50,8 @@ impl DatastoreOp {
             "download" => Self::Download,
             "download-decoded" => Self::DownloadDecoded,
             "retention-lock" => Self::RetentionLock,
+            "verify" => Self::Verify,
+            "job-history" => Self::JobHistory,
             _ => return None,
         })
     }
@@ -67,6 +71,8 @@ pub enum Route {
     Datastore { store: String, op: DatastoreOp },
     Tenants,
     TenantUsage { tenant: String },
+    Jobs { kind: String },
+    JobRun { kind: String, id: String },
     BackupUpgrade,
     ReaderUpgrade,
 }
@@ -122,6 +128,14 @@ pub fn route(path: &str) -> Result<Route, HttpError> {
                 op,
             },
             None => return Err(not_found(path)),
+        },
+        // Configured prune or verify jobs, and starting one now.
+        ["admin", kind @ ("prune" | "verify")] => Route::Jobs {
+            kind: kind.to_string(),
+        },
+        ["admin", kind @ ("prune" | "verify"), id, "run"] => Route::JobRun {
+            kind: kind.to_string(),
+            id: id.to_string(),
         },
         ["tenants"] => Route::Tenants,
         ["tenants", tenant, "usage"] => Route::TenantUsage {

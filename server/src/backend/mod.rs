@@ -211,4 +211,22 @@ pub trait Backend: Send + Sync + 'static {
     fn object_lock(&self) -> Option<&dyn lock::ObjectLock> {
         None
     }
+    /// Size and the SHA-256 the store recorded (and checked) at upload, read from object
+    /// attributes without downloading the data; `None` when the object is missing. Backends
+    /// that keep no checksum report only the size.
+    async fn stored_sha256(&self, key: &str) -> Result<Option<ObjectChecksum>, BackendError> {
+        Ok(self.head(key).await?.map(|meta| ObjectChecksum {
+            size: meta.size,
+            sha256: None,
+        }))
+    }
+}
+
+/// What [`Backend::stored_sha256`] reports about an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectChecksum {
+    pub size: u64,
+    /// SHA-256 of the whole object as stored with it; `None` when the store has none (written
+    /// without a checksum, multipart composite, or a backend that keeps none).
+    pub sha256: Option<Digest>,
 }

@@ -3,7 +3,8 @@
 //! load is refused with its error in the log, and the last good configuration stays in force.
 //!
 //! What reloads: users, tokens, ACL entries and tenants of the file; datastores added, removed,
-//! re-assigned to another tenant or moved to another location. Sessions that already hold a
+//! re-assigned to another tenant or moved to another location; scheduled jobs (prune, verify,
+//! GC schedules). Sessions that already hold a
 //! datastore keep it until they end. Listen address and TLS files need a restart.
 
 use std::collections::BTreeMap;
@@ -61,6 +62,7 @@ impl Watcher {
     async fn reload(&mut self) -> anyhow::Result<()> {
         let config = Config::load(&self.path)?;
         let specs = datastore_specs(&config, &self.data_dir)?;
+        let jobs = crate::jobs::specs_from_config(&config)?;
 
         // Open what is new or moved first, so a failure leaves everything as it was.
         let mut opened = Vec::new();
@@ -106,6 +108,7 @@ impl Watcher {
             self.locations.insert(entry.name.clone(), location);
             self.state.insert_datastore(entry);
         }
+        self.state.jobs.set_specs(jobs);
         Ok(())
     }
 }

@@ -53,6 +53,10 @@ pub async fn serve(location: Location, listen: Option<String>) -> anyhow::Result
     warn_unenforced(&config);
     let opened = open_datastores(&config, &data_dir, &state, &holder).await?;
     let stores: Vec<String> = opened.iter().map(|(name, _)| name.clone()).collect();
+    state
+        .jobs
+        .configure(Some(&data_dir), crate::jobs::specs_from_config(&config)?);
+    crate::jobs::scheduler::spawn(state.clone());
     if let Some(path) = &location.config {
         super::reload::spawn_watcher(super::reload::Watcher {
             path: path.clone(),
@@ -93,16 +97,10 @@ pub async fn serve(location: Location, listen: Option<String>) -> anyhow::Result
 /// Settings the file may carry (the operator renders them) that this version does not act on
 /// yet: said loudly at start instead of being ignored in silence.
 fn warn_unenforced(config: &Config) {
-    if !config.prune_jobs.is_empty() {
-        tracing::warn!(
-            "{} [[prune_job]] entries are validated but not run by this version; prune with the API",
-            config.prune_jobs.len()
-        );
-    }
     for ds in &config.datastores {
-        if ds.gc_schedule.is_some() || ds.quota_bytes.is_some() {
+        if ds.quota_bytes.is_some() {
             tracing::warn!(
-                "datastore '{}': gc_schedule and quota_bytes are validated but not acted on by this version",
+                "datastore '{}': quota_bytes is validated but not acted on by this version",
                 ds.name.get_ref()
             );
         }

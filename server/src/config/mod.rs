@@ -287,6 +287,9 @@ impl Validator<'_> {
                     self.error_at(at, &format!("datastore[{i}].s3.{field}"), message)
                 })?;
             }
+            if let Some(schedule) = &store.gc_schedule {
+                self.check_schedule(schedule, &format!("datastore[{i}].gc_schedule"))?;
+            }
             if let Some(path) = &store.path {
                 if !path.is_absolute() {
                     return Err(self.error(
@@ -419,12 +422,11 @@ impl Validator<'_> {
                 ));
             }
             self.check_store_ref(config, &job.store, &format!("prune_job[{i}].store"))?;
-            if job.schedule.get_ref().trim().is_empty() {
-                return Err(self.error(
-                    &job.schedule,
-                    &format!("prune_job[{i}].schedule"),
-                    "empty schedule",
-                ));
+            self.check_schedule(&job.schedule, &format!("prune_job[{i}].schedule"))?;
+            for filter in &job.group_filter {
+                if let Err(e) = crate::jobs::prune_job::GroupFilter::parse(filter) {
+                    return Err(self.error(&job.id, &format!("prune_job[{i}].group_filter"), e));
+                }
             }
         }
         for (i, lock) in config.retention_locks.iter().enumerate() {
@@ -463,13 +465,7 @@ impl Validator<'_> {
                 ));
             }
             self.check_store_ref(config, &job.store, &format!("verify_job[{i}].store"))?;
-            if job.schedule.get_ref().trim().is_empty() {
-                return Err(self.error(
-                    &job.schedule,
-                    &format!("verify_job[{i}].schedule"),
-                    "empty schedule",
-                ));
-            }
+            self.check_schedule(&job.schedule, &format!("verify_job[{i}].schedule"))?;
             if let Some(mode) = &job.mode {
                 if !VERIFY_MODES.contains(&mode.get_ref().as_str()) {
                     return Err(self.error(
@@ -489,6 +485,9 @@ impl Validator<'_> {
                     format!("'{url}' is not an http:// or https:// address"),
                 ));
             }
+            if let Some(schedule) = &hook.report_schedule {
+                self.check_schedule(schedule, "webhook.report_schedule")?;
+            }
         }
         Ok(())
     }
@@ -500,6 +499,13 @@ impl Validator<'_> {
             field: field.to_string(),
             message: message.into(),
         }
+    }
+
+    /// A PBS calendar event (`daily`, `*-*-* 02:00`, ...); the error names the field.
+    fn check_schedule(&self, schedule: &Spanned<String>, field: &str) -> Result<(), ConfigError> {
+        crate::jobs::calendar::parse(schedule.get_ref())
+            .map(|_| ())
+            .map_err(|e| self.error(schedule, field, e.to_string()))
     }
 
     fn check_store_ref(

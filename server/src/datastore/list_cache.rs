@@ -144,6 +144,13 @@ impl Backend for CachedBackend {
         self.inner.capacity().await
     }
 
+    async fn stored_sha256(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::backend::ObjectChecksum>, BackendError> {
+        self.inner.stored_sha256(key).await
+    }
+
     fn request_counts(&self) -> Option<RequestCounts> {
         self.inner.request_counts()
     }

@@ -21,6 +21,8 @@ mod retention_hooks;
 mod session;
 mod snapshots;
 mod usage_hooks;
+mod verify;
+mod verify_chunks;
 mod writer_lease;
 
 use std::sync::{Arc, Mutex};
@@ -40,6 +42,8 @@ pub use prune::{compute_prune, compute_prune_with_tz, KeepOptions, PruneCandidat
 pub use retention_hooks::{RetentionStatus, SnapshotLockInfo};
 pub use session::{BackupLease, ReaderLease};
 pub use snapshots::SnapshotInfo;
+pub use verify::{verify_due, VerifyOptions, VerifySummary};
+pub use verify_chunks::{ChunkCheck, ChunkVerdict};
 pub use writer_lease::{LEASE, LEASE_RENEW, LEASE_TTL};
 
 /// Errors of the datastore layer; messages name the namespace, group, snapshot or chunk.

@@ -241,3 +241,146 @@ fn keep_options_serde_is_kebab_case() {
     assert_eq!(text, r#"{"keep-last":3,"keep-weekly":2}"#);
     assert_eq!(PruneMark::Protected.as_log_str(), "keep protected");
 }
+
+/// One row of the PBS selection table: snapshots in input order, the zone buckets are
+/// computed in (seconds east of UTC), the keep options and the expected marks.
+struct Case {
+    name: &'static str,
+    snaps: Vec<PruneCandidate>,
+    east: i32,
+    opts: KeepOptions,
+    want: Vec<PruneMark>,
+}
+
+fn keep(last: u64, hourly: u64, daily: u64, weekly: u64, monthly: u64, yearly: u64) -> KeepOptions {
+    let opt = |n: u64| (n > 0).then_some(n);
+    KeepOptions {
+        keep_last: opt(last),
+        keep_hourly: opt(hourly),
+        keep_daily: opt(daily),
+        keep_weekly: opt(weekly),
+        keep_monthly: opt(monthly),
+        keep_yearly: opt(yearly),
+    }
+}
+
+fn table() -> Vec<Case> {
+    // 2020-12-27 is Sunday of ISO week 2020-W52; 2020-12-31 and 2021-01-03 are in 2020-W53;
+    // 2021-01-04 starts 2021-W01.
+    let year_end = vec![
+        fin(t(2020, 12, 27, 10, 0)),
+        fin(t(2020, 12, 31, 10, 0)),
+        fin(t(2021, 1, 3, 10, 0)),
+        fin(t(2021, 1, 4, 10, 0)),
+    ];
+    // Around midnight UTC: the local day decides the daily buckets.
+    let midnight = vec![
+        fin(t(2024, 3, 10, 20, 0)),
+        fin(t(2024, 3, 10, 23, 30)),
+        fin(t(2024, 3, 11, 0, 30)),
+    ];
+    let combined = vec![
+        fin(t(2024, 1, 15, 12, 0)),
+        prot(t(2024, 2, 10, 12, 0)),
+        fin(t(2024, 2, 20, 12, 0)),
+        fin(t(2024, 3, 1, 8, 0)),
+        fin(t(2024, 3, 1, 9, 0)),
+        unfin(t(2024, 3, 2, 10, 0)),
+    ];
+    vec![
+        Case {
+            name: "weekly uses ISO weeks across the year boundary",
+            snaps: year_end.clone(),
+            east: 0,
+            opts: keep(0, 0, 0, 2, 0, 0),
+            want: vec![Remove, Remove, Keep, Keep],
+        },
+        Case {
+            name: "yearly uses the calendar year, not the ISO year",
+            snaps: year_end.clone(),
+            east: 0,
+            opts: keep(0, 0, 0, 0, 0, 2),
+            want: vec![Remove, Keep, Remove, Keep],
+        },
+        Case {
+            name: "daily picks cover their weeks",
+            snaps: year_end,
+            east: 0,
+            opts: keep(0, 0, 2, 2, 0, 0),
+            want: vec![Keep, Remove, Keep, Keep],
+        },
+        Case {
+            name: "daily in UTC",
+            snaps: midnight.clone(),
+            east: 0,
+            opts: keep(0, 0, 2, 0, 0, 0),
+            want: vec![Remove, Keep, Keep],
+        },
+        Case {
+            name: "daily at UTC+2 moves 23:30 UTC into the next day",
+            snaps: midnight.clone(),
+            east: 2 * 3600,
+            opts: keep(0, 0, 2, 0, 0, 0),
+            want: vec![Keep, Remove, Keep],
+        },
+        Case {
+            name: "daily at UTC-5 puts all three on one day",
+            snaps: midnight,
+            east: -5 * 3600,
+            opts: keep(0, 0, 2, 0, 0, 0),
+            want: vec![Remove, Remove, Keep],
+        },
+        Case {
+            name: "hourly in UTC: 20:10 and 20:40 share an hour",
+            snaps: vec![fin(t(2024, 3, 10, 20, 10)), fin(t(2024, 3, 10, 20, 40))],
+            east: 0,
+            opts: keep(0, 2, 0, 0, 0, 0),
+            want: vec![Remove, Keep],
+        },
+        Case {
+            name: "hourly at UTC+5:30 splits them (01:40 and 02:10)",
+            snaps: vec![fin(t(2024, 3, 10, 20, 10)), fin(t(2024, 3, 10, 20, 40))],
+            east: 5 * 3600 + 1800,
+            opts: keep(0, 2, 0, 0, 0, 0),
+            want: vec![Keep, Keep],
+        },
+        Case {
+            name: "last, daily and monthly combined with protected and partial",
+            snaps: combined,
+            east: 0,
+            opts: keep(1, 0, 2, 0, 2, 0),
+            want: vec![Keep, Protected, Keep, Remove, Keep, KeepPartial],
+        },
+        Case {
+            name: "protected snapshots do not use up daily buckets",
+            snaps: vec![
+                prot(t(2024, 5, 1, 10, 0)),
+                fin(t(2024, 5, 2, 10, 0)),
+                prot(t(2024, 5, 3, 10, 0)),
+            ],
+            east: 0,
+            opts: keep(0, 0, 1, 0, 0, 0),
+            want: vec![Protected, Keep, Protected],
+        },
+        Case {
+            name: "an older unfinished snapshot goes even with room to keep it",
+            snaps: vec![
+                fin(t(2024, 5, 1, 10, 0)),
+                unfin(t(2024, 5, 2, 10, 0)),
+                fin(t(2024, 5, 3, 10, 0)),
+            ],
+            east: 0,
+            opts: keep(3, 0, 0, 0, 0, 0),
+            want: vec![Keep, Remove, Keep],
+        },
+    ]
+}
+
+#[test]
+fn selection_matches_pbs_table() {
+    for case in table() {
+        let tz = FixedOffset::east_opt(case.east).expect("offset");
+        let got = compute_prune_with_tz(&case.snaps, &case.opts, &tz);
+        assert_eq!(got, case.want, "{}", case.name);
+    }
+}

@@ -5,6 +5,7 @@ pub mod download;
 pub mod files;
 pub mod gc;
 pub mod groups;
+pub mod job_history;
 pub mod list;
 pub mod namespace;
 pub mod notes;
@@ -15,6 +16,7 @@ pub mod retention_lock;
 pub mod snapshots;
 pub mod status;
 pub mod upload_log;
+pub mod verify;
 
 use http::{Method, Response, StatusCode};
 
@@ -57,6 +59,8 @@ pub async fn call(
         (Op::DownloadDecoded, &Method::GET) => download::decoded(ctx, e).await,
         (Op::RetentionLock, &Method::GET) => retention_lock::get(ctx, e).await,
         (Op::RetentionLock, &Method::PUT) => retention_lock::put(ctx, e).await,
+        (Op::Verify, &Method::POST) => verify::start(ctx, e).await,
+        (Op::JobHistory, &Method::GET) => job_history::list(ctx, e).await,
         (_, m) => Err(HttpError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {m} not allowed on this path"),

@@ -25,6 +25,7 @@
 //! S3, which is the minimum for a store that verifies the object with SHA-256 (DESIGN
 //! decision 6); the digest check over the decoded data is PBS's own rule and not S3's.
 
+mod checksum;
 mod client;
 mod health;
 mod object_lock;
@@ -628,6 +629,13 @@ impl Backend for S3Backend {
     async fn touch(&self, key: &str) -> Result<(), BackendError> {
         self.full_key(key)?;
         Ok(())
+    }
+
+    async fn stored_sha256(
+        &self,
+        key: &str,
+    ) -> Result<Option<super::ObjectChecksum>, BackendError> {
+        self.head_checksum(key).await
     }
 
     async fn capacity(&self) -> Result<Option<Capacity>, BackendError> {

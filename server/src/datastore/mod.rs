@@ -18,6 +18,7 @@ pub mod prune;
 mod retention_hooks;
 mod session;
 mod snapshots;
+mod usage;
 mod usage_hooks;
 mod writer_lease;
 
@@ -38,6 +39,7 @@ pub use prune::{compute_prune, compute_prune_with_tz, KeepOptions, PruneCandidat
 pub use retention_hooks::SnapshotLockInfo;
 pub use session::{BackupLease, ReaderLease};
 pub use snapshots::SnapshotInfo;
+pub use usage::{TenantMeter, UsageCounters, UsageObserver, DEFAULT_QUOTA_WARN_PERCENT};
 pub use writer_lease::{LEASE, LEASE_RENEW, LEASE_TTL};
 
 /// Errors of the datastore layer; messages name the namespace, group, snapshot or chunk.
@@ -110,7 +112,6 @@ pub struct Datastore {
     #[allow(dead_code)] // read once retention locks are enforced
     retention: retention_hooks::RetentionState,
     /// Usage counters and quota (see `usage_hooks.rs`).
-    #[allow(dead_code)] // read once usage metering lands
     usage: usage_hooks::UsageState,
 }
 
@@ -185,6 +186,7 @@ impl Datastore {
     /// shutdown); the datastore refuses writes afterwards.
     pub async fn close(&self) -> Result<(), DatastoreError> {
         self.known.flush(self.backend.as_ref()).await?;
+        self.usage_flush(true).await?;
         self.writer.release(self.backend.as_ref()).await
     }
 

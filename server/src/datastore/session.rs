@@ -326,13 +326,14 @@ impl BackupLease {
 
     /// Write `index.json.blob` last, which makes the snapshot exist; releases all locks.
     pub async fn commit(mut self, manifest_blob: Bytes) -> Result<(), DatastoreError> {
-        Manifest::from_blob(&manifest_blob).map_err(|source| DatastoreError::Corrupt {
-            object: format!(
-                "manifest of snapshot {}",
-                snapshot_label(&self.ns, &self.dir)
-            ),
-            source,
-        })?;
+        let manifest =
+            Manifest::from_blob(&manifest_blob).map_err(|source| DatastoreError::Corrupt {
+                object: format!(
+                    "manifest of snapshot {}",
+                    snapshot_label(&self.ns, &self.dir)
+                ),
+                source,
+            })?;
         self.ds.check_writable()?;
         let key = snapshot_file_key(&self.ns, &self.dir, MANIFEST)?;
         self.ds
@@ -340,6 +341,10 @@ impl BackupLease {
             .put(&key, manifest_blob, PutOptions::default())
             .await?;
         self.committed = true;
+        if let Ok(prefix) = snapshot_prefix(&self.ns, &self.dir) {
+            let logical = manifest.files.iter().map(|f| f.size).sum();
+            self.ds.usage_snapshot_added(&prefix, logical);
+        }
         // Journal the chunks this backup added; a failure only costs requests after a
         // restart (the chunks are stored either way).
         if let Err(e) = self.ds.known.flush(self.ds.backend.as_ref()).await {

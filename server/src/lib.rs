@@ -6,6 +6,7 @@ pub mod config;
 pub mod datastore;
 pub mod format;
 pub mod listener;
+pub mod metering;
 pub mod net;
 pub mod protocol;
 pub mod state;

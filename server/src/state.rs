@@ -30,6 +30,8 @@ pub struct AppState {
     pub auth: AuthService,
     pub tasks: TaskRegistry,
     pub node: NodeIdentity,
+    /// Usage metering, quotas and the billing webhook.
+    pub meter: Arc<crate::metering::Metering>,
     datastores: RwLock<BTreeMap<String, Arc<DatastoreEntry>>>,
 }
 
@@ -39,6 +41,7 @@ impl AppState {
             auth,
             tasks,
             node,
+            meter: crate::metering::Metering::new(),
             datastores: RwLock::new(BTreeMap::new()),
         }
     }
@@ -72,6 +75,7 @@ impl AppState {
 
     /// Adds or replaces a datastore.
     pub fn insert_datastore(&self, entry: DatastoreEntry) {
+        self.meter.attach(&entry);
         self.datastores
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

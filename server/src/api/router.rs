@@ -65,6 +65,7 @@ pub enum Route {
     Datastore { store: String, op: DatastoreOp },
     Tenants,
     TenantUsage { tenant: String },
+    TenantCompliance { tenant: String },
     BackupUpgrade,
     ReaderUpgrade,
 }
@@ -123,6 +124,9 @@ pub fn route(path: &str) -> Result<Route, HttpError> {
         },
         ["tenants"] => Route::Tenants,
         ["tenants", tenant, "usage"] => Route::TenantUsage {
+            tenant: tenant.to_string(),
+        },
+        ["tenants", tenant, "compliance-report"] => Route::TenantCompliance {
             tenant: tenant.to_string(),
         },
         ["backup"] => Route::BackupUpgrade,

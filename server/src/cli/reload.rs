@@ -96,6 +96,9 @@ impl Watcher {
             self.locations.insert(entry.name.clone(), location);
             self.state.insert_datastore(entry);
         }
+        self.state
+            .meter
+            .reconfigure(&config, &self.state.datastores());
         Ok(())
     }
 }

@@ -51,7 +51,9 @@ pub async fn serve(location: Location, listen: Option<String>) -> anyhow::Result
 
     let state = Arc::new(AppState::new(auth, TaskRegistry::new(&node.name), node));
     warn_unenforced(&config);
+    state.meter.apply_quotas(&config);
     let opened = open_datastores(&config, &data_dir, &state, &holder).await?;
+    state.meter.start(&config, &data_dir, &state)?;
     let stores: Vec<String> = opened.iter().map(|(name, _)| name.clone()).collect();
     if let Some(path) = &location.config {
         super::reload::spawn_watcher(super::reload::Watcher {
@@ -106,9 +108,9 @@ fn warn_unenforced(config: &Config) {
         );
     }
     for ds in &config.datastores {
-        if ds.gc_schedule.is_some() || ds.quota_bytes.is_some() {
+        if ds.gc_schedule.is_some() {
             tracing::warn!(
-                "datastore '{}': gc_schedule and quota_bytes are validated but not acted on by this version",
+                "datastore '{}': gc_schedule is validated but not acted on by this version",
                 ds.name.get_ref()
             );
         }

@@ -245,7 +245,18 @@ fn group_of(snapshot: &str) -> &str {
 impl Datastore {
     /// Attach the tenant's quota and event sink (the server does this when it adds the store).
     pub fn attach_meter(self: &Arc<Self>, meter: Arc<TenantMeter>) {
-        lock_std(&meter.members).push(Arc::downgrade(self));
+        if let Some(old) = self.meter().filter(|old| !Arc::ptr_eq(old, &meter)) {
+            // Moved to another tenant: no longer counts for the old one.
+            lock_std(&old.members).retain(|w| !std::ptr::eq(w.as_ptr(), Arc::as_ptr(self)));
+        }
+        let mut members = lock_std(&meter.members);
+        if !members
+            .iter()
+            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(self)))
+        {
+            members.push(Arc::downgrade(self));
+        }
+        drop(members);
         *lock_std(&self.usage.meter) = Some(meter);
     }
 

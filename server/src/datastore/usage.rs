@@ -293,8 +293,14 @@ impl Datastore {
         lock_std(&self.usage.inner).needs_rescan
     }
 
-    /// Refuse a new backup when the tenant (or this datastore) is already at its quota.
-    pub fn check_quota_for_backup(&self) -> Result<(), DatastoreError> {
+    /// Refuse a new backup when the tenant (or this datastore) is already at its quota. Counters
+    /// not trusted yet (just after a crash) are recounted first when a quota applies.
+    pub async fn check_quota_for_backup(&self) -> Result<(), DatastoreError> {
+        let limited =
+            self.store_quota().is_some() || self.meter().is_some_and(|m| m.quota().is_some());
+        if limited && self.usage_needs_rescan() {
+            self.usage_rescan().await?;
+        }
         self.quota_check(0, "new backup")
     }
 

@@ -190,9 +190,9 @@ async fn tenant_quota_refuses_new_chunks_and_new_backups_and_tells_once() {
         events.0.lock().unwrap()
     );
     meter.set_quota(Some(first), None);
-    let err = ds.check_quota_for_backup().unwrap_err();
+    let err = ds.check_quota_for_backup().await.unwrap_err();
     assert!(err.to_string().contains("new backup refused"), "{err}");
     meter.set_quota(None, None);
-    ds.check_quota_for_backup().unwrap();
+    ds.check_quota_for_backup().await.unwrap();
     assert!(events.0.lock().unwrap()[0].starts_with("finished acme test vm/100/"));
 }

@@ -99,6 +99,7 @@ pub async fn upgrade(
         // A tenant already at its quota gets no new backup (earlier snapshots stay).
         store
             .check_quota_for_backup()
+            .await
             .map_err(ProtocolError::from)?;
     }
     let authid = identity.authid.to_string();

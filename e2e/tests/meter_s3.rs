@@ -75,7 +75,11 @@ secret_access_key_file = "{secret}"
 
     let image = random_bytes(41, 9 * 1024 * 1024 + 3);
     let conf = b"s3 = true\n".to_vec();
-    let content = Content { tree: None, image: Some(&image), conf: Some(&conf) };
+    let content = Content {
+        tree: None,
+        image: Some(&image),
+        conf: Some(&conf),
+    };
     let summary = backup(&client, "store1", None, "s3vm", T0, Crypt::None, &content)
         .await
         .expect("backup to S3");
@@ -87,16 +91,28 @@ secret_access_key_file = "{secret}"
     assert_eq!(u["physical-bytes"], bytes, "{u:#}");
     assert_eq!(u["chunks"], count);
     assert_eq!(u["logical-bytes"], logical);
-    assert_eq!((u["snapshots"].as_u64(), u["groups"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (u["snapshots"].as_u64(), u["groups"].as_u64()),
+        (Some(1), Some(1))
+    );
     let req = &u["datastores"][0]["s3-requests"];
-    assert!(req["put"].as_u64().unwrap() >= 4, "3 chunks, an index, a blob, a manifest: {req}");
+    assert!(
+        req["put"].as_u64().unwrap() >= 4,
+        "3 chunks, an index, a blob, a manifest: {req}"
+    );
     assert!(req["get"].is_u64() && req["head"].is_u64() && req["list"].is_u64());
 
     // Crash and restart: the recount from the bucket gives the same figures.
     server.restart().await.unwrap();
     let client = server.admin_client().await.unwrap();
     let again = client.get("tenants/acme/usage", None).await.unwrap();
-    for key in ["physical-bytes", "chunks", "logical-bytes", "snapshots", "groups"] {
+    for key in [
+        "physical-bytes",
+        "chunks",
+        "logical-bytes",
+        "snapshots",
+        "groups",
+    ] {
         assert_eq!(again[key], u[key], "{key} after restart: {again:#}");
     }
 }

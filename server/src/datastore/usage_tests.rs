@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use crate::backend::{Backend, LocalBackend};
 use crate::format::blob::encode_blob;
+use crate::format::dynamic_index::{DynamicEntry, DynamicIndex};
 use crate::format::manifest::{CryptMode, FileInfo, Manifest};
 use crate::format::names::{BackupGroup, BackupNamespace, BackupType};
 use crate::format::sha256;
@@ -32,6 +33,18 @@ async fn backup(ds: &Arc<Datastore>, id: &str, time: i64, data: &[u8], logical: 
     ds.insert_chunk(&sha256(data), raw, false)
         .await
         .expect("chunk");
+    let index = DynamicIndex {
+        uuid: [1; 16],
+        ctime: time,
+        entries: vec![DynamicEntry {
+            end: data.len() as u64,
+            digest: sha256(data),
+        }],
+    };
+    lease
+        .write_file("root.pxar.didx", Bytes::from(index.to_bytes()))
+        .await
+        .expect("index");
     let mut m = Manifest::new("vm", id, time);
     m.files.push(FileInfo {
         filename: "disk.img.fidx".into(),
@@ -195,4 +208,33 @@ async fn tenant_quota_refuses_new_chunks_and_new_backups_and_tells_once() {
     meter.set_quota(None, None);
     ds.check_quota_for_backup().await.unwrap();
     assert!(events.0.lock().unwrap()[0].starts_with("finished acme test vm/100/"));
+}
+
+#[tokio::test]
+async fn gc_reconciles_counters_with_what_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let ds = open(&root).await;
+    ds.usage_rescan().await.unwrap();
+    let kept = backup(&ds, "100", T0, b"kept chunk", 10).await;
+    // An orphan chunk (its backup never finished) that GC will sweep ...
+    let orphan = Bytes::from(encode_blob(b"orphan chunk", false));
+    ds.insert_chunk(&sha256(b"orphan chunk"), orphan, false)
+        .await
+        .unwrap();
+    // ... and a chunk written behind the counters' back (e.g. by hand or by PBS).
+    let stray = encode_blob(b"stray chunk data", false);
+    let hex = crate::format::digest_to_hex(&sha256(b"stray chunk data"));
+    let path = root.join(".chunks").join(&hex[..4]);
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join(&hex), &stray).unwrap();
+    ds.set_gc_cutoff(std::time::Duration::ZERO);
+    // Only chunks older than the cutoff go; wait for the mtime second to pass.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let status = ds.garbage_collect(&|_| {}).await.expect("gc");
+    assert_eq!(status.removed_chunks, 2, "{status:?}");
+    let u = ds.usage();
+    assert_eq!(u.chunks, 1, "orphan and stray swept: {u:?}");
+    assert_eq!(u.physical_bytes, kept);
+    assert_eq!((u.snapshots, u.logical_bytes), (1, 10));
 }

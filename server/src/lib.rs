@@ -7,6 +7,7 @@ pub mod datastore;
 pub mod format;
 pub mod jobs;
 pub mod listener;
+pub mod metering;
 pub mod net;
 pub mod protocol;
 pub mod state;

@@ -32,6 +32,8 @@ pub struct AppState {
     pub node: NodeIdentity,
     /// Scheduled jobs (prune, verify, GC) and their states.
     pub jobs: crate::jobs::Jobs,
+    /// Usage metering, quotas and the billing webhook.
+    pub meter: Arc<crate::metering::Metering>,
     datastores: RwLock<BTreeMap<String, Arc<DatastoreEntry>>>,
 }
 
@@ -42,6 +44,7 @@ impl AppState {
             tasks,
             node,
             jobs: crate::jobs::Jobs::default(),
+            meter: crate::metering::Metering::new(),
             datastores: RwLock::new(BTreeMap::new()),
         }
     }
@@ -75,6 +78,7 @@ impl AppState {
 
     /// Adds or replaces a datastore.
     pub fn insert_datastore(&self, entry: DatastoreEntry) {
+        self.meter.attach(&entry);
         self.datastores
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -4,10 +4,12 @@
 //! protocol layer.
 
 pub mod access;
+mod compliance;
 pub mod context;
 pub mod datastore;
 mod health;
 pub mod jobs;
+mod metrics;
 pub mod node;
 pub mod router;
 pub mod tenants;
@@ -41,6 +43,10 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
     if health::is_health_path(&req) {
         return health::answer(&state, &req).await;
     }
+    if metrics::is_metrics_path(&req) {
+        let result = metrics::answer(&state, &req).await;
+        return finish(&state, result).await;
+    }
     let result = match preflight(&req) {
         Err(e) => Err(e),
         Ok(route @ (Route::BackupUpgrade | Route::ReaderUpgrade)) => {
@@ -68,6 +74,10 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
 pub async fn handle_buffered(state: Arc<AppState>, req: Request<Bytes>) -> Response<Body> {
     if health::is_health_path(&req) {
         return health::answer(&state, &req).await;
+    }
+    if metrics::is_metrics_path(&req) {
+        let result = metrics::answer(&state, &req).await;
+        return finish(&state, result).await;
     }
     let result = match preflight(&req) {
         Err(e) => Err(e),
@@ -218,6 +228,9 @@ async fn route_call(ctx: &Ctx, route: Route, method: &Method) -> Result<Response
         (Route::TenantUsage { tenant }, &Method::GET) => tenants::usage(ctx, &tenant).await,
         (Route::Jobs { kind }, &Method::GET) => jobs::list(ctx, &kind),
         (Route::JobRun { kind, id }, &Method::POST) => jobs::run(ctx, &kind, &id),
+        (Route::TenantCompliance { tenant }, &Method::GET) => {
+            compliance::report(ctx, &tenant).await
+        }
         (_, m) => Err(method_not_allowed(m)),
     }
 }

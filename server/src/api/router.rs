@@ -73,6 +73,7 @@ pub enum Route {
     TenantUsage { tenant: String },
     Jobs { kind: String },
     JobRun { kind: String, id: String },
+    TenantCompliance { tenant: String },
     BackupUpgrade,
     ReaderUpgrade,
 }
@@ -139,6 +140,9 @@ pub fn route(path: &str) -> Result<Route, HttpError> {
         },
         ["tenants"] => Route::Tenants,
         ["tenants", tenant, "usage"] => Route::TenantUsage {
+            tenant: tenant.to_string(),
+        },
+        ["tenants", tenant, "compliance-report"] => Route::TenantCompliance {
             tenant: tenant.to_string(),
         },
         ["backup"] => Route::BackupUpgrade,

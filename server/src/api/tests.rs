@@ -271,8 +271,8 @@ async fn tenant_isolation_and_listing() {
     let (_, json, _) = get(&env, &root, "/api2/json/tenants").await;
     assert_eq!(json["data"].as_array().unwrap().len(), 4);
     let (_, json, _) = get(&env, &admin, "/api2/json/tenants/acme/usage").await;
-    assert_eq!(json["data"]["datastores"][0]["snapshot-count"], 2);
-    assert_eq!(json["data"]["datastores"][0]["group-count"], 2);
+    assert_eq!(json["data"]["datastores"][0]["snapshots"], 2);
+    assert_eq!(json["data"]["datastores"][0]["groups"], 2);
     assert_eq!(
         get(&env, &bob, "/api2/json/tenants/acme/usage").await.0,
         StatusCode::NOT_FOUND

@@ -1,6 +1,7 @@
 //! Command line: `serve` runs the server; the other sub-commands manage users, tokens, tenants and
 //! ACLs in a data dir (while the server is stopped, or followed by a restart).
 
+mod compliance;
 pub mod import;
 mod manage;
 mod reload;
@@ -78,6 +79,9 @@ pub enum Command {
     /// Copy a datastore directory in PBS's layout into a configured datastore (e.g. on S3),
     /// verifying every chunk and index; safe to run again after an interruption.
     Import(import::ImportArgs),
+    /// Print a tenant's compliance report (JSON or CSV), fetched from the running server's
+    /// API with the given credentials.
+    ComplianceReport(compliance::ComplianceArgs),
     /// Print an argon2 hash of a password read from stdin (for `password_hash` in config files).
     HashPassword,
 }
@@ -107,6 +111,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant { location, action } => manage::tenant(&location, action),
         Command::Acl { location, action } => manage::acl(&location, action),
         Command::Import(args) => import::run(args),
+        Command::ComplianceReport(args) => compliance::run(args),
         Command::HashPassword => manage::hash_password_from_stdin(),
     }
 }

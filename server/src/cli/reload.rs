@@ -109,6 +109,9 @@ impl Watcher {
             self.state.insert_datastore(entry);
         }
         self.state.jobs.set_specs(jobs);
+        self.state
+            .meter
+            .reconfigure(&config, &self.state.datastores());
         Ok(())
     }
 }

@@ -50,8 +50,9 @@ pub async fn serve(location: Location, listen: Option<String>) -> anyhow::Result
     let initial_password = ensure_admin(&auth, &config, &data_dir)?;
 
     let state = Arc::new(AppState::new(auth, TaskRegistry::new(&node.name), node));
-    warn_unenforced(&config);
+    state.meter.apply_quotas(&config);
     let opened = open_datastores(&config, &data_dir, &state, &holder).await?;
+    state.meter.start(&config, &data_dir, &state)?;
     let stores: Vec<String> = opened.iter().map(|(name, _)| name.clone()).collect();
     state
         .jobs
@@ -92,19 +93,6 @@ pub async fn serve(location: Location, listen: Option<String>) -> anyhow::Result
         }
     }
     Ok(())
-}
-
-/// Settings the file may carry (the operator renders them) that this version does not act on
-/// yet: said loudly at start instead of being ignored in silence.
-fn warn_unenforced(config: &Config) {
-    for ds in &config.datastores {
-        if ds.quota_bytes.is_some() {
-            tracing::warn!(
-                "datastore '{}': quota_bytes is validated but not acted on by this version",
-                ds.name.get_ref()
-            );
-        }
-    }
 }
 
 /// One datastore as the configuration describes it, before it is opened.

@@ -43,7 +43,7 @@ impl Datastore {
             return Ok(duplicate);
         }
         let size = raw.len() as u64;
-        self.usage_check_quota(size)?;
+        self.usage_check_quota(digest, size).await?;
         let outcome = self
             .insert_chunk_locked(digest, &key, raw, encrypted)
             .await?;

@@ -148,6 +148,7 @@ impl Datastore {
                 .await?;
         }
         self.known.prune_recent(min_mtime);
+        self.usage_gc_finished().await;
 
         summarize(&status, &say);
         let json = serde_json::to_vec_pretty(&status)

@@ -20,6 +20,7 @@ mod retention_admin;
 mod retention_hooks;
 mod session;
 mod snapshots;
+mod usage;
 mod usage_hooks;
 mod verify;
 mod verify_chunks;
@@ -42,6 +43,7 @@ pub use prune::{compute_prune, compute_prune_with_tz, KeepOptions, PruneCandidat
 pub use retention_hooks::{RetentionStatus, SnapshotLockInfo};
 pub use session::{BackupLease, ReaderLease};
 pub use snapshots::SnapshotInfo;
+pub use usage::{TenantMeter, UsageCounters, UsageObserver, DEFAULT_QUOTA_WARN_PERCENT};
 pub use verify::{verify_due, VerifyOptions, VerifySummary};
 pub use verify_chunks::{ChunkCheck, ChunkVerdict};
 pub use writer_lease::{LEASE, LEASE_RENEW, LEASE_TTL};
@@ -115,7 +117,6 @@ pub struct Datastore {
     /// Retention locks in force (see `retention_hooks.rs`).
     retention: retention_hooks::RetentionState,
     /// Usage counters and quota (see `usage_hooks.rs`).
-    #[allow(dead_code)] // read once usage metering lands
     usage: usage_hooks::UsageState,
 }
 
@@ -190,6 +191,7 @@ impl Datastore {
     /// shutdown); the datastore refuses writes afterwards.
     pub async fn close(&self) -> Result<(), DatastoreError> {
         self.known.flush(self.backend.as_ref()).await?;
+        self.usage_flush(true).await?;
         self.writer.release(self.backend.as_ref()).await
     }
 

@@ -326,13 +326,14 @@ impl BackupLease {
 
     /// Write `index.json.blob` last, which makes the snapshot exist; releases all locks.
     pub async fn commit(mut self, manifest_blob: Bytes) -> Result<(), DatastoreError> {
-        Manifest::from_blob(&manifest_blob).map_err(|source| DatastoreError::Corrupt {
-            object: format!(
-                "manifest of snapshot {}",
-                snapshot_label(&self.ns, &self.dir)
-            ),
-            source,
-        })?;
+        let manifest =
+            Manifest::from_blob(&manifest_blob).map_err(|source| DatastoreError::Corrupt {
+                object: format!(
+                    "manifest of snapshot {}",
+                    snapshot_label(&self.ns, &self.dir)
+                ),
+                source,
+            })?;
         self.ds.check_writable()?;
         let lock = self.ds.retention_prepare(&self.ns, &self.dir).await?;
         let key = snapshot_file_key(&self.ns, &self.dir, MANIFEST)?;
@@ -350,6 +351,10 @@ impl BackupLease {
             }
         }
         self.committed = true;
+        if let Ok(prefix) = snapshot_prefix(&self.ns, &self.dir) {
+            let logical = manifest.files.iter().map(|f| f.size).sum();
+            self.ds.usage_snapshot_added(&prefix, logical);
+        }
         // Journal the chunks this backup added; a failure only costs requests after a
         // restart (the chunks are stored either way).
         if let Err(e) = self.ds.known.flush(self.ds.backend.as_ref()).await {

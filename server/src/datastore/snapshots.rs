@@ -266,6 +266,7 @@ impl Datastore {
         }
         self.check_snapshot_removal(ns, dir).await?;
         self.backend.delete_prefix(&prefix).await?;
+        self.usage_snapshot_removed(&prefix);
         Ok(())
     }
 }

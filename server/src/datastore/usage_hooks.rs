@@ -1,32 +1,48 @@
 //! Where usage metering and quotas (issue "WORM, quotas, metering") meet the chunk store: the
 //! chunk insert and GC report what they stored and removed, and inserts ask for quota first.
+//! The counters and the scan live in `usage.rs`.
 
-use crate::backend::{Backend, BackendError};
 use crate::format::Digest;
 
 use super::{Datastore, DatastoreError};
 
-/// Usage counters of one datastore, loaded at open.
-#[derive(Debug, Default)]
-pub struct UsageState {}
-
-impl UsageState {
-    /// Read the persisted counters of the datastore.
-    pub async fn load(_backend: &dyn Backend) -> Result<Self, BackendError> {
-        Ok(Self::default())
-    }
-}
+pub use super::usage::UsageState;
 
 impl Datastore {
     /// Called before a new chunk of `size` stored bytes is written; refuses
     /// ([`DatastoreError::QuotaExceeded`]) when the owner's quota would be passed.
-    pub(crate) fn usage_check_quota(&self, _size: u64) -> Result<(), DatastoreError> {
-        Ok(())
+    /// A chunk that is already stored costs nothing and passes even over the quota.
+    pub(crate) async fn usage_check_quota(
+        &self,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), DatastoreError> {
+        match self.quota_check(size, "chunk upload") {
+            Err(e) if self.chunk_exists(digest).await.unwrap_or(false) => {
+                tracing::debug!(store = %self.name, "duplicate chunk over quota accepted ({e})");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// A new chunk object of `size` bytes was written.
-    pub(crate) fn usage_chunk_stored(&self, _digest: &Digest, _size: u64) {}
+    pub(crate) fn usage_chunk_stored(&self, digest: &Digest, size: u64) {
+        self.usage_add_chunk(digest, size);
+    }
 
     /// GC removed a chunk object of `size` bytes.
-    pub(crate) fn usage_chunk_removed(&self, _size: u64) {}
+    pub(crate) fn usage_chunk_removed(&self, size: u64) {
+        self.usage_sub_chunk(size);
+    }
+
+    /// GC finished its sweep (GC's lock is still held): reconcile the counters by a scan.
+    pub(crate) async fn usage_gc_finished(&self) {
+        if let Err(e) = self.usage_rescan_locked().await {
+            tracing::warn!(store = %self.name, "usage rescan after GC failed: {e}");
+        }
+        if let Err(e) = self.usage_flush(false).await {
+            tracing::warn!(store = %self.name, "persisting usage counters failed: {e}");
+        }
+    }
 }

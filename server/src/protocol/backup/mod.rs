@@ -95,6 +95,13 @@ pub async fn upgrade(
     }
     check_benchmark_rule(&dir, benchmark)?;
 
+    if !benchmark {
+        // A tenant already at its quota gets no new backup (earlier snapshots stay).
+        store
+            .check_quota_for_backup()
+            .await
+            .map_err(ProtocolError::from)?;
+    }
     let authid = identity.authid.to_string();
     let lease = store
         .start_backup(&ns, &dir.group, dir.time, &authid)

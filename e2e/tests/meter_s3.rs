@@ -1,0 +1,118 @@
+//! Usage metering with the datastore in S3 (the Ceph RGW of `e2e/run-tests.sh`): figures equal
+//! what the bucket holds, S3 requests are counted by type, and a crash is followed by an exact
+//! recount.
+
+mod common;
+
+use common::*;
+use pbs_cloud_e2e::{Crypt, TestServer};
+use pbs_cloud_server::backend::s3::{ConditionalWrites, S3Credentials, S3Settings};
+use pbs_cloud_server::backend::{Backend, S3Backend};
+
+/// (bytes, count) of the chunk objects under `<prefix>/.chunks/`, listed directly.
+async fn chunks_in_bucket(s3: &S3Env, prefix: &str) -> (u64, u64) {
+    let mut settings = S3Settings::new(
+        &s3.bucket,
+        "",
+        S3Credentials::Static {
+            access_key_id: s3.access_key.clone(),
+            secret_access_key: s3.secret_key.clone(),
+        },
+    );
+    settings.endpoint = Some(s3.endpoint.clone());
+    settings.path_style = true;
+    settings.conditional_writes = ConditionalWrites::On;
+    let lister = S3Backend::connect(settings).await.expect("bucket lister");
+    let listed = lister
+        .list(&format!("{prefix}/.chunks/"), None)
+        .await
+        .expect("list chunks");
+    let chunks: Vec<_> = listed
+        .objects
+        .iter()
+        .filter(|o| {
+            let name = o.key.rsplit('/').next().unwrap_or("");
+            name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+        .collect();
+    (chunks.iter().map(|o| o.size).sum(), chunks.len() as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_on_s3_matches_the_bucket_and_counts_requests() {
+    let s3 = s3_env();
+    let prefix = format!("t/meter-{}", hex::encode(rand::random::<[u8; 6]>()));
+    let mut server = TestServer::prepare().unwrap();
+    let secret = server.data_dir().join("s3-secret");
+    std::fs::write(&secret, format!("{}\n", s3.secret_key)).unwrap();
+    server
+        .set_config(&format!(
+            r#"
+[[tenant]]
+id = "acme"
+
+[[datastore]]
+name = "store1"
+tenant = "acme"
+
+[datastore.s3]
+bucket = "{bucket}"
+prefix = "{prefix}"
+endpoint = "{endpoint}"
+region = "us-east-1"
+path_style = true
+access_key_id = "{ak}"
+secret_access_key_file = "{secret}"
+"#,
+            bucket = s3.bucket,
+            endpoint = s3.endpoint,
+            ak = s3.access_key,
+            secret = secret.display(),
+        ))
+        .unwrap();
+    server.launch().await.expect("server with an S3 datastore");
+    let client = server.admin_client().await.unwrap();
+
+    let image = random_bytes(41, 9 * 1024 * 1024 + 3);
+    let conf = b"s3 = true\n".to_vec();
+    let content = Content {
+        tree: None,
+        image: Some(&image),
+        conf: Some(&conf),
+    };
+    let summary = backup(&client, "store1", None, "s3vm", T0, Crypt::None, &content)
+        .await
+        .expect("backup to S3");
+    let logical: u64 = summary.manifest.files.iter().map(|f| f.size).sum();
+
+    let (bytes, count) = chunks_in_bucket(&s3, &prefix).await;
+    assert_eq!(count, 3, "a 9 MiB image is three fixed chunks");
+    let u = client.get("tenants/acme/usage", None).await.unwrap();
+    assert_eq!(u["physical-bytes"], bytes, "{u:#}");
+    assert_eq!(u["chunks"], count);
+    assert_eq!(u["logical-bytes"], logical);
+    assert_eq!(
+        (u["snapshots"].as_u64(), u["groups"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let req = &u["datastores"][0]["s3-requests"];
+    assert!(
+        req["put"].as_u64().unwrap() >= 4,
+        "3 chunks, an index, a blob, a manifest: {req}"
+    );
+    assert!(req["get"].is_u64() && req["head"].is_u64() && req["list"].is_u64());
+
+    // Crash and restart: the recount from the bucket gives the same figures.
+    server.restart().await.unwrap();
+    let client = server.admin_client().await.unwrap();
+    let again = client.get("tenants/acme/usage", None).await.unwrap();
+    for key in [
+        "physical-bytes",
+        "chunks",
+        "logical-bytes",
+        "snapshots",
+        "groups",
+    ] {
+        assert_eq!(again[key], u[key], "{key} after restart: {again:#}");
+    }
+}

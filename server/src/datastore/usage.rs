@@ -1,0 +1,482 @@
+//! Usage metering of one datastore (DESIGN decision 10): physical bytes and chunk count of the
+//! chunk store, and per finished snapshot its logical bytes (the archive sizes its manifest
+//! lists). Counters follow every chunk insert, GC removal, backup commit and snapshot removal,
+//! and are persisted in `.usage/counters.json` so that a restart needs no scan.
+//!
+//! Reconciliation is by scan: a full listing of the chunk store and of the snapshots replaces
+//! the counters. It runs at open when the persisted counters are missing or were not written
+//! by a clean shutdown (the server may have crashed after changes it had not persisted yet),
+//! and after every GC run. Changes made while a scan runs are logged and applied on top of
+//! its result, so the scan is exact even with backups running.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, BackendError, PutOptions};
+use crate::format::names::BackupNamespace;
+use crate::format::Digest;
+
+use super::layout::{parse_chunk_key, snapshot_prefix, ChunkKey, CHUNK_PREFIX};
+use super::{lock_std, Datastore, DatastoreError};
+
+/// Where the counters are persisted (a dot prefix: GC's index walk and PBS skip it).
+pub const USAGE_OBJECT: &str = ".usage/counters.json";
+
+/// The five usage figures of a datastore or tenant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct UsageCounters {
+    pub logical_bytes: u64,
+    pub physical_bytes: u64,
+    pub chunks: u64,
+    pub snapshots: u64,
+    pub groups: u64,
+}
+
+impl UsageCounters {
+    /// Adds `other` (tenant totals over datastores).
+    pub fn add(&mut self, other: &UsageCounters) {
+        self.logical_bytes += other.logical_bytes;
+        self.physical_bytes += other.physical_bytes;
+        self.chunks += other.chunks;
+        self.snapshots += other.snapshots;
+        self.groups += other.groups;
+    }
+}
+
+/// Receives the events the billing webhook and the metrics report.
+pub trait UsageObserver: Send + Sync {
+    /// A backup committed snapshot `snapshot` (its key prefix) with `logical` bytes.
+    fn backup_finished(&self, tenant: &str, store: &str, snapshot: &str, logical: u64);
+    /// A snapshot was removed (forget, prune, group or namespace removal).
+    fn snapshot_removed(&self, tenant: &str, store: &str, snapshot: &str, logical: u64);
+    /// A write was refused because the tenant's quota would be passed (once per crossing).
+    fn quota_exceeded(&self, tenant: &str, store: &str, used: u64, limit: u64);
+}
+
+/// The quota and event sink of one tenant, shared by its datastores.
+pub struct TenantMeter {
+    tenant: String,
+    limit: Mutex<Option<u64>>,
+    warn_percent: Mutex<u8>,
+    members: Mutex<Vec<Weak<Datastore>>>,
+    observer: Mutex<Option<Arc<dyn UsageObserver>>>,
+    /// Set when a quota-exceeded event was sent; cleared once usage is below the limit again.
+    notified: AtomicBool,
+}
+
+/// Warning threshold when the configuration names none.
+pub const DEFAULT_QUOTA_WARN_PERCENT: u8 = 90;
+
+impl TenantMeter {
+    pub fn new(tenant: &str) -> Arc<Self> {
+        Arc::new(Self {
+            tenant: tenant.to_string(),
+            limit: Mutex::new(None),
+            warn_percent: Mutex::new(DEFAULT_QUOTA_WARN_PERCENT),
+            members: Mutex::new(Vec::new()),
+            observer: Mutex::new(None),
+            notified: AtomicBool::new(false),
+        })
+    }
+
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// Set the quota on physical bytes (None: unlimited) and the warning threshold.
+    pub fn set_quota(&self, limit: Option<u64>, warn_percent: Option<u8>) {
+        *lock_std(&self.limit) = limit;
+        *lock_std(&self.warn_percent) = warn_percent.unwrap_or(DEFAULT_QUOTA_WARN_PERCENT);
+    }
+
+    pub fn set_observer(&self, observer: Arc<dyn UsageObserver>) {
+        *lock_std(&self.observer) = Some(observer);
+    }
+
+    pub fn quota(&self) -> Option<u64> {
+        *lock_std(&self.limit)
+    }
+
+    pub fn warn_percent(&self) -> u8 {
+        *lock_std(&self.warn_percent)
+    }
+
+    /// Physical bytes over all live datastores of the tenant.
+    pub fn used(&self) -> u64 {
+        let mut members = lock_std(&self.members);
+        members.retain(|w| w.strong_count() > 0);
+        members
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|ds| lock_std(&ds.usage.inner).physical)
+            .sum()
+    }
+
+    /// True when usage reached the warning share of the quota.
+    pub fn warning(&self) -> bool {
+        match self.quota() {
+            Some(limit) => {
+                let used = self.used() as u128;
+                used * 100 >= limit as u128 * self.warn_percent() as u128
+            }
+            None => false,
+        }
+    }
+
+    fn observer(&self) -> Option<Arc<dyn UsageObserver>> {
+        lock_std(&self.observer).clone()
+    }
+
+    fn refuse(&self, store: &str, used: u64, limit: u64, what: &str) -> DatastoreError {
+        if !self.notified.swap(true, Ordering::SeqCst) {
+            if let Some(obs) = self.observer() {
+                obs.quota_exceeded(&self.tenant, store, used, limit);
+            }
+        }
+        DatastoreError::QuotaExceeded(format!(
+            "quota exceeded for tenant '{}': {used} bytes used of a limit of {limit} bytes; \
+             {what} refused (datastore '{store}')",
+            self.tenant
+        ))
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Persisted {
+    version: u32,
+    /// Written at a clean shutdown; anything else means "rescan at open".
+    clean: bool,
+    physical_bytes: u64,
+    chunks: u64,
+    /// Snapshot key prefix → logical bytes.
+    snapshots: BTreeMap<String, u64>,
+}
+
+/// What changed while a scan was running.
+#[derive(Debug, Default)]
+struct ScanLog {
+    stored: HashMap<Digest, u64>,
+    added: HashSet<String>,
+    removed: HashSet<String>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    physical: u64,
+    chunks: u64,
+    snapshots: BTreeMap<String, u64>,
+    dirty: bool,
+    needs_rescan: bool,
+    scan: Option<ScanLog>,
+}
+
+/// Usage counters of one datastore, loaded at open (see the module docs).
+#[derive(Default)]
+pub struct UsageState {
+    inner: Mutex<Inner>,
+    meter: Mutex<Option<Arc<TenantMeter>>>,
+    /// Per-datastore quota (`[[datastore]] quota_bytes`).
+    store_limit: Mutex<Option<u64>>,
+}
+
+impl std::fmt::Debug for UsageState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageState").finish_non_exhaustive()
+    }
+}
+
+impl UsageState {
+    /// Read the persisted counters; marks them for a rescan when missing, unreadable or not
+    /// from a clean shutdown, and otherwise marks the object unclean until the next clean close.
+    pub async fn load(backend: &dyn Backend) -> Result<Self, BackendError> {
+        let mut inner = Inner::default();
+        match backend.get(USAGE_OBJECT).await {
+            Ok(data) => match serde_json::from_slice::<Persisted>(&data) {
+                Ok(p) => {
+                    inner.physical = p.physical_bytes;
+                    inner.chunks = p.chunks;
+                    inner.snapshots = p.snapshots;
+                    inner.needs_rescan = !p.clean;
+                    if p.clean {
+                        // A crash from here on must not leave "clean" counters behind.
+                        backend
+                            .put(USAGE_OBJECT, encode(&inner, false), PutOptions::default())
+                            .await?;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("{USAGE_OBJECT} unreadable ({e}); usage will be rescanned");
+                    inner.needs_rescan = true;
+                }
+            },
+            Err(e) if e.is_not_found() => inner.needs_rescan = true,
+            Err(e) => return Err(e),
+        }
+        Ok(Self {
+            inner: Mutex::new(inner),
+            ..Default::default()
+        })
+    }
+}
+
+fn encode(inner: &Inner, clean: bool) -> Bytes {
+    let p = Persisted {
+        version: 1,
+        clean,
+        physical_bytes: inner.physical,
+        chunks: inner.chunks,
+        snapshots: inner.snapshots.clone(),
+    };
+    Bytes::from(serde_json::to_vec(&p).unwrap_or_default())
+}
+
+/// Group part of a snapshot key prefix (`…/<type>/<id>/<time>/` → `…/<type>/<id>`).
+fn group_of(snapshot: &str) -> &str {
+    let trimmed = snapshot.trim_end_matches('/');
+    trimmed.rsplit_once('/').map_or(trimmed, |(group, _)| group)
+}
+
+impl Datastore {
+    /// Attach the tenant's quota and event sink (the server does this when it adds the store).
+    pub fn attach_meter(self: &Arc<Self>, meter: Arc<TenantMeter>) {
+        if let Some(old) = self.meter().filter(|old| !Arc::ptr_eq(old, &meter)) {
+            // Moved to another tenant: no longer counts for the old one.
+            lock_std(&old.members).retain(|w| !std::ptr::eq(w.as_ptr(), Arc::as_ptr(self)));
+        }
+        let mut members = lock_std(&meter.members);
+        if !members
+            .iter()
+            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(self)))
+        {
+            members.push(Arc::downgrade(self));
+        }
+        drop(members);
+        *lock_std(&self.usage.meter) = Some(meter);
+    }
+
+    /// The tenant meter, if attached.
+    pub fn meter(&self) -> Option<Arc<TenantMeter>> {
+        lock_std(&self.usage.meter).clone()
+    }
+
+    /// Set this datastore's own quota on physical bytes.
+    pub fn set_store_quota(&self, limit: Option<u64>) {
+        *lock_std(&self.usage.store_limit) = limit;
+    }
+
+    /// This datastore's own quota.
+    pub fn store_quota(&self) -> Option<u64> {
+        *lock_std(&self.usage.store_limit)
+    }
+
+    /// Current counters (exact once a scan has run, see the module docs).
+    pub fn usage(&self) -> UsageCounters {
+        let inner = lock_std(&self.usage.inner);
+        let groups: BTreeSet<&str> = inner.snapshots.keys().map(|k| group_of(k)).collect();
+        UsageCounters {
+            logical_bytes: inner.snapshots.values().sum(),
+            physical_bytes: inner.physical,
+            chunks: inner.chunks,
+            snapshots: inner.snapshots.len() as u64,
+            groups: groups.len() as u64,
+        }
+    }
+
+    /// True when the persisted counters could not be trusted at open and no scan ran yet.
+    pub fn usage_needs_rescan(&self) -> bool {
+        lock_std(&self.usage.inner).needs_rescan
+    }
+
+    /// Refuse a new backup when the tenant (or this datastore) is already at its quota. Counters
+    /// not trusted yet (just after a crash) are recounted first when a quota applies.
+    pub async fn check_quota_for_backup(&self) -> Result<(), DatastoreError> {
+        let limited =
+            self.store_quota().is_some() || self.meter().is_some_and(|m| m.quota().is_some());
+        if limited && self.usage_needs_rescan() {
+            self.usage_rescan().await?;
+        }
+        self.quota_check(0, "new backup")
+    }
+
+    pub(super) fn quota_check(&self, size: u64, what: &str) -> Result<(), DatastoreError> {
+        if let Some(limit) = self.store_quota() {
+            let used = lock_std(&self.usage.inner).physical;
+            if used.saturating_add(size) > limit || (size == 0 && used >= limit) {
+                return Err(DatastoreError::QuotaExceeded(format!(
+                    "quota exceeded for datastore '{}': {used} bytes used of a limit of \
+                     {limit} bytes; {what} refused",
+                    self.name
+                )));
+            }
+        }
+        let Some(meter) = self.meter() else {
+            return Ok(());
+        };
+        let Some(limit) = meter.quota() else {
+            return Ok(());
+        };
+        let used = meter.used();
+        if used.saturating_add(size) > limit || (size == 0 && used >= limit) {
+            return Err(meter.refuse(&self.name, used, limit, what));
+        }
+        meter.notified.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub(super) fn usage_add_chunk(&self, digest: &Digest, size: u64) {
+        let mut inner = lock_std(&self.usage.inner);
+        inner.physical += size;
+        inner.chunks += 1;
+        inner.dirty = true;
+        if let Some(scan) = inner.scan.as_mut() {
+            scan.stored.insert(*digest, size);
+        }
+    }
+
+    pub(super) fn usage_sub_chunk(&self, size: u64) {
+        let mut inner = lock_std(&self.usage.inner);
+        inner.physical = inner.physical.saturating_sub(size);
+        inner.chunks = inner.chunks.saturating_sub(1);
+        inner.dirty = true;
+    }
+
+    /// A backup committed a snapshot with `logical` bytes.
+    pub(crate) fn usage_snapshot_added(&self, key: &str, logical: u64) {
+        {
+            let mut inner = lock_std(&self.usage.inner);
+            inner.snapshots.insert(key.to_string(), logical);
+            inner.dirty = true;
+            if let Some(scan) = inner.scan.as_mut() {
+                scan.removed.remove(key);
+                scan.added.insert(key.to_string());
+            }
+        }
+        if let Some(meter) = self.meter() {
+            if let Some(obs) = meter.observer() {
+                obs.backup_finished(meter.tenant(), &self.name, key, logical);
+            }
+        }
+    }
+
+    /// A snapshot was removed.
+    pub(crate) fn usage_snapshot_removed(&self, key: &str) {
+        let logical = {
+            let mut inner = lock_std(&self.usage.inner);
+            let logical = inner.snapshots.remove(key).unwrap_or(0);
+            inner.dirty = true;
+            if let Some(scan) = inner.scan.as_mut() {
+                scan.added.remove(key);
+                scan.removed.insert(key.to_string());
+            }
+            logical
+        };
+        if let Some(meter) = self.meter() {
+            if let Some(obs) = meter.observer() {
+                obs.snapshot_removed(meter.tenant(), &self.name, key, logical);
+            }
+        }
+    }
+
+    /// Persist the counters if they changed (or always with `clean`, at shutdown).
+    pub async fn usage_flush(&self, clean: bool) -> Result<(), DatastoreError> {
+        let data = {
+            let mut inner = lock_std(&self.usage.inner);
+            if !inner.dirty && !clean {
+                return Ok(());
+            }
+            inner.dirty = false;
+            // Counters that still await their first scan are never declared clean.
+            encode(&inner, clean && !inner.needs_rescan)
+        };
+        let result = self
+            .backend
+            .put(USAGE_OBJECT, data, PutOptions::default())
+            .await;
+        if result.is_err() {
+            lock_std(&self.usage.inner).dirty = true;
+        }
+        result.map(|_| ()).map_err(DatastoreError::from)
+    }
+
+    /// Recount everything by listing (excludes GC while it runs; see the module docs).
+    pub async fn usage_rescan(&self) -> Result<UsageCounters, DatastoreError> {
+        let _gc = self.gc_running.lock().await;
+        self.usage_rescan_locked().await
+    }
+
+    /// The scan itself; the caller keeps GC from removing chunks meanwhile.
+    pub(super) async fn usage_rescan_locked(&self) -> Result<UsageCounters, DatastoreError> {
+        lock_std(&self.usage.inner).scan = Some(ScanLog::default());
+        let result = self.scan_all().await;
+        let mut inner = lock_std(&self.usage.inner);
+        let log = inner.scan.take().unwrap_or_default();
+        let (chunks, mut snapshots) = result?;
+        let mut physical: u64 = chunks.values().sum();
+        let mut count = chunks.len() as u64;
+        for (digest, size) in &log.stored {
+            if !chunks.contains_key(digest) {
+                physical += size;
+                count += 1;
+            }
+        }
+        for key in &log.removed {
+            snapshots.remove(key);
+        }
+        for key in &log.added {
+            if let Some(v) = inner.snapshots.get(key) {
+                snapshots.insert(key.clone(), *v);
+            }
+        }
+        inner.physical = physical;
+        inner.chunks = count;
+        inner.snapshots = snapshots;
+        inner.needs_rescan = false;
+        inner.dirty = true;
+        drop(inner);
+        Ok(self.usage())
+    }
+
+    /// Chunk sizes by digest and logical bytes by snapshot key, as stored now.
+    async fn scan_all(
+        &self,
+    ) -> Result<(HashMap<Digest, u64>, BTreeMap<String, u64>), DatastoreError> {
+        let mut chunks = HashMap::new();
+        for obj in self.backend.list(CHUNK_PREFIX, None).await?.objects {
+            if let Some(ChunkKey::Chunk(digest)) = parse_chunk_key(&obj.key) {
+                chunks.insert(digest, obj.size);
+            }
+        }
+        let known = lock_std(&self.usage.inner).snapshots.clone();
+        let mut snapshots = BTreeMap::new();
+        for ns in self.list_namespaces(&BackupNamespace::root(), None).await? {
+            for group in self.list_groups(&ns).await? {
+                for snap in self.list_snapshots(&ns, &group).await? {
+                    if !snap.finished {
+                        continue;
+                    }
+                    let key = snapshot_prefix(&ns, &snap.dir)?;
+                    let logical = match known.get(&key) {
+                        Some(v) => *v,
+                        None => match self.load_manifest(&ns, &snap.dir).await {
+                            Ok((m, _)) => m.files.iter().map(|f| f.size).sum(),
+                            Err(e) if e.is_not_found() => continue,
+                            Err(e) => return Err(e),
+                        },
+                    };
+                    snapshots.insert(key, logical);
+                }
+            }
+        }
+        Ok((chunks, snapshots))
+    }
+}
+
+#[cfg(test)]
+#[path = "usage_tests.rs"]
+mod tests;

@@ -1,0 +1,141 @@
+//! The usage document of a tenant: the JSON contract of `GET /tenants/{id}/usage`, of the
+//! webhook's usage reports and of the operator's Tenant status. Field names are fixed:
+//! `tenant`, `logical-bytes`, `physical-bytes`, `chunks`, `snapshots`, `groups`, `quota-bytes`,
+//! `quota-warning`, `datastores[]` (`store`, the same five counters, `s3-requests`).
+
+use std::sync::{Arc, Weak};
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::datastore::{DatastoreError, UsageCounters};
+use crate::state::{AppState, DatastoreEntry};
+
+/// S3 requests by type since the server started (zero on the local backend).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct S3Requests {
+    pub get: u64,
+    pub put: u64,
+    pub post: u64,
+    pub head: u64,
+    pub delete: u64,
+    pub list: u64,
+}
+
+/// Usage of one datastore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct StoreUsage {
+    pub store: String,
+    #[serde(flatten)]
+    pub counters: UsageCounters,
+    pub s3_requests: S3Requests,
+    /// This datastore's own quota, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_quota_bytes: Option<u64>,
+}
+
+/// Usage of one tenant over its datastores.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TenantUsage {
+    pub tenant: String,
+    #[serde(flatten)]
+    pub totals: UsageCounters,
+    pub quota_bytes: Option<u64>,
+    pub quota_warning: bool,
+    pub quota_warn_percent: u8,
+    pub datastores: Vec<StoreUsage>,
+}
+
+/// Usage of one datastore; counts it first if its counters are not trusted yet.
+pub async fn store_usage(entry: &DatastoreEntry) -> Result<StoreUsage, DatastoreError> {
+    let store = &entry.store;
+    if store.usage_needs_rescan() {
+        store.usage_rescan().await?;
+    }
+    let s3 = store
+        .backend()
+        .request_counts()
+        .map(|c| S3Requests {
+            get: c.get,
+            put: c.put,
+            post: c.post,
+            head: c.head,
+            delete: c.delete,
+            list: c.list,
+        })
+        .unwrap_or_default();
+    Ok(StoreUsage {
+        store: entry.name.clone(),
+        counters: store.usage(),
+        s3_requests: s3,
+        store_quota_bytes: store.store_quota(),
+    })
+}
+
+/// Usage of `tenant` over the given datastores (the caller filters what may be seen).
+pub async fn tenant_usage(
+    state: &AppState,
+    tenant: &str,
+    entries: &[Arc<DatastoreEntry>],
+) -> Result<TenantUsage, DatastoreError> {
+    let meter = state.meter.tenant(tenant);
+    let mut totals = UsageCounters::default();
+    let mut datastores = Vec::new();
+    for entry in entries.iter().filter(|e| e.tenant == tenant) {
+        let usage = store_usage(entry).await?;
+        totals.add(&usage.counters);
+        datastores.push(usage);
+    }
+    Ok(TenantUsage {
+        tenant: tenant.to_string(),
+        totals,
+        quota_bytes: meter.quota(),
+        quota_warning: meter.warning(),
+        quota_warn_percent: meter.warn_percent(),
+        datastores,
+    })
+}
+
+/// Every tenant that owns a datastore or is known to the auth store, with its usage.
+pub async fn all_tenants(state: &AppState) -> Vec<TenantUsage> {
+    let entries = state.datastores();
+    let mut ids: std::collections::BTreeSet<String> =
+        state.auth.tenants().into_iter().map(|t| t.id).collect();
+    ids.extend(entries.iter().map(|e| e.tenant.clone()));
+    let mut out = Vec::new();
+    for id in ids {
+        match tenant_usage(state, &id, &entries).await {
+            Ok(u) => out.push(u),
+            Err(e) => tracing::warn!("usage of tenant '{id}' unavailable: {e}"),
+        }
+    }
+    out
+}
+
+/// Posts a `usage-report` event per tenant at every time `schedule` names.
+pub async fn report_loop(state: Weak<AppState>, schedule: String) {
+    loop {
+        let now = chrono::Utc::now();
+        let next = match super::schedule::next_report_time(&schedule, now) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!("webhook report_schedule: {e}; usage reports are not sent");
+                return;
+            }
+        };
+        let wait = (next - now).to_std().unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        let Some(state) = state.upgrade() else {
+            return;
+        };
+        for usage in all_tenants(&state).await {
+            let value = serde_json::to_value(&usage).unwrap_or_default();
+            state.meter.emit(
+                "usage-report",
+                json!({ "tenant": usage.tenant, "period-end": next.timestamp(), "usage": value }),
+            );
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use pbs_cloud_e2e::bench::{backup_restore, report, s3_ingest, sha};
+use pbs_cloud_e2e::bench::{backup_restore, gc, report, s3_ingest, sha};
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +68,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Garbage collection of a synthetic datastore of N small chunks (half referenced): mark
+    /// and sweep times, S3 requests, and the index cache's effect on a second run.
+    Gc {
+        /// Chunks to create.
+        #[arg(long, default_value_t = 100_000)]
+        chunks: usize,
+        /// `local` (a new directory under --dir) or `s3` (PBS_TEST_S3_*, a fresh prefix).
+        #[arg(long, default_value = "local")]
+        backend: String,
+        /// Parent directory of the local datastore.
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        /// Writes in flight while creating the datastore.
+        #[arg(long, default_value_t = 64)]
+        parallelism: usize,
+        /// Keep the datastore afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,6 +107,32 @@ fn run(cli: Cli) -> Result<()> {
         eprintln!("warning: pbs-bench is a debug build; figures are meaningless (use --release)");
     }
     match cli.command {
+        Command::Gc {
+            chunks,
+            backend,
+            dir,
+            parallelism,
+            keep,
+            json,
+        } => {
+            let target = match backend.as_str() {
+                "local" => gc::Target::Local(dir),
+                "s3" => gc::Target::S3(s3_ingest::S3Target::from_env()?),
+                other => anyhow::bail!("--backend must be local or s3, not '{other}'"),
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("build tokio runtime")?;
+            let opts = gc::Options {
+                chunks,
+                target,
+                parallelism,
+                keep,
+            };
+            let r = runtime.block_on(gc::run(&opts))?;
+            print(json, &r, gc::render)
+        }
         Command::Sha256 { mib, rounds, json } => {
             let r = sha::run(mib, rounds)?;
             print(json, &r, sha::render)

@@ -311,7 +311,11 @@ async fn create_s3_chunks(backend: &dyn Backend, n: usize, parallelism: usize) -
         .map(|i| async move {
             let blob = encode_blob(&chunk_payload(i), false);
             backend
-                .put(&chunk_key(&digest_of(i)), blob.into(), PutOptions::default())
+                .put(
+                    &chunk_key(&digest_of(i)),
+                    blob.into(),
+                    PutOptions::default(),
+                )
                 .await
                 .with_context(|| format!("upload chunk {i}"))
         })

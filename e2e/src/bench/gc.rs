@@ -153,6 +153,17 @@ pub async fn run(opts: &Options) -> Result<GcReport> {
     result
 }
 
+/// Remove everything under an S3 prefix (a datastore left by `--keep` or an interrupted run).
+pub async fn remove_s3_prefix(target: &S3Target, prefix: &str) -> Result<u64> {
+    if !prefix.starts_with("t/bench-gc-") {
+        bail!("refusing to remove '{prefix}': not a gc benchmark prefix (t/bench-gc-...)");
+    }
+    let backend = S3Backend::connect(s3_settings(target, prefix, 64))
+        .await
+        .context("connect to the S3 server")?;
+    Ok(backend.delete_prefix("").await?)
+}
+
 fn s3_settings(target: &S3Target, prefix: &str, parallelism: usize) -> S3Settings {
     let mut settings = S3Settings::new(
         &target.bucket,

@@ -86,6 +86,9 @@ enum Command {
         /// Keep the datastore afterwards.
         #[arg(long)]
         keep: bool,
+        /// Only remove a datastore kept earlier (an S3 prefix such as `t/bench-gc-…`).
+        #[arg(long)]
+        remove_prefix: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -113,8 +116,19 @@ fn run(cli: Cli) -> Result<()> {
             dir,
             parallelism,
             keep,
+            remove_prefix,
             json,
         } => {
+            if let Some(prefix) = remove_prefix {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .context("build tokio runtime")?;
+                let target = s3_ingest::S3Target::from_env()?;
+                let removed = runtime.block_on(gc::remove_s3_prefix(&target, &prefix))?;
+                println!("removed {removed} objects under {prefix}/");
+                return Ok(());
+            }
             let target = match backend.as_str() {
                 "local" => gc::Target::Local(dir),
                 "s3" => gc::Target::S3(s3_ingest::S3Target::from_env()?),

@@ -4,6 +4,7 @@
 //! test and a baseline in the same run and reports the ratio; absolute MB/s are context only.
 
 pub mod backup_restore;
+pub mod gc;
 pub mod lock;
 pub mod report;
 pub mod s3_ingest;

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use pbs_cloud_e2e::bench::{backup_restore, lock, report, s3_ingest, sha};
+use pbs_cloud_e2e::bench::{backup_restore, gc, lock, report, s3_ingest, sha};
 
 #[derive(Parser)]
 #[command(
@@ -94,6 +94,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Garbage collection of a synthetic datastore of N small chunks (half referenced): mark
+    /// and sweep times, S3 requests, and the index cache's effect on a second run.
+    Gc {
+        /// Chunks to create.
+        #[arg(long, default_value_t = 100_000)]
+        chunks: usize,
+        /// `local` (a new directory under --dir) or `s3` (PBS_TEST_S3_*, a fresh prefix).
+        #[arg(long, default_value = "local")]
+        backend: String,
+        /// Parent directory of the local datastore.
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        /// Writes in flight while creating the datastore.
+        #[arg(long, default_value_t = 64)]
+        parallelism: usize,
+        /// Keep the datastore afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// Only remove a datastore kept earlier (an S3 prefix such as `t/bench-gc-…`).
+        #[arg(long)]
+        remove_prefix: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -111,6 +136,43 @@ fn run(cli: Cli) -> Result<()> {
         eprintln!("warning: pbs-bench is a debug build; figures are meaningless (use --release)");
     }
     match cli.command {
+        Command::Gc {
+            chunks,
+            backend,
+            dir,
+            parallelism,
+            keep,
+            remove_prefix,
+            json,
+        } => {
+            if let Some(prefix) = remove_prefix {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .context("build tokio runtime")?;
+                let target = s3_ingest::S3Target::from_env()?;
+                let removed = runtime.block_on(gc::remove_s3_prefix(&target, &prefix))?;
+                println!("removed {removed} objects under {prefix}/");
+                return Ok(());
+            }
+            let target = match backend.as_str() {
+                "local" => gc::Target::Local(dir),
+                "s3" => gc::Target::S3(s3_ingest::S3Target::from_env()?),
+                other => anyhow::bail!("--backend must be local or s3, not '{other}'"),
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("build tokio runtime")?;
+            let opts = gc::Options {
+                chunks,
+                target,
+                parallelism,
+                keep,
+            };
+            let r = runtime.block_on(gc::run(&opts))?;
+            print(json, &r, gc::render)
+        }
         Command::Sha256 { mib, rounds, json } => {
             let r = sha::run(mib, rounds)?;
             print(json, &r, sha::render)

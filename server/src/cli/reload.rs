@@ -94,6 +94,10 @@ impl Watcher {
         }
         for spec in &specs {
             if let Some(current) = self.state.datastore(&spec.name) {
+                current.store.set_abandoned_after(
+                    spec.abandoned_after
+                        .unwrap_or(crate::datastore::DEFAULT_ABANDONED_AFTER),
+                );
                 if current.tenant != spec.tenant || current.comment != spec.comment {
                     self.state.insert_datastore(crate::state::DatastoreEntry {
                         name: spec.name.clone(),

@@ -101,6 +101,8 @@ pub(super) struct DatastoreSpec {
     pub tenant: String,
     pub location: StoreLocation,
     pub comment: Option<String>,
+    /// Grace period for abandoned backups (`abandoned_after_hours`).
+    pub abandoned_after: Option<std::time::Duration>,
 }
 
 /// Every configured datastore, or the default one. The default datastore follows the seed's
@@ -135,6 +137,9 @@ pub(super) fn datastore_specs(
             tenant,
             location,
             comment: ds.comment.clone(),
+            abandoned_after: ds
+                .abandoned_after_hours
+                .map(|h| std::time::Duration::from_secs(h.saturating_mul(3600))),
         });
     }
     if specs.is_empty() {
@@ -148,6 +153,7 @@ pub(super) fn datastore_specs(
             tenant: default_tenant,
             location,
             comment: None,
+            abandoned_after: None,
         });
     }
     Ok(specs)
@@ -162,6 +168,9 @@ pub(super) async fn open_spec(
     let store = Datastore::open_as(&spec.name, backend, holder)
         .await
         .with_context(|| format!("datastore '{}' ({})", spec.name, spec.location.describe()))?;
+    if let Some(grace) = spec.abandoned_after {
+        store.set_abandoned_after(grace);
+    }
     tracing::info!(
         "datastore '{}' (tenant '{}') at {}",
         spec.name,

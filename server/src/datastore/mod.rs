@@ -33,7 +33,7 @@ use crate::backend::{Backend, BackendError, Capacity};
 use crate::format::FormatError;
 
 pub use chunks::ChunkInsertOutcome;
-pub use gc::{GcStatus, DEFAULT_GC_CUTOFF};
+pub use gc::{GcStatus, DEFAULT_ABANDONED_AFTER, DEFAULT_GC_CUTOFF, DEFAULT_INDEX_CACHE_DIGESTS};
 pub use groups::GroupRemoveStats;
 pub use history::{JobKind, JobRecord};
 pub use known::{KNOWN_DELTA_PREFIX, KNOWN_INDEX};
@@ -110,6 +110,8 @@ pub struct Datastore {
     gc_running: tokio::sync::Mutex<()>,
     gc_cutoff: Mutex<Duration>,
     last_gc: Mutex<Option<GcStatus>>,
+    /// GC settings and the index cache.
+    gc_state: gc::GcState,
     /// This server's single-writer lease on the datastore.
     writer: writer_lease::WriterLease,
     /// Digests known to be stored (object stores) and chunk reuse times (all backends).
@@ -168,6 +170,7 @@ impl Datastore {
             gc_running: tokio::sync::Mutex::new(()),
             gc_cutoff: Mutex::new(DEFAULT_GC_CUTOFF),
             last_gc: Mutex::new(last_gc),
+            gc_state: gc::GcState::default(),
             writer,
             known,
             retention,

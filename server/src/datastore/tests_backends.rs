@@ -199,3 +199,6 @@ async fn listings_come_from_memory(kind: Kind) {
     assert_eq!(e.ds.list_snapshots(&root(), &g).await.unwrap().len(), 2);
     assert_eq!(e.ds.list_groups(&root()).await.unwrap().len(), 2);
 }
+
+#[path = "tests_gc.rs"]
+mod gc;

@@ -25,10 +25,6 @@ pub async fn start(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, 
         Some(&entry.name),
         &ctx.id.authid.to_string(),
         move |log| async move {
-            log.log(format!(
-                "starting garbage collection on store {}",
-                store.name()
-            ));
             let sink = {
                 let log = log.clone();
                 move |line: String| log.log(line)

@@ -1,0 +1,370 @@
+//! Garbage collection (DESIGN decision 7, formats.md §6) on object semantics.
+//!
+//! Order of one run: remove abandoned backups (`abandoned.rs`), mark every digest of every
+//! index plus every chunk known to a running backup (`mark.rs`), sweep unmarked chunks whose
+//! modified time lies before `min(gc start − cutoff, oldest running backup start − 5 min)`
+//! (`sweep.rs`). The statistics are PBS's `.gc-status` plus phase durations; each run is
+//! recorded in the job history.
+
+mod abandoned;
+mod index_cache;
+mod mark;
+mod sweep;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::backend::{Backend, PutOptions};
+
+use super::history::{JobKind, JobRecord};
+use super::layout::GC_STATUS;
+use super::{lock_std, Datastore, DatastoreError};
+
+pub use abandoned::DEFAULT_ABANDONED_AFTER;
+pub use index_cache::DEFAULT_INDEX_CACHE_DIGESTS;
+use sweep::SweepLimits;
+
+/// PBS's default minimum chunk age: 24 h 5 min.
+pub const DEFAULT_GC_CUTOFF: Duration = Duration::from_secs(24 * 3600 + 5 * 60);
+
+/// Safety margin before the oldest running backup's start.
+const WRITER_MARGIN: Duration = Duration::from_secs(300);
+
+/// Result of one GC run; stored as `.gc-status` (formats.md §6.5, kebab-case keys) and shown
+/// as `gc-status` by the datastore status. Fields after `still-bad` are ours.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct GcStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upid: Option<String>,
+    pub index_file_count: u64,
+    pub index_data_bytes: u64,
+    pub disk_bytes: u64,
+    pub disk_chunks: u64,
+    pub removed_bytes: u64,
+    pub removed_chunks: u64,
+    pub pending_bytes: u64,
+    pub pending_chunks: u64,
+    pub removed_bad: u64,
+    pub still_bad: u64,
+    /// Phase 1 (abandoned-backup cleanup and marking), milliseconds.
+    pub mark_duration_ms: u64,
+    /// Phase 2 (sweep), milliseconds.
+    pub sweep_duration_ms: u64,
+    /// Index files whose digests came from the in-memory cache / had to be downloaded.
+    pub index_cache_hits: u64,
+    pub index_cache_misses: u64,
+    /// Snapshots without manifest removed after the grace period, and their bytes.
+    pub abandoned_snapshots: u64,
+    pub abandoned_bytes: u64,
+}
+
+impl GcStatus {
+    /// `index-data-bytes / disk-bytes` (what PBS prints as "Deduplication factor").
+    pub fn dedup_factor(&self) -> Option<f64> {
+        (self.disk_bytes > 0).then(|| self.index_data_bytes as f64 / self.disk_bytes as f64)
+    }
+}
+
+/// GC settings and caches of one datastore.
+#[derive(Debug)]
+pub(crate) struct GcState {
+    index_cache: index_cache::IndexCache,
+    abandoned_after: Mutex<Duration>,
+    writer_margin: Mutex<Duration>,
+}
+
+impl Default for GcState {
+    fn default() -> Self {
+        Self {
+            index_cache: index_cache::IndexCache::default(),
+            abandoned_after: Mutex::new(DEFAULT_ABANDONED_AFTER),
+            writer_margin: Mutex::new(WRITER_MARGIN),
+        }
+    }
+}
+
+/// Read `.gc-status`; a missing or unparsable object gives `None`.
+pub(crate) async fn load_status(backend: &dyn Backend) -> Result<Option<GcStatus>, DatastoreError> {
+    match backend.get(GC_STATUS).await {
+        Ok(data) => match serde_json::from_slice(&data) {
+            Ok(status) => Ok(Some(status)),
+            Err(e) => {
+                tracing::warn!("ignoring unparsable {GC_STATUS}: {e}");
+                Ok(None)
+            }
+        },
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Datastore {
+    /// Status of the last finished GC (read back from `.gc-status` at open).
+    pub async fn last_gc_status(&self) -> Option<GcStatus> {
+        lock_std(&self.last_gc).clone()
+    }
+
+    /// Grace period after which a snapshot without manifest is removed by GC (config
+    /// `abandoned_after_hours`, default 24 h).
+    pub fn set_abandoned_after(&self, grace: Duration) {
+        *lock_std(&self.gc_state.abandoned_after) = grace;
+    }
+
+    /// Current grace period for abandoned backups.
+    pub fn abandoned_after(&self) -> Duration {
+        *lock_std(&self.gc_state.abandoned_after)
+    }
+
+    /// Bound of the index cache in digests (default [`DEFAULT_INDEX_CACHE_DIGESTS`]); 0
+    /// disables it.
+    pub fn set_index_cache_capacity(&self, digests: usize) {
+        self.gc_state.index_cache.set_capacity(digests);
+    }
+
+    /// Index files whose digest lists are cached in memory.
+    pub fn index_cache_entries(&self) -> usize {
+        self.gc_state.index_cache.len()
+    }
+
+    /// Margin before the oldest running backup's start (5 min; tests shrink it to make a
+    /// race observable within seconds).
+    #[cfg(test)]
+    pub(crate) fn set_gc_writer_margin(&self, margin: Duration) {
+        *lock_std(&self.gc_state.writer_margin) = margin;
+    }
+
+    /// Run GC; log lines go to `log` (the task log).
+    pub async fn garbage_collect(
+        &self,
+        log: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<GcStatus, DatastoreError> {
+        self.garbage_collect_as(None, log).await
+    }
+
+    /// Run GC on behalf of the task `upid` (recorded in the status and the job history).
+    pub async fn garbage_collect_as(
+        &self,
+        upid: Option<String>,
+        log: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<GcStatus, DatastoreError> {
+        self.check_writable()?;
+        let _running = self.gc_running.try_lock().map_err(|_| {
+            DatastoreError::Busy(format!(
+                "garbage collection already running on datastore '{}'",
+                self.name
+            ))
+        })?;
+        let say = |line: String| {
+            tracing::info!(store = %self.name, "{line}");
+            log(line);
+        };
+        let started = SystemTime::now();
+        let result = self.run_gc(upid.clone(), &say).await;
+        let record = JobRecord {
+            kind: JobKind::GarbageCollection,
+            job_id: "garbage-collection".to_string(),
+            upid,
+            started: unix(started),
+            finished: unix(SystemTime::now()),
+            outcome: match &result {
+                Ok(_) => "OK".to_string(),
+                Err(e) => e.to_string(),
+            },
+            dry_run: false,
+            summary: match &result {
+                Ok(status) => serde_json::to_value(status).unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            },
+        };
+        if let Err(e) = self.record_job(&record).await {
+            say(format!(
+                "WARN: recording the GC run in the job history failed: {e}"
+            ));
+        }
+        result
+    }
+
+    async fn run_gc(
+        &self,
+        upid: Option<String>,
+        say: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<GcStatus, DatastoreError> {
+        let start = SystemTime::now();
+        let mut min_mtime = start.checked_sub(self.gc_cutoff()).unwrap_or(UNIX_EPOCH);
+        let oldest_writer = self.leases.oldest_start().unwrap_or(start);
+        if self.leases.oldest_start().is_some() {
+            let margin = *lock_std(&self.gc_state.writer_margin);
+            min_mtime = min_mtime.min(oldest_writer.checked_sub(margin).unwrap_or(UNIX_EPOCH));
+        }
+        let limits = SweepLimits {
+            min_mtime,
+            oldest_writer,
+        };
+        let mut status = GcStatus {
+            upid: upid.clone(),
+            ..GcStatus::default()
+        };
+
+        say(format!(
+            "starting garbage collection on store {}",
+            self.name
+        ));
+        let phase1 = Instant::now();
+        let objects = self.list_snapshot_objects().await?;
+        let gone = self
+            .remove_abandoned(&objects, &mut status, upid, say)
+            .await?;
+        let objects: Vec<_> = objects
+            .into_iter()
+            .filter(|o| !gone.iter().any(|p| o.key.starts_with(p.as_str())))
+            .collect();
+        say("Start GC phase1 (mark used chunks)".to_string());
+        let marked = self.mark_used_chunks(&objects, &mut status, say).await?;
+        status.mark_duration_ms = phase1.elapsed().as_millis() as u64;
+        say(format!(
+            "marked {} distinct chunks from {} index files ({} from the index cache) in {:.3}s",
+            marked.len(),
+            status.index_file_count,
+            status.index_cache_hits,
+            status.mark_duration_ms as f64 / 1000.0
+        ));
+
+        say("Start GC phase2 (sweep unused chunks)".to_string());
+        let phase2 = Instant::now();
+        self.sweep_unused_chunks(&marked, limits, &mut status, say)
+            .await?;
+        status.sweep_duration_ms = phase2.elapsed().as_millis() as u64;
+        // Reconcile the usage counters while GC's lock is still held.
+        self.usage_gc_finished().await;
+
+        summarize(&status, say);
+        let json = serde_json::to_vec_pretty(&status)
+            .map_err(|e| DatastoreError::Internal(format!("serialising {GC_STATUS}: {e}")))?;
+        self.backend
+            .put(GC_STATUS, Bytes::from(json), PutOptions::default())
+            .await?;
+        *lock_std(&self.last_gc) = Some(status.clone());
+        Ok(status)
+    }
+}
+
+/// Progress lines at every 10 % (PBS prints `marked 10% (3 of 30 index files)` and
+/// `processed 10% (1234 chunks)`).
+pub(super) struct Progress {
+    verb: &'static str,
+    total: u64,
+    unit: &'static str,
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    fn new(verb: &'static str, total: u64, unit: &'static str) -> Self {
+        Self {
+            verb,
+            total,
+            unit,
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn report(&self, done: u64, say: &(dyn Fn(String) + Send + Sync)) {
+        use std::sync::atomic::Ordering;
+        if self.total == 0 {
+            return;
+        }
+        let percent = done.min(self.total) * 100 / self.total;
+        let step = percent / 10 * 10;
+        if step == 0 || step <= self.last.load(Ordering::Relaxed) {
+            return;
+        }
+        self.last.store(step, Ordering::Relaxed);
+        say(match self.verb {
+            "marked" => format!("marked {step}% ({done} of {} {})", self.total, self.unit),
+            verb => format!("{verb} {step}% ({done} {})", self.unit),
+        });
+    }
+}
+
+/// Bytes as PBS prints them (binary units, two decimals).
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} B"),
+        _ => format!("{value:.2} {}", UNITS[unit]),
+    }
+}
+
+fn summarize(status: &GcStatus, say: &(dyn Fn(String) + Send + Sync)) {
+    say(format!("Removed garbage: {}", human(status.removed_bytes)));
+    say(format!("Removed chunks: {}", status.removed_chunks));
+    if status.removed_bad > 0 {
+        say(format!("Removed bad chunks: {}", status.removed_bad));
+    }
+    if status.still_bad > 0 {
+        say(format!("Leftover bad chunks: {}", status.still_bad));
+    }
+    say(format!(
+        "Pending removals: {} (in {} chunks)",
+        human(status.pending_bytes),
+        status.pending_chunks
+    ));
+    say(format!(
+        "Original data usage: {}",
+        human(status.index_data_bytes)
+    ));
+    match status.index_data_bytes {
+        0 => say(format!("On-Disk usage: {}", human(status.disk_bytes))),
+        orig => say(format!(
+            "On-Disk usage: {} ({:.2}%)",
+            human(status.disk_bytes),
+            status.disk_bytes as f64 * 100.0 / orig as f64
+        )),
+    }
+    say(format!("On-Disk chunks: {}", status.disk_chunks));
+    if let Some(factor) = status.dedup_factor() {
+        say(format!("Deduplication factor: {factor:.2}"));
+    }
+    if let Some(avg) = status.disk_bytes.checked_div(status.disk_chunks) {
+        say(format!("Average chunk size: {}", human(avg)));
+    }
+    if status.abandoned_snapshots > 0 {
+        say(format!(
+            "Removed abandoned backups: {} ({})",
+            status.abandoned_snapshots,
+            human(status.abandoned_bytes)
+        ));
+    }
+    say(format!(
+        "Mark phase: {:.3}s, sweep phase: {:.3}s",
+        status.mark_duration_ms as f64 / 1000.0,
+        status.sweep_duration_ms as f64 / 1000.0
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+
+    #[test]
+    fn bytes_print_in_binary_units() {
+        assert_eq!(human(0), "0 B");
+        assert_eq!(human(1023), "1023 B");
+        assert_eq!(human(1536), "1.50 KiB");
+        assert_eq!(human(5 * 1024 * 1024 * 1024), "5.00 GiB");
+    }
+}

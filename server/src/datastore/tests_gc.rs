@@ -1,0 +1,407 @@
+//! Garbage collection scenarios on both backends: a backup that reuses old chunks while GC
+//! runs, GC after prune, abandoned-backup cleanup, the index cache and the job history.
+
+use std::collections::BTreeSet;
+use std::sync::mpsc;
+use std::sync::Mutex;
+
+use crate::format::blob::BlobView;
+use crate::format::index::{index_kind_of, AnyIndex};
+
+use super::*;
+
+on_both_backends!(
+    gc_races_a_backup_reusing_old_chunks,
+    gc_after_prune_frees_exactly_unreferenced_chunks,
+    abandoned_backups_go_after_the_grace_period,
+    second_gc_reads_indexes_from_the_cache,
+);
+
+const S3_TICK: Duration = Duration::from_millis(1100); // S3 times have 1 s resolution
+
+fn payload(tag: &str, i: usize) -> Vec<u8> {
+    format!("{tag} chunk {i} {}", "x".repeat(i * 7 % 50)).into_bytes()
+}
+
+/// A finished snapshot whose index references `chunks` (inserted first), in this order.
+async fn snapshot_with(ds: &Arc<Datastore>, group: &BackupGroup, time: i64, chunks: &[Vec<u8>]) {
+    let lease = ds.start_backup(&root(), group, time, AUTH).await.unwrap();
+    let mut entries = Vec::new();
+    for data in chunks {
+        let (digest, raw) = chunk(data);
+        ds.insert_chunk(&digest, raw, false).await.unwrap();
+        entries.push((digest, data.len() as u64));
+    }
+    lease
+        .write_file("root.pxar.didx", didx(&entries))
+        .await
+        .unwrap();
+    lease.commit(manifest_blob(group, time)).await.unwrap();
+}
+
+/// Every chunk digest in the chunk store.
+async fn stored_chunks(raw: &Arc<dyn Backend>) -> BTreeSet<Digest> {
+    let listed = raw.list(".chunks/", None).await.unwrap();
+    listed
+        .objects
+        .iter()
+        .filter_map(|o| match layout::parse_chunk_key(&o.key) {
+            Some(layout::ChunkKey::Chunk(d)) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Digests referenced by the indexes of every finished snapshot of the root namespace.
+async fn referenced_chunks(ds: &Arc<Datastore>) -> BTreeSet<Digest> {
+    let mut out = BTreeSet::new();
+    for group in ds.list_groups(&root()).await.unwrap() {
+        for snap in ds.list_snapshots(&root(), &group).await.unwrap() {
+            for file in &snap.files {
+                let Some(kind) = index_kind_of(file) else {
+                    continue;
+                };
+                let data = ds
+                    .read_snapshot_file(&root(), &snap.dir, file)
+                    .await
+                    .unwrap();
+                let index = AnyIndex::parse(kind, &data).unwrap();
+                out.extend(index.chunks().into_iter().map(|(d, _)| d));
+            }
+        }
+    }
+    out
+}
+
+/// Restore a snapshot's `root.pxar.didx` by loading and decoding every chunk.
+async fn restore(ds: &Arc<Datastore>, group: &BackupGroup, time: i64) -> Vec<u8> {
+    let dir = BackupDir::new(group.clone(), time).unwrap();
+    let reader = ds.start_reader(&root(), &dir).await.unwrap();
+    let data = reader.read_file("root.pxar.didx").await.unwrap();
+    let index = AnyIndex::parse(index_kind_of("root.pxar.didx").unwrap(), &data).unwrap();
+    let mut out = Vec::new();
+    for (digest, _) in index.chunks() {
+        let raw = reader.load_chunk(&digest).await.unwrap_or_else(|e| {
+            panic!(
+                "chunk {} of {group}: {e}",
+                crate::format::digest_to_hex(&digest)
+            )
+        });
+        let view = BlobView::parse(&raw).unwrap();
+        let plain = view.decode(16 << 20).unwrap();
+        assert_eq!(sha256(&plain), digest);
+        out.extend(plain);
+    }
+    out
+}
+
+/// GC runs while backup B is in flight. B's previous snapshot P is reused through the
+/// previous index (as `GET previous` registers it); B also re-sends chunks of snapshot A, which
+/// is forgotten before GC. GC stops after marking while B re-sends one more of A's chunks,
+/// uploads a new one and finishes. The writer margin is 0 so that only marking and reuse
+/// times protect B (every old chunk predates B's start).
+async fn gc_races_a_backup_reusing_old_chunks(kind: Kind) {
+    let e = env_on(kind, "gc-race").await;
+    let (a, p) = (vm("100"), vm("200"));
+    let a_data: Vec<Vec<u8>> = (0..4).map(|i| payload("A", i)).collect();
+    let p_data: Vec<Vec<u8>> = (0..3).map(|i| payload("P", i)).collect();
+    snapshot_with(&e.ds, &a, T0, &a_data).await;
+    snapshot_with(&e.ds, &p, T0, &p_data).await;
+    let (garbage, raw) = chunk(b"garbage");
+    e.ds.insert_chunk(&garbage, raw, false).await.unwrap();
+    tokio::time::sleep(S3_TICK).await;
+    e.ds.set_gc_cutoff(Duration::ZERO);
+    e.ds.set_gc_writer_margin(Duration::ZERO);
+
+    let lease = e.ds.start_backup(&root(), &p, T0 + 10, AUTH).await.unwrap();
+    assert_eq!(lease.previous().map(|d| d.time), Some(T0));
+    let prev = lease.read_previous_file("root.pxar.didx").await.unwrap();
+    let prev = AnyIndex::parse(index_kind_of("root.pxar.didx").unwrap(), &prev).unwrap();
+    for (digest, size) in prev.chunks() {
+        lease.register_chunk(&digest, size);
+    }
+    let mut b_data: Vec<Vec<u8>> = p_data.clone();
+    for data in [&a_data[0], &a_data[1], &payload("B", 0)] {
+        let (digest, raw) = chunk(data);
+        e.ds.insert_chunk(&digest, raw, false).await.unwrap();
+        lease.register_chunk(&digest, data.len() as u64);
+        b_data.push(data.clone());
+    }
+    e.ds.remove_snapshot(&root(), &BackupDir::new(a.clone(), T0).unwrap(), false)
+        .await
+        .unwrap();
+    let busy =
+        e.ds.remove_snapshot(&root(), &BackupDir::new(p.clone(), T0).unwrap(), false)
+            .await;
+    assert!(
+        matches!(busy, Err(DatastoreError::Busy(_))),
+        "the previous snapshot of a running backup cannot be removed: {busy:?}"
+    );
+
+    // GC in a task; it waits after marking until the backup has finished.
+    let (marked_tx, marked_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = Mutex::new(go_rx);
+    let ds = e.ds.clone();
+    let gc = tokio::spawn(async move {
+        let log = move |line: String| {
+            if line.starts_with("Start GC phase2") {
+                marked_tx.send(()).unwrap();
+                // Hand this worker's other tasks (S3 connections) to another thread first.
+                tokio::task::block_in_place(|| go_rx.lock().unwrap().recv().unwrap());
+            }
+        };
+        ds.garbage_collect(&log).await
+    });
+    tokio::task::spawn_blocking(move || marked_rx.recv().unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(S3_TICK).await; // the new upload lies after B's start on S3 too
+    for data in [&a_data[2], &payload("B", 1)] {
+        let (digest, raw) = chunk(data);
+        e.ds.insert_chunk(&digest, raw, false).await.unwrap();
+        lease.register_chunk(&digest, data.len() as u64);
+        b_data.push(data.clone());
+    }
+    let entries: Vec<(Digest, u64)> = b_data.iter().map(|d| (sha256(d), d.len() as u64)).collect();
+    lease
+        .write_file("root.pxar.didx", didx(&entries))
+        .await
+        .unwrap();
+    lease.commit(manifest_blob(&p, T0 + 10)).await.unwrap();
+    go_tx.send(()).unwrap();
+    let status = gc.await.unwrap().unwrap();
+
+    // A's chunk nobody reused and the garbage went; everything B references is there.
+    let stored = stored_chunks(&e.backend).await;
+    assert!(
+        !stored.contains(&sha256(&a_data[3])),
+        "unreferenced A chunk removed"
+    );
+    assert!(!stored.contains(&garbage), "garbage removed");
+    assert_eq!(status.removed_chunks, 2, "{status:?}");
+    for (digest, _) in &entries {
+        assert!(stored.contains(digest), "B's chunk {digest:?} survived");
+    }
+    assert_eq!(restore(&e.ds, &p, T0 + 10).await, b_data.concat());
+    assert_eq!(restore(&e.ds, &p, T0).await, p_data.concat());
+
+    // A later GC with B finished keeps all of it as well.
+    tokio::time::sleep(S3_TICK).await;
+    let status = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    assert_eq!(status.removed_chunks, 0, "{status:?}");
+    assert_eq!(restore(&e.ds, &p, T0 + 10).await, b_data.concat());
+}
+
+async fn gc_after_prune_frees_exactly_unreferenced_chunks(kind: Kind) {
+    let e = env_on(kind, "gc-prune").await;
+    let (g1, g2) = (vm("1"), vm("2"));
+    let shared = payload("shared", 0);
+    for i in 0..5 {
+        let chunks = vec![shared.clone(), payload("g1", i), payload("g1", i + 1)];
+        snapshot_with(&e.ds, &g1, T0 + i as i64 * 3600, &chunks).await;
+    }
+    snapshot_with(&e.ds, &g2, T0, &[shared.clone(), payload("g2", 0)]).await;
+    tokio::time::sleep(S3_TICK).await;
+    e.ds.set_gc_cutoff(Duration::ZERO);
+
+    // keep-last 2 in g1
+    let snaps = e.ds.list_snapshots(&root(), &g1).await.unwrap();
+    let candidates: Vec<PruneCandidate> = snaps
+        .iter()
+        .map(|s| PruneCandidate {
+            time: s.dir.time,
+            finished: s.finished,
+            protected: s.protected,
+        })
+        .collect();
+    let opts = KeepOptions {
+        keep_last: Some(2),
+        ..KeepOptions::default()
+    };
+    for (snap, mark) in snaps.iter().zip(compute_prune(&candidates, &opts)) {
+        if !mark.keep() {
+            e.ds.remove_snapshot(&root(), &snap.dir, false)
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(e.ds.list_snapshots(&root(), &g1).await.unwrap().len(), 2);
+
+    let before = stored_chunks(&e.backend).await;
+    let referenced = referenced_chunks(&e.ds).await;
+    let expected: BTreeSet<Digest> = before.difference(&referenced).copied().collect();
+    assert_eq!(
+        expected.len(),
+        3,
+        "g1 chunks 0..=2 are referenced only by pruned snapshots"
+    );
+    let status = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    let after = stored_chunks(&e.backend).await;
+    let freed: BTreeSet<Digest> = before.difference(&after).copied().collect();
+    assert_eq!(freed, expected);
+    assert_eq!(after, referenced);
+    assert_eq!(status.removed_chunks, expected.len() as u64);
+    assert_eq!(status.disk_chunks, referenced.len() as u64);
+    assert_eq!(status.pending_chunks, 0);
+    assert_eq!(status.index_file_count, 3);
+    // Original data: 3 snapshots' indexes; the shared chunk counts once per index.
+    let sizes = |d: &[Vec<u8>]| d.iter().map(|c| c.len() as u64).sum::<u64>();
+    let original = sizes(&[shared.clone(), payload("g1", 3), payload("g1", 4)])
+        + sizes(&[shared.clone(), payload("g1", 4), payload("g1", 5)])
+        + sizes(&[shared.clone(), payload("g2", 0)]);
+    assert_eq!(status.index_data_bytes, original);
+    assert!(status.dedup_factor().is_some());
+
+    // The run is in the job history with its statistics, and in `.gc-status`.
+    let history =
+        e.ds.job_history(Some(JobKind::GarbageCollection))
+            .await
+            .unwrap();
+    let last = history.last().expect("GC recorded");
+    assert_eq!(last.outcome, "OK");
+    assert_eq!(last.summary["removed-chunks"], 3);
+    assert_eq!(last.summary["disk-chunks"], referenced.len() as u64);
+    assert!(last.summary.get("mark-duration-ms").is_some());
+    assert!(last.summary.get("sweep-duration-ms").is_some());
+    let reopened = Datastore::open("test", e.backend.clone()).await.unwrap();
+    assert_eq!(reopened.last_gc_status().await, Some(status));
+}
+
+/// Objects of a snapshot that never got a manifest, as a killed server leaves them.
+async fn leave_abandoned(e: &Env, group: &BackupGroup, time: i64, data: &[u8]) -> Digest {
+    let dir = BackupDir::new(group.clone(), time).unwrap();
+    let (digest, raw) = chunk(data);
+    e.ds.insert_chunk(&digest, raw, false).await.unwrap();
+    e.ds.create_group_owner(&root(), group, AUTH).await.unwrap();
+    let key = layout::snapshot_file_key(&root(), &dir, "root.pxar.didx").unwrap();
+    e.ds.backend()
+        .put(
+            &key,
+            didx(&[(digest, data.len() as u64)]),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    digest
+}
+
+/// Whether any object of the snapshot `group`/T0 is stored.
+async fn has_objects(e: &Env, group: &BackupGroup) -> bool {
+    let dir = BackupDir::new(group.clone(), T0).unwrap();
+    let prefix = layout::snapshot_prefix(&root(), &dir).unwrap();
+    !e.backend
+        .list(&prefix, None)
+        .await
+        .unwrap()
+        .objects
+        .is_empty()
+}
+
+async fn abandoned_backups_go_after_the_grace_period(kind: Kind) {
+    let e = env_on(kind, "gc-abandoned").await;
+    let (old, young, running, done) = (vm("1"), vm("2"), vm("3"), vm("4"));
+    snapshot_with(&e.ds, &done, T0, &[payload("done", 0)]).await;
+    let old_chunk = leave_abandoned(&e, &old, T0, b"abandoned old").await;
+    // A running backup whose objects are as old as the abandoned one.
+    let lease =
+        e.ds.start_backup(&root(), &running, T0, AUTH)
+            .await
+            .unwrap();
+    let (run_digest, raw) = chunk(b"running");
+    e.ds.insert_chunk(&run_digest, raw, false).await.unwrap();
+    lease.register_chunk(&run_digest, 7);
+    lease
+        .write_file("root.pxar.didx", didx(&[(run_digest, 7)]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let young_chunk = leave_abandoned(&e, &young, T0, b"abandoned young").await;
+    e.ds.set_abandoned_after(Duration::from_secs(2));
+    e.ds.set_gc_cutoff(Duration::ZERO);
+    // The running backup started after the old chunk was written.
+    e.ds.set_gc_writer_margin(Duration::ZERO);
+
+    let lines = Mutex::new(Vec::new());
+    let status =
+        e.ds.garbage_collect(&|l| lines.lock().unwrap().push(l))
+            .await
+            .unwrap();
+    let lines = lines.into_inner().unwrap();
+    assert_eq!(status.abandoned_snapshots, 1, "{lines:#?}");
+    assert!(status.abandoned_bytes > 0);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("removing abandoned backup vm/1/")),
+        "{lines:#?}"
+    );
+    assert!(
+        !has_objects(&e, &old).await,
+        "abandoned snapshot older than the grace period removed"
+    );
+    assert!(
+        has_objects(&e, &young).await,
+        "younger abandoned snapshot kept"
+    );
+    assert!(has_objects(&e, &running).await, "running backup kept");
+    assert!(e
+        .ds
+        .snapshot_finished(&root(), &BackupDir::new(done.clone(), T0).unwrap())
+        .await
+        .unwrap());
+    let stored = stored_chunks(&e.backend).await;
+    assert!(
+        !stored.contains(&old_chunk),
+        "its chunk is garbage right away"
+    );
+    assert!(stored.contains(&young_chunk));
+    assert!(stored.contains(&run_digest));
+
+    let history =
+        e.ds.job_history(Some(JobKind::AbandonedCleanup))
+            .await
+            .unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        history[0].summary["removed-snapshots"][0],
+        "vm/1/2023-11-14T22:13:20Z"
+    );
+
+    // The running backup finishes normally and restores.
+    lease.commit(manifest_blob(&running, T0)).await.unwrap();
+    assert_eq!(restore(&e.ds, &running, T0).await, b"running");
+}
+
+async fn second_gc_reads_indexes_from_the_cache(kind: Kind) {
+    let e = env_on(kind, "gc-cache").await;
+    for i in 0..6 {
+        snapshot_with(
+            &e.ds,
+            &vm(&i.to_string()),
+            T0,
+            &[payload("c", i), payload("c", 9)],
+        )
+        .await;
+    }
+    let gets = || e.backend.request_counts().map_or(0, |c| c.get);
+    let first = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    assert_eq!((first.index_cache_hits, first.index_cache_misses), (0, 6));
+    assert_eq!(e.ds.index_cache_entries(), 6);
+    let before = gets();
+    let second = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    assert_eq!((second.index_cache_hits, second.index_cache_misses), (6, 0));
+    assert_eq!(second.index_file_count, 6);
+    assert_eq!(second.disk_chunks, first.disk_chunks);
+    if kind == Kind::S3 {
+        assert_eq!(gets(), before, "no index downloaded again");
+    }
+    // A removed snapshot leaves the cache; a disabled cache downloads again.
+    e.ds.remove_group(&root(), &vm("0")).await.unwrap();
+    let third = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    assert_eq!(third.index_file_count, 5);
+    assert_eq!(e.ds.index_cache_entries(), 5);
+    e.ds.set_index_cache_capacity(0);
+    let fourth = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    assert_eq!((fourth.index_cache_hits, fourth.index_cache_misses), (0, 5));
+}

@@ -183,6 +183,9 @@ pub struct UsageState {
     meter: Mutex<Option<Arc<TenantMeter>>>,
     /// Per-datastore quota (`[[datastore]] quota_bytes`).
     store_limit: Mutex<Option<u64>>,
+    /// A recount holds (or waits for) GC's lock: a GC asked for meanwhile waits for it
+    /// instead of being refused as "already running".
+    rescan_waiting_or_running: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for UsageState {
@@ -406,8 +409,22 @@ impl Datastore {
 
     /// Recount everything by listing (excludes GC while it runs; see the module docs).
     pub async fn usage_rescan(&self) -> Result<UsageCounters, DatastoreError> {
-        let _gc = self.gc_running.lock().await;
-        self.usage_rescan_locked().await
+        use std::sync::atomic::Ordering;
+        let flag = &self.usage.rescan_waiting_or_running;
+        flag.store(true, Ordering::SeqCst);
+        let result = {
+            let _gc = self.gc_running.lock().await;
+            self.usage_rescan_locked().await
+        };
+        flag.store(false, Ordering::SeqCst);
+        result
+    }
+
+    /// Whether a usage recount holds or waits for GC's lock (GC then waits rather than fail).
+    pub(super) fn usage_rescan_active(&self) -> bool {
+        self.usage
+            .rescan_waiting_or_running
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The scan itself; the caller keeps GC from removing chunks meanwhile.

@@ -157,12 +157,20 @@ impl Datastore {
         log: &(dyn Fn(String) + Send + Sync),
     ) -> Result<GcStatus, DatastoreError> {
         self.check_writable()?;
-        let _running = self.gc_running.try_lock().map_err(|_| {
-            DatastoreError::Busy(format!(
-                "garbage collection already running on datastore '{}'",
-                self.name
-            ))
-        })?;
+        let _running = match self.gc_running.try_lock() {
+            Ok(guard) => guard,
+            // A usage recount (after an unclean stop) is not a GC: wait for it to finish.
+            Err(_) if self.usage_rescan_active() => {
+                log("waiting for the usage recount of this datastore to finish".to_string());
+                self.gc_running.lock().await
+            }
+            Err(_) => {
+                return Err(DatastoreError::Busy(format!(
+                    "garbage collection already running on datastore '{}'",
+                    self.name
+                )))
+            }
+        };
         let say = |line: String| {
             tracing::info!(store = %self.name, "{line}");
             log(line);

@@ -4,6 +4,7 @@
 pub mod body;
 pub mod error;
 pub mod params;
+pub mod pinned;
 pub mod tls;
 
 pub use body::{json_data, octet_stream, Body};

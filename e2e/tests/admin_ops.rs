@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use pbs_cloud_e2e::{Crypt, PbsClient};
 use serde_json::{json, Value};
@@ -19,36 +17,6 @@ async fn times(client: &PbsClient, store: &str, id: &str) -> Vec<i64> {
         .iter()
         .map(|s| s["backup-time"].as_i64().unwrap())
         .collect()
-}
-
-/// Follows a task like the stock client: status until stopped, then the whole log.
-async fn wait_task(client: &PbsClient, upid: &str) -> (Value, Vec<String>) {
-    let encoded =
-        percent_encoding::utf8_percent_encode(upid, percent_encoding::NON_ALPHANUMERIC).to_string();
-    for _ in 0..300 {
-        let status = client
-            .get(&format!("nodes/localhost/tasks/{encoded}/status"), None)
-            .await
-            .unwrap();
-        if status["status"] == "stopped" {
-            let log = client
-                .get(
-                    &format!("nodes/localhost/tasks/{encoded}/log"),
-                    Some(&json!({"start": 1, "limit": 500})),
-                )
-                .await
-                .unwrap();
-            let lines = log
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|l| l["t"].as_str().unwrap().to_string())
-                .collect();
-            return (status, lines);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("task {upid} did not finish");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

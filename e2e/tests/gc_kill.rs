@@ -11,7 +11,7 @@ use pbs_cloud_e2e::{Crypt, PbsClient};
 use pbs_cloud_server::datastore::layout::chunk_key;
 use pbs_cloud_server::format::blob::encode_blob;
 use pbs_cloud_server::format::sha256;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Synthetic garbage chunks: enough that the sweep takes a moment.
 const GARBAGE: usize = 100_000;
@@ -56,42 +56,6 @@ fn age_all_chunks(root: &Path) {
             file.set_modified(old).unwrap();
         }
     }
-}
-
-fn encoded(upid: &str) -> String {
-    percent_encoding::utf8_percent_encode(upid, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-async fn task_log(client: &PbsClient, upid: &str) -> Vec<String> {
-    let log = client
-        .get(
-            &format!("nodes/localhost/tasks/{}/log", encoded(upid)),
-            Some(&json!({"start": 1, "limit": 500})),
-        )
-        .await
-        .unwrap();
-    log.as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["t"].as_str().unwrap().to_string())
-        .collect()
-}
-
-async fn wait_task(client: &PbsClient, upid: &str) -> (Value, Vec<String>) {
-    for _ in 0..1200 {
-        let status = client
-            .get(
-                &format!("nodes/localhost/tasks/{}/status", encoded(upid)),
-                None,
-            )
-            .await
-            .unwrap();
-        if status["status"] == "stopped" {
-            return (status, task_log(client, upid).await);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("task {upid} did not finish");
 }
 
 async fn start_gc(client: &PbsClient, store: &str) -> String {
@@ -183,7 +147,7 @@ async fn killed_gc_loses_no_snapshot_and_the_next_gc_completes() {
 
     // The next GC completes, removes the rest of the garbage, and keeps every snapshot.
     let upid = start_gc(&client, &store).await;
-    let (status, log) = wait_task(&client, &upid).await;
+    let (status, log) = wait_task_long(&client, &upid).await;
     assert_eq!(status["exitstatus"], "OK", "{log:#?}");
     assert_eq!(garbage_left(&root), 0);
     let removed: u64 = log

@@ -5,46 +5,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use common::*;
 use pbs_cloud_e2e::{Crypt, PbsClient};
 use serde_json::{json, Value};
-
-fn encode(upid: &str) -> String {
-    percent_encoding::utf8_percent_encode(upid, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// Final status and log of a task.
-async fn wait_task(client: &PbsClient, upid: &str) -> (Value, Vec<String>) {
-    for _ in 0..300 {
-        let status = client
-            .get(
-                &format!("nodes/localhost/tasks/{}/status", encode(upid)),
-                None,
-            )
-            .await
-            .unwrap();
-        if status["status"] == "stopped" {
-            let log = client
-                .get(
-                    &format!("nodes/localhost/tasks/{}/log", encode(upid)),
-                    Some(&json!({"start": 1, "limit": 500})),
-                )
-                .await
-                .unwrap();
-            let lines = log
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|l| l["t"].as_str().unwrap().to_string())
-                .collect();
-            return (status, lines);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("task {upid} did not finish");
-}
 
 async fn verify(client: &PbsClient, params: Value) -> (String, Value, Vec<String>) {
     let upid = client

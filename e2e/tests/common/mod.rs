@@ -424,3 +424,51 @@ pub fn s3_env() -> S3Env {
         bucket: std::env::var("PBS_TEST_S3_BUCKET").unwrap_or_else(|_| "pbs-test".into()),
     }
 }
+
+/// The whole log of a task.
+pub async fn task_log(client: &PbsClient, upid: &str) -> Vec<String> {
+    let encoded =
+        percent_encoding::utf8_percent_encode(upid, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let log = client
+        .get(
+            &format!("nodes/localhost/tasks/{encoded}/log"),
+            Some(&serde_json::json!({"start": 1, "limit": 500})),
+        )
+        .await
+        .unwrap();
+    log.as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["t"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Follows a task like the stock client: status until stopped (30 s at most), then the log.
+pub async fn wait_task(client: &PbsClient, upid: &str) -> (serde_json::Value, Vec<String>) {
+    wait_task_polls(client, upid, 300).await
+}
+
+/// [`wait_task`] for long tasks (2 minutes at most).
+pub async fn wait_task_long(client: &PbsClient, upid: &str) -> (serde_json::Value, Vec<String>) {
+    wait_task_polls(client, upid, 1200).await
+}
+
+async fn wait_task_polls(
+    client: &PbsClient,
+    upid: &str,
+    polls: usize,
+) -> (serde_json::Value, Vec<String>) {
+    let encoded =
+        percent_encoding::utf8_percent_encode(upid, percent_encoding::NON_ALPHANUMERIC).to_string();
+    for _ in 0..polls {
+        let status = client
+            .get(&format!("nodes/localhost/tasks/{encoded}/status"), None)
+            .await
+            .unwrap();
+        if status["status"] == "stopped" {
+            return (status, task_log(client, upid).await);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("task {upid} did not finish");
+}

@@ -27,6 +27,11 @@ pub enum Fault {
     Cut(Option<u32>),
     /// Read the request and never answer (the client's request timeout must fire).
     Stall(Option<u32>),
+    /// Forward, but hold the body of the store's first answer on a connection back this long
+    /// after its head: RGW answers a large DeleteObjects with `200` and a chunked body at once,
+    /// and sends the body only when it has deleted every key (7 s for 1000 keys in a bucket
+    /// of a million objects).
+    Slow(Duration),
     /// Answer every request with this HTTP status and S3 error code (e.g. 403
     /// `InvalidAccessKeyId`, as a store does after the key was revoked).
     S3Error(u16, &'static str),
@@ -42,6 +47,8 @@ struct State {
     forwarded: AtomicU64,
     /// Client bytes of forwarded connections, while recording.
     recorded: Mutex<Option<Vec<u8>>>,
+    /// Server bytes of forwarded connections, while recording.
+    responses: Mutex<Vec<u8>>,
 }
 
 /// A running proxy (stops when dropped).
@@ -62,6 +69,7 @@ impl FaultProxy {
             faults: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             recorded: Mutex::new(None),
+            responses: Mutex::new(Vec::new()),
         });
         let accept_state = state.clone();
         let accept = tokio::spawn(async move {
@@ -101,6 +109,7 @@ impl FaultProxy {
     /// connections opened after this call (open ones are cut, as by [`FaultProxy::set`]).
     pub fn record(&self) {
         *lock(&self.state.recorded) = Some(Vec::new());
+        lock(&self.state.responses).clear();
         for conn in lock(&self.state.conns).drain(..) {
             conn.abort();
         }
@@ -112,6 +121,12 @@ impl FaultProxy {
             .as_deref()
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_default()
+    }
+
+    /// What the store answered on recorded connections (lossy text; up to 4 MiB), e.g. to see
+    /// the `x-amz-server-side-encryption` response headers.
+    pub fn recorded_responses(&self) -> String {
+        String::from_utf8_lossy(&lock(&self.state.responses)).into_owned()
     }
 
     /// Connections answered with a fault so far.
@@ -208,6 +223,11 @@ async fn handle(
             read_head(&mut client).await;
             tokio::time::sleep(Duration::from_secs(300)).await;
         }
+        Fault::Slow(delay) => {
+            state.faults.fetch_add(1, Ordering::Relaxed);
+            let server = TcpStream::connect(upstream).await?;
+            forward_delayed(client, server, delay).await?;
+        }
     }
     Ok(())
 }
@@ -226,7 +246,7 @@ async fn read_head(client: &mut TcpStream) -> bool {
     true
 }
 
-/// Forward both ways, keeping a copy of what the client sends.
+/// Forward both ways, keeping a copy of what the client sends and of what the store answers.
 async fn forward_recording(
     client: TcpStream,
     server: TcpStream,
@@ -250,6 +270,55 @@ async fn forward_recording(
         }
     };
     let downstream = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = server_read.read(&mut buf).await?;
+            if n == 0 {
+                return client_write.shutdown().await;
+            }
+            {
+                let mut rec = lock(&state.responses);
+                let room = RECORD_LIMIT.saturating_sub(rec.len()).min(n);
+                rec.extend_from_slice(&buf[..room]);
+            }
+            client_write.write_all(&buf[..n]).await?;
+        }
+    };
+    tokio::try_join!(upstream, downstream)?;
+    Ok(())
+}
+
+/// Forward both ways; the store's first answer is passed on up to the end of its head, and
+/// the rest follows after `delay`.
+async fn forward_delayed(
+    client: TcpStream,
+    server: TcpStream,
+    delay: Duration,
+) -> std::io::Result<()> {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let upstream = async {
+        tokio::io::copy(&mut client_read, &mut server_write).await?;
+        server_write.shutdown().await
+    };
+    let downstream = async {
+        let mut head = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let head_end = loop {
+            let n = server_read.read(&mut buf).await?;
+            if n == 0 {
+                client_write.write_all(&head).await?;
+                return client_write.shutdown().await;
+            }
+            head.extend_from_slice(&buf[..n]);
+            if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+        };
+        client_write.write_all(&head[..head_end]).await?;
+        client_write.flush().await?;
+        tokio::time::sleep(delay).await;
+        client_write.write_all(&head[head_end..]).await?;
         tokio::io::copy(&mut server_read, &mut client_write).await?;
         client_write.shutdown().await
     };

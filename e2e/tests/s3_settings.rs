@@ -1,7 +1,7 @@
 //! S3 datastore settings against the test Ceph RGW (started by `e2e/run-tests.sh`): the backend
 //! health seen while the server runs (revoked credentials, missing bucket) in the datastore
 //! status and `/readyz`; a custom CA bundle for an endpoint with a private certificate; and
-//! which SSE and storage-class headers reach the store.
+//! which SSE and storage-class headers reach the store, and SSE-KMS end to end.
 
 mod common;
 
@@ -15,7 +15,7 @@ use http::Method;
 use pbs_cloud_e2e::fault_proxy::{Fault, FaultProxy, TlsProxy};
 use pbs_cloud_e2e::TestServer;
 use pbs_cloud_server::backend::s3::{S3Credentials, S3Settings};
-use pbs_cloud_server::backend::{Backend, PutOptions, S3Backend};
+use pbs_cloud_server::backend::{Backend, PutOptions, PutOutcome, S3Backend};
 
 /// A unique prefix under `t/` (every S3 test writes only below `t/`).
 fn unique_prefix(name: &str) -> String {
@@ -281,12 +281,71 @@ async fn storage_class_and_sse_headers_reach_the_store() {
         backend.delete_prefix("").await.unwrap();
     }
 
-    // SSE-S3 and SSE-KMS: the headers reach the store. The test RGW (Ceph 16.2, plain HTTP,
-    // no KMS or SSE-S3 backend configured, and shared by every test so not reconfigured here)
-    // refuses both with InvalidRequest: Ceph requires TLS to RGW itself for SSE
-    // (`rgw_crypt_require_ssl`) and a configured key backend. The refusal must be a clear error
-    // naming the object, never a silently unencrypted object.
-    for (mode, kms) in [("AES256", None), ("aws:kms", Some("test-key-1"))] {
+    // SSE-KMS end to end: `start-ceph-rgw.sh` gives RGW its built-in test key store with one
+    // key (PBS_TEST_S3_KMS_KEY_ID). A chunk-style put (only-if-absent, with its checksum) and
+    // a plain put are stored encrypted under that key: the store says so in its answers to
+    // the PUT and to the GET, and the bytes read back are the bytes written.
+    let key_id = std::env::var("PBS_TEST_S3_KMS_KEY_ID").unwrap_or_else(|_| {
+        panic!(
+            "PBS_TEST_S3_KMS_KEY_ID is not set: start the test S3 server with \
+             `eval \"$(e2e/s3/start-ceph-rgw.sh)\"`, which configures its test key store"
+        )
+    });
+    let mut s = settings(&s3, &proxy.endpoint(), "sse-kms");
+    s.sse = Some("aws:kms".into());
+    s.sse_kms_key_id = Some(key_id.clone());
+    let backend = S3Backend::connect(s).await.unwrap();
+    let data = Bytes::from_static(b"secret chunk bytes");
+    let chunk_put = PutOptions {
+        if_absent: true,
+        sha256: Some(pbs_cloud_server::format::sha256(&data)),
+    };
+    proxy.record();
+    assert_eq!(
+        backend
+            .put("c", data.clone(), chunk_put.clone())
+            .await
+            .unwrap(),
+        PutOutcome::Written
+    );
+    backend
+        .put("p", data.clone(), PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(backend.get("c").await.unwrap(), data);
+    assert_eq!(backend.get("p").await.unwrap(), data);
+    let sent = proxy.recorded().to_lowercase();
+    assert_eq!(
+        sent.matches("x-amz-server-side-encryption: aws:kms")
+            .count(),
+        2,
+        "both puts ask for SSE-KMS: {sent}"
+    );
+    let answers = proxy.recorded_responses().to_lowercase();
+    let kms_answer = format!(
+        "x-amz-server-side-encryption-aws-kms-key-id: {}",
+        key_id.to_lowercase()
+    );
+    assert!(
+        answers
+            .matches("x-amz-server-side-encryption: aws:kms")
+            .count()
+            >= 4
+            && answers.matches(&kms_answer).count() >= 4,
+        "the store confirms SSE-KMS with our key for 2 puts and 2 gets: {answers}"
+    );
+    assert_eq!(
+        backend.put("c", data.clone(), chunk_put).await.unwrap(),
+        PutOutcome::AlreadyExists,
+        "only-if-absent still works on encrypted objects"
+    );
+    backend.delete_prefix("").await.unwrap();
+
+    // A key the store does not know (refused by the store), and SSE-S3 (`AES256`), which
+    // this Ceph 16.2 has no key backend for: it answers 200 and stores the object in the
+    // clear, without the SSE header in its answer. Both must end in a clear error naming the
+    // object, never in an unencrypted object.
+    for (mode, kms) in [("AES256", None), ("aws:kms", Some("no-such-key"))] {
         let mut s = settings(&s3, &proxy.endpoint(), "sse");
         s.sse = Some(mode.into());
         s.sse_kms_key_id = kms.map(str::to_string);
@@ -311,10 +370,69 @@ async fn storage_class_and_sse_headers_reach_the_store() {
                 "KMS key id not sent: {sent}"
             );
         }
-        let err = result.expect_err("this RGW has no SSE backend").to_string();
-        assert!(err.contains("InvalidRequest (HTTP 400)"), "{err}");
+        let err = result
+            .expect_err("the store must refuse this encryption request")
+            .to_string();
+        match kms {
+            Some(_) => assert!(err.contains("(HTTP 403)"), "{err}"),
+            None => assert!(
+                err.contains("ServerSideEncryptionNotApplied")
+                    && err.contains("reports no encryption")
+                    && err.contains("deleted again"),
+                "{err}"
+            ),
+        }
         assert!(err.contains("s3://"), "names the object: {err}");
         assert!(backend.head("k").await.unwrap().is_none(), "nothing stored");
         backend.delete_prefix("").await.unwrap();
     }
+}
+
+/// A store that answers `200` at once but sends the body only when it is done, longer than the
+/// SDK's default stalled-stream grace period (5 s) later, as RGW does for a DeleteObjects of
+/// 1000 keys in a bucket of a million objects: the request must wait for the body up to
+/// `request_timeout` instead of failing with "minimum throughput ... 0 B/s" (found by the
+/// 1M-chunk GC benchmark, whose sweep failed that way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_sends_its_answer_late_is_waited_for() {
+    let s3 = s3_env();
+    let proxy = FaultProxy::start(upstream(&s3)).await.unwrap();
+    let mut s = settings(&s3, &proxy.endpoint(), "slow");
+    // Retries only cover the pooled connections the proxy cuts when its mode changes; a late
+    // body would fail every attempt alike.
+    s.max_retries = 2;
+    s.request_timeout = Duration::from_secs(30);
+    let backend = S3Backend::connect(s).await.unwrap();
+    let keys: Vec<String> = (0..3).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        backend
+            .put(k, Bytes::from_static(b"slow"), PutOptions::default())
+            .await
+            .unwrap();
+    }
+    proxy.set(Fault::Slow(Duration::from_secs(8)));
+    let started = std::time::Instant::now();
+    backend
+        .delete_many(&keys)
+        .await
+        .expect("a DeleteObjects answered after 8 s is not an error");
+    assert!(
+        started.elapsed() >= Duration::from_secs(8),
+        "the proxy delayed the answer"
+    );
+    // A body-less answer (PutObject) and a GET whose body comes late.
+    backend
+        .put("late", Bytes::from_static(b"late"), PutOptions::default())
+        .await
+        .expect("a slow PutObject is not an error");
+    assert_eq!(
+        backend.get("late").await.unwrap(),
+        Bytes::from_static(b"late")
+    );
+    proxy.set(Fault::Pass);
+    for k in &keys {
+        assert!(backend.head(k).await.unwrap().is_none(), "{k} deleted");
+    }
+    assert!(backend.head("late").await.unwrap().is_some());
+    backend.delete_prefix("").await.unwrap();
 }

@@ -6,9 +6,12 @@
 //! and reported; the controller keeps the Tenant's finalizer until they are gone (see
 //! `controller::cleanup`).
 
+use std::time::Duration;
+
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-    SharedCredentialsProvider,
+    SharedCredentialsProvider, StalledStreamProtectionConfig,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
@@ -18,6 +21,9 @@ use futures::StreamExt;
 const PARALLEL_DELETES: usize = 16;
 /// Locked keys named in the outcome (the count covers all of them).
 const LOCKED_SAMPLE: usize = 5;
+/// Bound of one request attempt. The SDK's stalled-stream check (5 s without a byte) is off:
+/// a store busy with a 1000-key delete in a large bucket answers later than that.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One S3 prefix to empty, with resolved credentials.
 #[derive(Clone)]
@@ -119,7 +125,14 @@ async fn client(t: &PurgeTarget) -> Result<aws_sdk_s3::Client, PurgeError> {
         .http_client(http)
         .force_path_style(t.path_style)
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(REQUEST_TIMEOUT)
+                .build(),
+        )
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
     if let Some(e) = &t.endpoint {
         b = b.endpoint_url(e.clone());
     }

@@ -6,13 +6,18 @@
 //! body's SHA-256, which we compute once per upload anyway, is sent both as
 //! `x-amz-checksum-sha256` (the store checks the bytes) and as the precomputed SigV4 payload hash
 //! (so the signer does not hash the body a second time).
+//!
+//! The SDK's stalled-stream protection is off: it cuts a request when no byte moves for 5 s,
+//! and a busy store legitimately sends nothing for longer (RGW takes about 7 s to answer a
+//! 1000-key DeleteObjects in a bucket of a million objects). Every attempt is bounded by the
+//! configured `request_timeout` instead.
 
 use std::time::Duration;
 
 use aws_runtime::auth::PayloadSigningOverride;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-    SharedCredentialsProvider,
+    SharedCredentialsProvider, StalledStreamProtectionConfig,
 };
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -96,7 +101,8 @@ pub(super) async fn build(settings: &S3Settings) -> Result<aws_sdk_s3::Client, B
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
         .retry_config(retry)
-        .timeout_config(timeouts);
+        .timeout_config(timeouts)
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
     if let Some(endpoint) = &settings.endpoint {
         builder = builder.endpoint_url(endpoint.clone());
     }

@@ -39,6 +39,7 @@ print_env() {
     echo "export PBS_TEST_S3_SECRET_KEY='$SECRET_KEY'"
     echo "export PBS_TEST_S3_BUCKET='pbs-test'"
     echo "export PBS_TEST_S3_LOCK_BUCKET='pbs-lock'"
+    echo "export PBS_TEST_S3_KMS_KEY_ID='$KMS_KEY_ID'"
 }
 
 # A signed S3 request with curl's built-in SigV4 (curl >= 7.75). RGW insists on the
@@ -83,11 +84,45 @@ create_buckets() {
     ensure_bucket pbs-lock -H 'x-amz-bucket-object-lock-enabled: true'
 }
 
+# SSE-KMS for the tests: RGW's built-in test key store (not for production), over plain HTTP.
+KMS_KEY_ID=pbs-test-key
+kms_conf() {
+    # a fixed 32-byte test key, base64
+    echo "rgw_crypt_s3_kms_backend = testing"
+    echo "rgw_crypt_s3_kms_encryption_keys = $KMS_KEY_ID=cGJzLWNsb3VkOiB0ZXN0IGtleSBmb3IgU1NFLUtNUyE="
+    echo "rgw_crypt_require_ssl = false"
+}
+
+start_rgw() {
+    radosgw -c "$CONF" -n client.rgw.a >&2
+    for _ in $(seq 1 120); do
+        curl -s -o /dev/null "$ENDPOINT/" && break
+        sleep 1
+    done
+}
+
 if healthy; then
-    log "reusing the running RGW at $ENDPOINT"
-    create_buckets
-    print_env
-    exit 0
+    if [ -f "$CONF" ] && ! grep -q rgw_crypt_s3_kms_backend "$CONF"; then
+        # An instance from before the test key store: add it and restart radosgw only.
+        log "adding the SSE-KMS test key store and restarting radosgw"
+        kms_conf >>"$CONF"
+        kill "$(cat "$DIR/run/ceph-client.rgw.a.pid")" 2>/dev/null || true
+        for _ in $(seq 1 30); do
+            healthy || break
+            sleep 1
+        done
+        start_rgw
+        for _ in $(seq 1 60); do
+            healthy && break
+            sleep 1
+        done
+    fi
+    if healthy; then
+        log "reusing the running RGW at $ENDPOINT"
+        create_buckets
+        print_env
+        exit 0
+    fi
 fi
 
 if ! command -v radosgw >/dev/null || ! command -v ceph-osd >/dev/null || ! command -v ceph-mon >/dev/null; then
@@ -146,6 +181,7 @@ keyring = $DIR/rgw.keyring
 rgw_frontends = beast endpoint=127.0.0.1:$PORT
 rgw_data = $DIR/rgw
 EOF
+kms_conf >>"$CONF"
 
 log "creating monitor"
 monmaptool --create --addv a '[v2:127.0.0.1:3300,v1:127.0.0.1:6789]' --fsid "$FSID" "$DIR/monmap" >/dev/null
@@ -170,11 +206,7 @@ for _ in $(seq 1 60); do
 done
 
 log "starting radosgw on $ENDPOINT"
-radosgw -c "$CONF" -n client.rgw.a
-for _ in $(seq 1 120); do
-    curl -s -o /dev/null "$ENDPOINT/" && break
-    sleep 1
-done
+start_rgw
 radosgw-admin -c "$CONF" user create --uid=pbs-test --display-name=pbs-test \
     --access-key="$ACCESS_KEY" --secret-key="$SECRET_KEY" >/dev/null
 for _ in $(seq 1 60); do

@@ -30,6 +30,7 @@ mod client;
 mod health;
 mod object_lock;
 mod ops;
+mod sse;
 #[cfg(test)]
 pub(crate) mod test_env;
 #[cfg(test)]
@@ -448,7 +449,9 @@ impl S3Backend {
             .send()
             .await
         {
-            Ok(_) => {
+            Ok(out) => {
+                self.check_sse_applied(full, out.server_side_encryption())
+                    .await?;
                 self.health.ok();
                 Ok(PutOutcome::Written)
             }

@@ -315,9 +315,10 @@ impl S3Backend {
             offset = end;
             number += 1;
         }
-        let _permit = self.permit().await?;
+        let permit = self.permit().await?;
         self.count_request(Req::Post);
-        self.client
+        let done = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.settings.bucket)
             .key(full)
@@ -332,7 +333,10 @@ impl S3Backend {
             .map_err(|e| {
                 self.remote_error("CompleteMultipartUpload", key, Failure::from_sdk(&e))
             })?;
-        Ok(())
+        drop(permit);
+        self.check_sse_applied(full, done.server_side_encryption())
+            .await
+            .map_err(|f| self.remote_error("CompleteMultipartUpload", key, f))
     }
 
     /// Whether the store honours `If-None-Match: *`: a second conditional PUT of a probe

@@ -186,9 +186,20 @@ fn read_crc(raw: &[u8]) -> u32 {
     u32::from_le_bytes(b)
 }
 
-/// Stream-decode zstd, reading at most `max_len + 1` bytes so an oversize result is detected
+/// Decode zstd without ever producing more than `max_len` bytes. A frame whose header states
+/// its size (PBS clients compress with zstd's one-shot API, which writes it) is decoded in one
+/// call into a buffer of exactly that size; the decoder refuses to write past it. Other frames
+/// are stream-decoded, reading at most `max_len + 1` bytes so an oversize result is detected
 /// without materialising it.
 fn zstd_decode_bounded(payload: &[u8], max_len: usize) -> Result<Vec<u8>, FormatError> {
+    if let Ok(Some(declared)) = zstd::zstd_safe::get_frame_content_size(payload) {
+        if declared > max_len as u64 {
+            return Err(FormatError::DecodedTooLarge { limit: max_len });
+        }
+        // `declared` fits: it is at most `max_len`.
+        return zstd::bulk::decompress(payload, declared as usize)
+            .map_err(|e| FormatError::Zstd(e.to_string()));
+    }
     let decoder = zstd::stream::read::Decoder::with_buffer(payload)
         .map_err(|e| FormatError::Zstd(e.to_string()))?;
     let mut out = Vec::new();
@@ -452,6 +463,29 @@ mod tests {
         ));
         short_enc.push(0);
         assert!(BlobView::parse(&short_enc).is_ok());
+    }
+
+    #[test]
+    fn frames_without_or_with_a_lying_size_stay_bounded() {
+        let big = vec![7u8; 4 * 1024 * 1024];
+        // A streamed frame has no size in its header: the streaming path bounds it.
+        let streamed = zstd::stream::encode_all(&big[..], 1).unwrap();
+        assert_eq!(zstd::zstd_safe::get_frame_content_size(&streamed), Ok(None));
+        let blob = assemble(MAGIC_COMPRESSED, &[], &streamed);
+        let v = BlobView::parse(&blob).unwrap();
+        assert!(matches!(
+            v.decode(1024),
+            Err(FormatError::DecodedTooLarge { .. })
+        ));
+        assert_eq!(v.decode(big.len()).unwrap(), big);
+        // A small sized frame followed by a big one: never more than the first frame's size.
+        let mut two = zstd::bulk::compress(b"tiny", 1).unwrap();
+        two.extend_from_slice(&zstd::bulk::compress(&big, 1).unwrap());
+        let blob = assemble(MAGIC_COMPRESSED, &[], &two);
+        match BlobView::parse(&blob).unwrap().decode(big.len()) {
+            Ok(out) => assert!(out.len() <= 4, "decoded {} bytes", out.len()),
+            Err(e) => assert!(matches!(e, FormatError::Zstd(_)), "{e}"),
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod backup_restore;
 pub mod gc;
 pub mod lock;
+pub mod placement;
 pub mod report;
 pub mod s3_ingest;
 pub mod sha;
@@ -26,7 +27,8 @@ pub fn bench_data(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut out = Vec::with_capacity(len);
     let mut text = String::with_capacity(DATA_BLOCK + 256);
-    let mut line = 0u64;
+    // The text depends on the seed too, so runs with different seeds share no chunk.
+    let mut line = (seed % 1000) * 10_000_000;
     while out.len() < len {
         let start = out.len();
         let n = DATA_BLOCK.min(len - start);

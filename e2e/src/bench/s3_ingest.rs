@@ -2,6 +2,11 @@
 //! one run, one on the default local datastore and one on an S3 datastore (the test RGW under a
 //! fresh prefix). Reports times, MB/s, the S3/local ratios, and the S3 requests per GiB taken
 //! from the `s3-statistics` of the datastore status before and after each phase.
+//!
+//! On a small shared machine one pair of timings swings by ±20% with whatever else runs, so the
+//! benchmark runs several rounds, each with new data (nothing deduplicates against an earlier
+//! round), alternates which backend goes first, and reports the median of the per-round
+//! ratios next to the lowest and highest.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -61,6 +66,10 @@ pub struct Options {
     pub s3: S3Target,
     /// Extra lines for the `[datastore.s3]` table (e.g. `max_concurrency = 64`).
     pub s3_extra: String,
+    /// Rounds of (ingest, restore) on both backends.
+    pub rounds: usize,
+    /// How CPUs were split between the store and the benchmark, if they were.
+    pub placement: Option<String>,
 }
 
 /// Times of one backend.
@@ -100,6 +109,43 @@ impl RequestFigures {
     }
 }
 
+/// One round: the same new image on both backends.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    pub local: BackendFigures,
+    pub s3: BackendFigures,
+    /// Whether the S3 server went first in this round.
+    pub s3_first: bool,
+    /// S3 time / local time of this round.
+    pub ingest_ratio: f64,
+    pub restore_ratio: f64,
+}
+
+/// Median, lowest and highest of the per-round ratios.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RatioSummary {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl RatioSummary {
+    fn of(values: impl Iterator<Item = f64>) -> Self {
+        let mut v: Vec<f64> = values.collect();
+        v.sort_by(f64::total_cmp);
+        let median = match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        };
+        RatioSummary {
+            median,
+            min: v.first().copied().unwrap_or(f64::NAN),
+            max: v.last().copied().unwrap_or(f64::NAN),
+        }
+    }
+}
+
 /// Everything `s3-ingest` measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct S3IngestReport {
@@ -108,22 +154,23 @@ pub struct S3IngestReport {
     pub s3_endpoint: String,
     pub s3_bucket: String,
     pub s3_prefix: String,
-    pub local: BackendFigures,
-    pub s3: BackendFigures,
-    /// S3 time / local time (lower is better; the goal is <= 1.2).
-    pub ingest_ratio: f64,
-    pub restore_ratio: f64,
+    /// CPU placement (`--store-cpus`); `None`: everything shares every CPU.
+    pub placement: Option<String>,
+    pub rounds: Vec<Round>,
+    /// S3 time / local time over the rounds (lower is better; the goal is <= 1.2).
+    pub ingest_ratio: RatioSummary,
+    pub restore_ratio: RatioSummary,
+    /// Requests of all rounds, per GiB of image ingested or restored.
     pub s3_ingest_requests: RequestFigures,
     pub s3_restore_requests: RequestFigures,
 }
 
-/// Starts both servers, backs up and restores the image on each (interleaved, so slow phases
-/// of the shared machine hit both), and removes the S3 prefix afterwards.
+/// Starts both servers, backs up and restores a new image on each per round (interleaved, so
+/// slow phases of the shared machine hit both), and removes the S3 prefix afterwards.
 pub async fn run(opts: &Options) -> Result<S3IngestReport> {
-    if opts.image_mib == 0 {
-        bail!("s3-ingest needs --image-mib >= 1");
+    if opts.image_mib == 0 || opts.rounds == 0 {
+        bail!("s3-ingest needs --image-mib >= 1 and --rounds >= 1");
     }
-    let data = bench_data(opts.image_mib * 1024 * 1024, 42);
     let prefix = format!(
         "t/bench-s3-ingest-{}",
         hex::encode(rand::random::<[u8; 6]>())
@@ -134,59 +181,121 @@ pub async fn run(opts: &Options) -> Result<S3IngestReport> {
         .context("start pbs-cloud-server with a local datastore")?;
     eprintln!("starting the S3 server (s3://{}/{prefix}/)", opts.s3.bucket);
     let s3 = s3_server(opts, &prefix).await?;
-    let result = measure(&local, &s3, &data).await;
+    let result = measure(&local, &s3, opts).await;
     drop(s3);
     if let Err(e) = remove_prefix(&opts.s3, &prefix).await {
         eprintln!("warning: could not remove the benchmark prefix {prefix}: {e:#}");
     }
-    let (local_fig, s3_fig, ingest, restore) = result?;
-    let bytes = data.len() as u64;
+    let measured = result?;
+    let bytes = (opts.image_mib * 1024 * 1024) as u64;
+    let all_bytes = bytes * measured.rounds.len() as u64;
     Ok(S3IngestReport {
         image_bytes: bytes,
         server_bin: opts.server_bin.display().to_string(),
         s3_endpoint: opts.s3.endpoint.clone(),
         s3_bucket: opts.s3.bucket.clone(),
         s3_prefix: prefix,
-        ingest_ratio: s3_fig.ingest_seconds / local_fig.ingest_seconds,
-        restore_ratio: s3_fig.restore_seconds / local_fig.restore_seconds,
-        local: local_fig,
-        s3: s3_fig,
-        s3_ingest_requests: RequestFigures::new(ingest, bytes),
-        s3_restore_requests: RequestFigures::new(restore, bytes),
+        placement: opts.placement.clone(),
+        ingest_ratio: RatioSummary::of(measured.rounds.iter().map(|r| r.ingest_ratio)),
+        restore_ratio: RatioSummary::of(measured.rounds.iter().map(|r| r.restore_ratio)),
+        rounds: measured.rounds,
+        s3_ingest_requests: RequestFigures::new(measured.ingest, all_bytes),
+        s3_restore_requests: RequestFigures::new(measured.restore, all_bytes),
     })
 }
 
-type Measured = (BackendFigures, BackendFigures, RequestCounts, RequestCounts);
+struct Measured {
+    rounds: Vec<Round>,
+    /// S3 requests of all ingest phases, and of all restore phases.
+    ingest: RequestCounts,
+    restore: RequestCounts,
+}
 
-async fn measure(local: &TestServer, s3: &TestServer, data: &[u8]) -> Result<Measured> {
-    let lc = local.admin_client().await.context("log in (local)")?;
-    let sc = s3.admin_client().await.context("log in (S3)")?;
-    let (ls, ss) = (local.store().to_string(), s3.store().to_string());
+/// One backend's server, logged in.
+struct Side {
+    name: &'static str,
+    client: PbsClient,
+    store: String,
+}
 
-    let before = s3_counts(&sc, &ss).await?;
-    eprintln!("ingest (local)");
-    let (_, local_ingest) = backup(&lc, &ls, "bench-img", T0, data, true).await?;
-    eprintln!("  {:.2} s", local_ingest.as_secs_f64());
-    eprintln!("ingest (S3)");
-    let (_, s3_ingest) = backup(&sc, &ss, "bench-img", T0, data, true).await?;
-    eprintln!("  {:.2} s", s3_ingest.as_secs_f64());
-    let after_ingest = s3_counts(&sc, &ss).await?;
+impl Side {
+    async fn new(name: &'static str, server: &TestServer) -> Result<Side> {
+        let client = server
+            .admin_client()
+            .await
+            .with_context(|| format!("log in ({name})"))?;
+        Ok(Side {
+            name,
+            client,
+            store: server.store().to_string(),
+        })
+    }
 
-    eprintln!("restore (local)");
-    let local_restore = restore(&lc, &ls, T0, data).await?;
-    eprintln!("  {:.2} s", local_restore.as_secs_f64());
-    eprintln!("restore (S3)");
-    let s3_restore = restore(&sc, &ss, T0, data).await?;
-    eprintln!("  {:.2} s", s3_restore.as_secs_f64());
-    let after_restore = s3_counts(&sc, &ss).await?;
+    async fn ingest(&self, time: i64, data: &[u8]) -> Result<Duration> {
+        eprintln!("ingest ({})", self.name);
+        let (_, took) = backup(&self.client, &self.store, "bench-img", time, data, true).await?;
+        eprintln!("  {:.2} s", took.as_secs_f64());
+        Ok(took)
+    }
 
-    let bytes = data.len() as u64;
-    Ok((
-        figures(bytes, local_ingest, local_restore),
-        figures(bytes, s3_ingest, s3_restore),
-        after_ingest.since(&before),
-        after_restore.since(&after_ingest),
-    ))
+    async fn restore(&self, time: i64, data: &[u8]) -> Result<Duration> {
+        eprintln!("restore ({})", self.name);
+        let took = restore(&self.client, &self.store, time, data).await?;
+        eprintln!("  {:.2} s", took.as_secs_f64());
+        Ok(took)
+    }
+}
+
+async fn measure(local: &TestServer, s3: &TestServer, opts: &Options) -> Result<Measured> {
+    let local = Side::new("local", local).await?;
+    let s3 = Side::new("S3", s3).await?;
+    let len = opts.image_mib * 1024 * 1024;
+    let mut ingest = RequestCounts::default();
+    let mut restored = RequestCounts::default();
+    let mut rounds = Vec::with_capacity(opts.rounds);
+    for round in 0..opts.rounds {
+        eprintln!("round {} of {}", round + 1, opts.rounds);
+        let data = bench_data(len, 42 + round as u64);
+        let time = T0 + 86_400 * round as i64;
+        // Alternate the order so that a warm-up or a slow spell does not always hit one side.
+        let s3_first = round % 2 == 1;
+        let order = if s3_first {
+            [&s3, &local]
+        } else {
+            [&local, &s3]
+        };
+
+        let mut ingest_took = [Duration::ZERO; 2];
+        for side in order {
+            let before = s3_counts(&s3.client, &s3.store).await?;
+            let took = side.ingest(time, &data).await?;
+            ingest.add(&s3_counts(&s3.client, &s3.store).await?.since(&before));
+            ingest_took[usize::from(side.name == "S3")] = took;
+        }
+        let mut restore_took = [Duration::ZERO; 2];
+        for side in order {
+            let before = s3_counts(&s3.client, &s3.store).await?;
+            let took = side.restore(time, &data).await?;
+            restored.add(&s3_counts(&s3.client, &s3.store).await?.since(&before));
+            restore_took[usize::from(side.name == "S3")] = took;
+        }
+
+        let bytes = len as u64;
+        let local_fig = figures(bytes, ingest_took[0], restore_took[0]);
+        let s3_fig = figures(bytes, ingest_took[1], restore_took[1]);
+        rounds.push(Round {
+            ingest_ratio: s3_fig.ingest_seconds / local_fig.ingest_seconds,
+            restore_ratio: s3_fig.restore_seconds / local_fig.restore_seconds,
+            local: local_fig,
+            s3: s3_fig,
+            s3_first,
+        });
+    }
+    Ok(Measured {
+        rounds,
+        ingest,
+        restore: restored,
+    })
 }
 
 fn figures(bytes: u64, ingest: Duration, restore: Duration) -> BackendFigures {
@@ -259,23 +368,39 @@ async fn remove_prefix(target: &S3Target, prefix: &str) -> Result<()> {
 pub fn render(r: &S3IngestReport) -> String {
     let mib = r.image_bytes / (1024 * 1024);
     let mut out = format!(
-        "s3-ingest: {mib} MiB image (half random / half text), fixed index, one run\n\
-         server binary: {}\nS3: {} bucket {} prefix {}/\n\n",
-        r.server_bin, r.s3_endpoint, r.s3_bucket, r.s3_prefix
+        "s3-ingest: {mib} MiB image (half random / half text), fixed index, {} round(s), \
+         new data each round\nserver binary: {}\nS3: {} bucket {} prefix {}/\nCPUs: {}\n\n",
+        r.rounds.len(),
+        r.server_bin,
+        r.s3_endpoint,
+        r.s3_bucket,
+        r.s3_prefix,
+        r.placement
+            .as_deref()
+            .unwrap_or("shared by the store, the benchmark client and the servers"),
     );
     out.push_str(&format!(
-        "{:<10} {:>10} {:>10} {:>11} {:>11}\n",
-        "backend", "ingest s", "ingest MB/s", "restore s", "restore MB/s"
+        "{:<6} {:<6} {:>9} {:>9} {:>7} {:>10} {:>10} {:>7}\n",
+        "round", "first", "local in", "s3 in", "ratio", "local out", "s3 out", "ratio"
     ));
-    for (name, f) in [("local", &r.local), ("s3", &r.s3)] {
+    for (i, round) in r.rounds.iter().enumerate() {
         out.push_str(&format!(
-            "{:<10} {:>10.2} {:>10.1} {:>11.2} {:>11.1}\n",
-            name, f.ingest_seconds, f.ingest_mb_per_s, f.restore_seconds, f.restore_mb_per_s
+            "{:<6} {:<6} {:>8.2}s {:>8.2}s {:>6.2}x {:>9.2}s {:>9.2}s {:>6.2}x\n",
+            i + 1,
+            if round.s3_first { "s3" } else { "local" },
+            round.local.ingest_seconds,
+            round.s3.ingest_seconds,
+            round.ingest_ratio,
+            round.local.restore_seconds,
+            round.s3.restore_seconds,
+            round.restore_ratio,
         ));
     }
+    let (i, o) = (&r.ingest_ratio, &r.restore_ratio);
     out.push_str(&format!(
-        "\nS3/local time: ingest {:.2}x (goal <= 1.20x), restore {:.2}x\n\n",
-        r.ingest_ratio, r.restore_ratio
+        "\nS3/local time, median of the rounds: ingest {:.2}x (goal <= 1.20x; lowest {:.2}x, \
+         highest {:.2}x), restore {:.2}x (lowest {:.2}x, highest {:.2}x)\n\n",
+        i.median, i.min, i.max, o.median, o.min, o.max
     ));
     for (phase, q) in [
         ("ingest", &r.s3_ingest_requests),
@@ -330,22 +455,42 @@ mod tests {
             restore_seconds: 1.0,
             restore_mb_per_s: 1000.0,
         };
+        let round = |ratio: f64| Round {
+            local: f.clone(),
+            s3: f.clone(),
+            s3_first: false,
+            ingest_ratio: ratio,
+            restore_ratio: 1.0,
+        };
+        let rounds = vec![round(1.3), round(1.1), round(1.0)];
         let report = S3IngestReport {
             image_bytes: 1 << 30,
             server_bin: "srv".into(),
             s3_endpoint: "http://127.0.0.1:7480".into(),
             s3_bucket: "b".into(),
             s3_prefix: "t/x".into(),
-            local: f.clone(),
-            s3: f,
-            ingest_ratio: 1.1,
-            restore_ratio: 1.0,
+            placement: None,
+            ingest_ratio: RatioSummary::of(rounds.iter().map(|r| r.ingest_ratio)),
+            restore_ratio: RatioSummary::of(rounds.iter().map(|r| r.restore_ratio)),
+            rounds,
             s3_ingest_requests: q.clone(),
             s3_restore_requests: q,
         };
         let text = render(&report);
-        assert!(text.contains("ingest 1.10x"), "{text}");
+        assert!(
+            text.contains("ingest 1.10x (goal <= 1.20x; lowest 1.00x, highest 1.30x)"),
+            "{text}"
+        );
         assert!(text.contains("260.0 requests/GiB"), "{text}");
         assert!(text.contains("PUT 256.0/GiB"), "{text}");
+    }
+
+    #[test]
+    fn median_of_even_and_odd_counts() {
+        let odd = RatioSummary::of([1.4, 1.0, 1.2].into_iter());
+        assert_eq!((odd.median, odd.min, odd.max), (1.2, 1.0, 1.4));
+        let even = RatioSummary::of([1.0, 1.4, 1.2, 1.1].into_iter());
+        assert!((even.median - 1.15).abs() < 1e-12);
+        assert!(RatioSummary::of(std::iter::empty()).median.is_nan());
     }
 }

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use pbs_cloud_e2e::bench::{backup_restore, gc, lock, report, s3_ingest, sha};
+use pbs_cloud_e2e::bench::{backup_restore, gc, lock, placement, report, s3_ingest, sha};
 
 #[derive(Parser)]
 #[command(
@@ -64,6 +64,13 @@ enum Command {
         /// `--s3-option "max_concurrency = 64"`.
         #[arg(long = "s3-option")]
         s3_options: Vec<String>,
+        /// Rounds, each with new data and the other backend first; ratios are the median.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// CPUs (e.g. `1`) for the S3 store's processes (radosgw, ceph-osd, ...); the
+        /// benchmark and its servers get the others. Models a store on its own machine.
+        #[arg(long)]
+        store_cpus: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -200,9 +207,19 @@ fn run(cli: Cli) -> Result<()> {
             image_mib,
             server_bin,
             s3_options,
+            rounds,
+            store_cpus,
             json,
         } => {
             let server_bin = release_server_bin(server_bin)?;
+            // Before the runtime and the servers start: they inherit this thread's CPU set.
+            let placement = match store_cpus {
+                Some(list) => Some(placement::StorePlacement::apply(
+                    &placement::parse_cpu_list(&list)?,
+                    placement::DEFAULT_STORE_PROCESSES,
+                )?),
+                None => None,
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -212,6 +229,8 @@ fn run(cli: Cli) -> Result<()> {
                 server_bin,
                 s3: s3_ingest::S3Target::from_env()?,
                 s3_extra: s3_options.join("\n"),
+                rounds,
+                placement: placement.as_ref().map(|p| p.describe().to_string()),
             };
             let r = runtime.block_on(s3_ingest::run(&opts))?;
             print(json, &r, s3_ingest::render)

@@ -148,6 +148,18 @@ impl RequestCounts {
             downloaded: self.downloaded.saturating_sub(earlier.downloaded),
         }
     }
+
+    /// Adds `other` into these counts (sums over several measured phases).
+    pub fn add(&mut self, other: &RequestCounts) {
+        self.get += other.get;
+        self.put += other.put;
+        self.post += other.post;
+        self.head += other.head;
+        self.delete += other.delete;
+        self.list += other.list;
+        self.uploaded += other.uploaded;
+        self.downloaded += other.downloaded;
+    }
 }
 
 /// A remote store's health as last observed (shown as `backend-health` in the datastore status

@@ -19,10 +19,13 @@ fn local(tz: &Tz, t: i64) -> String {
         .to_string()
 }
 
-/// Unix time of an unambiguous local wall-clock time.
+/// Unix time of a local wall-clock time (its first instance when a fall-back repeats it).
 fn at(tz: &Tz, text: &str) -> i64 {
     let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").unwrap();
-    tz.from_local_datetime(&naive).single().unwrap().timestamp()
+    tz.from_local_datetime(&naive)
+        .earliest()
+        .unwrap()
+        .timestamp()
 }
 
 /// The next `n` events after the local time `from`.
@@ -39,7 +42,7 @@ fn firings(event: &str, tz: &Tz, from: &str, n: usize) -> Vec<String> {
     out
 }
 
-/// (zone, event, after (local, unambiguous), the next events as local time with offset).
+/// (zone, event, after (local; first instance if repeated), the next events as local time).
 type Case = (Tz, &'static str, &'static str, &'static [&'static str]);
 
 const CASES: &[Case] = &[

@@ -1,59 +1,136 @@
-//! Killing the server in the middle of garbage collection: every finished snapshot stays
-//! restorable after the restart, and the next GC completes and removes the garbage.
+//! Killing the server in the middle of garbage collection, on the local backend and on S3:
+//! every finished snapshot stays restorable after the restart, and the next GC completes and
+//! removes the garbage. One scenario ([`killed_gc_scenario`]) runs on both; [`ChunkStore`]
+//! is what differs (where garbage is written, how chunks get older than GC's cutoff).
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use common::*;
-use pbs_cloud_e2e::{Crypt, PbsClient};
+use futures::StreamExt;
+use pbs_cloud_e2e::{Crypt, PbsClient, TestServer};
+use pbs_cloud_server::backend::s3::{ConditionalWrites, S3Credentials, S3Settings};
+use pbs_cloud_server::backend::{Backend, PutOptions, S3Backend};
 use pbs_cloud_server::datastore::layout::chunk_key;
 use pbs_cloud_server::format::blob::encode_blob;
 use pbs_cloud_server::format::sha256;
 use serde_json::json;
 
-/// Synthetic garbage chunks: enough that the sweep takes a moment.
-const GARBAGE: usize = 100_000;
 const TWO_DAYS: Duration = Duration::from_secs(2 * 24 * 3600);
-
-fn store_root(server: &pbs_cloud_e2e::TestServer) -> PathBuf {
-    server.data_dir().join("datastores").join(server.store())
-}
+/// GC cutoff of the S3 datastore (`gc_atime_cutoff_minutes = 1`, PBS's smallest): S3 keeps
+/// the upload time of an object, which a test cannot move back.
+const S3_CUTOFF: Duration = Duration::from_secs(60);
 
 fn garbage_payload(i: usize) -> Vec<u8> {
     format!("gc-kill garbage chunk {i}").into_bytes()
 }
 
-/// Valid chunk blobs nobody references, written straight into the chunk store.
-fn write_garbage(root: &Path) {
-    for i in 0..GARBAGE {
-        let data = garbage_payload(i);
-        let path = root.join(chunk_key(&sha256(&data)));
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, encode_blob(&data, false)).unwrap();
-    }
+fn garbage_key(i: usize) -> String {
+    chunk_key(&sha256(&garbage_payload(i)))
 }
 
-fn garbage_left(root: &Path) -> usize {
-    (0..GARBAGE)
-        .filter(|&i| root.join(chunk_key(&sha256(&garbage_payload(i)))).exists())
-        .count()
+/// Where the datastore keeps its chunks, seen from the test.
+enum ChunkStore {
+    /// The chunk directory of a local datastore.
+    Local(PathBuf),
+    /// The datastore's prefix in the test bucket; `written` is when the last garbage object
+    /// was stored.
+    S3 {
+        backend: Arc<S3Backend>,
+        written: Option<std::time::Instant>,
+    },
 }
 
-/// Every chunk file gets a modified time two days back: older than GC's 24 h 5 min cutoff,
-/// so only marking protects the referenced ones.
-fn age_all_chunks(root: &Path) {
-    let old = SystemTime::now() - TWO_DAYS;
-    for dir in std::fs::read_dir(root.join(".chunks")).unwrap() {
-        let dir = dir.unwrap().path();
-        if !dir.is_dir() {
-            continue;
+impl ChunkStore {
+    /// Valid chunk blobs nobody references, written straight into the chunk store.
+    async fn write_garbage(&mut self, count: usize) {
+        match self {
+            ChunkStore::Local(root) => {
+                let root = root.clone();
+                tokio::task::spawn_blocking(move || {
+                    for i in 0..count {
+                        let data = garbage_payload(i);
+                        let path = root.join(garbage_key(i));
+                        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                        std::fs::write(&path, encode_blob(&data, false)).unwrap();
+                    }
+                })
+                .await
+                .unwrap();
+            }
+            ChunkStore::S3 { backend, written } => {
+                let backend = backend.clone();
+                futures::stream::iter(0..count)
+                    .map(|i| {
+                        let backend = backend.clone();
+                        async move {
+                            let blob = Bytes::from(encode_blob(&garbage_payload(i), false));
+                            backend
+                                .put(&garbage_key(i), blob, PutOptions::default())
+                                .await
+                                .unwrap_or_else(|e| panic!("garbage chunk {i}: {e}"));
+                        }
+                    })
+                    .buffer_unordered(32)
+                    .collect::<()>()
+                    .await;
+                *written = Some(std::time::Instant::now());
+            }
         }
-        for f in std::fs::read_dir(&dir).unwrap() {
-            let path = f.unwrap().path();
-            let file = std::fs::File::options().write(true).open(&path).unwrap();
-            file.set_modified(old).unwrap();
+    }
+
+    /// Makes every chunk older than GC's cutoff, so only marking protects the referenced ones:
+    /// local chunk files get a modified time two days back; on S3 the test waits until the
+    /// datastore's 1-minute cutoff has passed since the last upload.
+    async fn age_chunks(&self) {
+        match self {
+            ChunkStore::Local(root) => {
+                let chunks = root.join(".chunks");
+                tokio::task::spawn_blocking(move || {
+                    let old = SystemTime::now() - TWO_DAYS;
+                    for dir in std::fs::read_dir(chunks).unwrap() {
+                        let dir = dir.unwrap().path();
+                        if !dir.is_dir() {
+                            continue;
+                        }
+                        for f in std::fs::read_dir(&dir).unwrap() {
+                            let path = f.unwrap().path();
+                            let file = std::fs::File::options().write(true).open(&path).unwrap();
+                            file.set_modified(old).unwrap();
+                        }
+                    }
+                })
+                .await
+                .unwrap();
+            }
+            ChunkStore::S3 { written, .. } => {
+                let since = written.expect("garbage written before aging").elapsed();
+                // Object times have one-second resolution: two seconds of slack.
+                let wait = (S3_CUTOFF + Duration::from_secs(2)).saturating_sub(since);
+                eprintln!("waiting {wait:?} for the S3 chunks to pass the GC cutoff");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+
+    /// How many of the `count` garbage chunks still exist.
+    async fn garbage_left(&self, count: usize) -> usize {
+        match self {
+            ChunkStore::Local(root) => (0..count)
+                .filter(|&i| root.join(garbage_key(i)).exists())
+                .count(),
+            ChunkStore::S3 { backend, .. } => {
+                let listed = backend.list(".chunks/", None).await.expect("list chunks");
+                let keys: std::collections::HashSet<String> =
+                    listed.objects.into_iter().map(|o| o.key).collect();
+                (0..count)
+                    .filter(|&i| keys.contains(&garbage_key(i)))
+                    .count()
+            }
         }
     }
 }
@@ -68,11 +145,18 @@ async fn start_gc(client: &PbsClient, store: &str) -> String {
         .to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_gc_loses_no_snapshot_and_the_next_gc_completes() {
-    let (mut server, client) = start_server().await;
+/// Two finished snapshots and one deleted, `garbage` unreferenced chunks, everything older
+/// than the cutoff; GC through the API, SIGKILL once the task log shows `kill_at` after the
+/// sweep started; restart; both snapshots restore byte-identical; the next GC completes,
+/// removes the rest of the garbage and reports its statistics.
+async fn killed_gc_scenario(
+    mut server: TestServer,
+    mut chunks: ChunkStore,
+    garbage: usize,
+    kill_at: &str,
+) {
+    let client = server.admin_client().await.expect("admin login");
     let store = server.store().to_string();
-    let root = store_root(&server);
 
     let good = make_good_snapshot(&client, &store).await;
     let image = random_bytes(91, 3 * 1024 * 1024 + 17);
@@ -108,32 +192,35 @@ async fn killed_gc_loses_no_snapshot_and_the_next_gc_completes() {
         )
         .await
         .unwrap();
-    let root2 = root.clone();
-    tokio::task::spawn_blocking(move || {
-        write_garbage(&root2);
-        age_all_chunks(&root2);
-    })
-    .await
-    .unwrap();
+    chunks.write_garbage(garbage).await;
+    chunks.age_chunks().await;
 
-    // GC through the API; SIGKILL as soon as the task log shows the sweep phase.
+    // GC through the API; SIGKILL as soon as the task log shows `kill_at` in the sweep.
     let upid = start_gc(&client, &store).await;
     let mut killed = false;
-    for _ in 0..6000 {
+    for _ in 0..24_000 {
         let log = task_log(&client, &upid).await;
-        if log.iter().any(|l| l.contains("Start GC phase2")) {
+        let sweep = log
+            .iter()
+            .position(|l| l.contains("Start GC phase2"))
+            .map(|at| &log[at..]);
+        if sweep.is_some_and(|lines| lines.iter().any(|l| l.contains(kill_at))) {
             server.stop().await; // SIGKILL
             killed = true;
             break;
         }
+        assert!(
+            !log.iter().any(|l| l.contains("Removed chunks: ")),
+            "GC finished before the kill: {log:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(killed, "GC never reached phase 2");
-    let left = garbage_left(&root);
-    eprintln!("killed during the sweep; {left} of {GARBAGE} garbage chunks left");
+    assert!(killed, "GC never logged '{kill_at}' in phase 2");
+    let left = chunks.garbage_left(garbage).await;
+    eprintln!("killed during the sweep; {left} of {garbage} garbage chunks left");
     assert!(
         left > 0,
-        "the kill came after GC had finished; make the store bigger"
+        "the kill came after GC had swept everything; make the store bigger"
     );
 
     server.restart().await.unwrap();
@@ -149,7 +236,7 @@ async fn killed_gc_loses_no_snapshot_and_the_next_gc_completes() {
     let upid = start_gc(&client, &store).await;
     let (status, log) = wait_task_long(&client, &upid).await;
     assert_eq!(status["exitstatus"], "OK", "{log:#?}");
-    assert_eq!(garbage_left(&root), 0);
+    assert_eq!(chunks.garbage_left(garbage).await, 0);
     let removed: u64 = log
         .iter()
         .find_map(|l| l.split("Removed chunks: ").nth(1))
@@ -190,4 +277,59 @@ async fn killed_gc_loses_no_snapshot_and_the_next_gc_completes() {
     ] {
         assert!(gc.get(key).is_some(), "{key} in {gc}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_gc_loses_no_snapshot_and_the_next_gc_completes() {
+    let (server, client) = start_server().await;
+    drop(client);
+    let root = server.data_dir().join("datastores").join(server.store());
+    // Enough garbage that the sweep takes a moment; killed when phase 2 starts.
+    killed_gc_scenario(server, ChunkStore::Local(root), 100_000, "Start GC phase2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_gc_on_s3_loses_no_snapshot_and_the_next_gc_completes() {
+    let s3 = s3_env();
+    let prefix = format!("t/gc-kill-{}", hex::encode(rand::random::<[u8; 6]>()));
+    let mut server = TestServer::prepare().unwrap();
+    let secret = server.data_dir().join("s3-secret");
+    std::fs::write(&secret, format!("{}\n", s3.secret_key)).unwrap();
+    let config = format!(
+        "[[datastore]]\nname = \"store1\"\ngc_atime_cutoff_minutes = {}\n\
+         [datastore.s3]\nbucket = \"{}\"\nprefix = \"{prefix}\"\nendpoint = \"{}\"\n\
+         region = \"us-east-1\"\npath_style = true\naccess_key_id = \"{}\"\n\
+         secret_access_key_file = \"{}\"\n",
+        S3_CUTOFF.as_secs() / 60,
+        s3.bucket,
+        s3.endpoint,
+        s3.access_key,
+        secret.display(),
+    );
+    server.set_config(&config).unwrap();
+    server.launch().await.expect("server with an S3 datastore");
+
+    let mut settings = S3Settings::new(
+        &s3.bucket,
+        &prefix,
+        S3Credentials::Static {
+            access_key_id: s3.access_key.clone(),
+            secret_access_key: s3.secret_key.clone(),
+        },
+    );
+    settings.endpoint = Some(s3.endpoint.clone());
+    settings.path_style = true;
+    settings.conditional_writes = ConditionalWrites::On;
+    let backend = Arc::new(S3Backend::connect(settings).await.expect("S3 test client"));
+    let chunks = ChunkStore::S3 {
+        backend: backend.clone(),
+        written: None,
+    };
+    // Deletes go 4000 keys at a time: killed after the first group was deleted (its progress
+    // line), with most of the garbage still there.
+    killed_gc_scenario(server, chunks, 20_000, "processed ").await;
+    backend
+        .delete_prefix("")
+        .await
+        .expect("remove the test prefix");
 }

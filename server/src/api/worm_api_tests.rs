@@ -239,3 +239,90 @@ async fn worm_api_forget_prune_and_governance_bypass() {
         2
     );
 }
+
+#[tokio::test]
+async fn prune_dry_run_shows_retention_locked_snapshots_as_kept() {
+    let env = env().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for id in ["100", "300"] {
+        backup(&env, id, now - 10).await;
+        backup(&env, id, now - 5).await;
+    }
+    let admin = login(&env, "admin@pbs", "adminpw").await;
+    let base = "/api2/json/admin/datastore/s1";
+    let prune = |id: &str, dry: bool| {
+        format!("{base}/prune?backup-type=vm&backup-id={id}&keep-last=1&dry-run={dry}")
+    };
+    let items = |json: &Value| -> Vec<Value> { json["data"].as_array().unwrap().clone() };
+
+    // vm/100 is under a governance lock: the older snapshot the keep options drop stays,
+    // with the reason; the stock client's fields are all there.
+    let (status, json, text) = call(&env, &admin, Method::POST, &prune("100", true)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let dry = items(&json);
+    assert_eq!(dry.len(), 2, "{json}");
+    assert_eq!(dry[0]["backup-time"], now - 10);
+    assert_eq!(dry[0]["keep"], true, "{json}");
+    let why = dry[0]["retention-lock"].as_str().unwrap_or_default();
+    assert!(why.contains("governance mode until"), "{json}");
+    for key in [
+        "backup-type",
+        "backup-id",
+        "backup-time",
+        "keep",
+        "protected",
+    ] {
+        assert!(dry[0].get(key).is_some(), "{key}: {json}");
+    }
+    assert_eq!(dry[0]["protected"], false);
+    assert_eq!(dry[1]["keep"], true);
+    assert!(dry[1].get("retention-lock").is_none(), "{json}");
+
+    // The real run does what the dry run said: nothing removed, same decisions.
+    let (status, json, text) = call(&env, &admin, Method::POST, &prune("100", false)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(items(&json), dry);
+
+    // An unlocked group is pruned as before, without the field.
+    let (_, json, _) = call(&env, &admin, Method::POST, &prune("300", true)).await;
+    let free = items(&json);
+    assert_eq!(free[0]["keep"], false, "{json}");
+    assert!(free[0].get("retention-lock").is_none(), "{json}");
+
+    // A prune job's dry run agrees: the locked snapshot is listed as kept, with a log line.
+    let params = crate::jobs::prune_job::PruneParams {
+        ns: BackupNamespace::root(),
+        max_depth: None,
+        filters: Vec::new(),
+        keep: crate::datastore::KeepOptions {
+            keep_last: Some(1),
+            ..Default::default()
+        },
+    };
+    let lines = std::sync::Mutex::new(Vec::new());
+    let log = |l: String| lines.lock().unwrap().push(l);
+    let summary = crate::jobs::prune_job::run(&env.store, &params, true, &log, &|| false)
+        .await
+        .unwrap();
+    let older = |id: &str| {
+        let group = BackupGroup::new(BackupType::Vm, id).unwrap();
+        crate::format::names::BackupDir::new(group, now - 10)
+            .unwrap()
+            .path()
+    };
+    assert!(summary.kept.contains(&older("100")), "{summary:?}");
+    assert_eq!(summary.removed, vec![older("300")], "{summary:?}");
+    let lines = lines.into_inner().unwrap();
+    assert!(
+        lines.iter().any(|l| l.starts_with(&format!(
+            "would keep {} (retention lock: governance mode until",
+            older("100")
+        ))),
+        "{lines:#?}"
+    );
+    let (_, json, _) = call(&env, &admin, Method::GET, &format!("{base}/snapshots")).await;
+    assert_eq!(json["data"].as_array().unwrap().len(), 4, "{json}");
+}

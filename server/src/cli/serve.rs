@@ -103,6 +103,8 @@ pub(super) struct DatastoreSpec {
     pub comment: Option<String>,
     /// Grace period for abandoned backups (`abandoned_after_hours`).
     pub abandoned_after: Option<std::time::Duration>,
+    /// GC's minimum chunk age (`gc_atime_cutoff_minutes`).
+    pub gc_cutoff: Option<std::time::Duration>,
 }
 
 /// Every configured datastore, or the default one. The default datastore follows the seed's
@@ -140,6 +142,9 @@ pub(super) fn datastore_specs(
             abandoned_after: ds
                 .abandoned_after_hours
                 .map(|h| std::time::Duration::from_secs(h.saturating_mul(3600))),
+            gc_cutoff: ds
+                .gc_atime_cutoff_minutes
+                .map(|m| std::time::Duration::from_secs(m.saturating_mul(60))),
         });
     }
     if specs.is_empty() {
@@ -154,6 +159,7 @@ pub(super) fn datastore_specs(
             location,
             comment: None,
             abandoned_after: None,
+            gc_cutoff: None,
         });
     }
     Ok(specs)
@@ -170,6 +176,9 @@ pub(super) async fn open_spec(
         .with_context(|| format!("datastore '{}' ({})", spec.name, spec.location.describe()))?;
     if let Some(grace) = spec.abandoned_after {
         store.set_abandoned_after(grace);
+    }
+    if let Some(cutoff) = spec.gc_cutoff {
+        store.set_gc_cutoff(cutoff);
     }
     tracing::info!(
         "datastore '{}' (tenant '{}') at {}",

@@ -120,6 +120,10 @@ pub struct DatastoreConfig {
     /// Hours after which the objects of a snapshot that never got a manifest (an abandoned
     /// backup) are removed by GC (default 24).
     pub abandoned_after_hours: Option<u64>,
+    /// Minimum age in minutes of an unreferenced chunk before GC removes it (PBS's datastore
+    /// tuning `gc-atime-cutoff`: 1..=2880, default 1445 = 24 h 5 min). Running backups stay
+    /// protected by their writer leases whatever the value.
+    pub gc_atime_cutoff_minutes: Option<u64>,
     /// Object Lock retain-until dates are rounded up to multiples of this many days, so a
     /// reused chunk is extended at most once per generation (default 10).
     pub lock_generation_days: Option<u64>,
@@ -289,6 +293,16 @@ impl Validator<'_> {
             }
             if let Some(schedule) = &store.gc_schedule {
                 self.check_schedule(schedule, &format!("datastore[{i}].gc_schedule"))?;
+            }
+            if let Some(m) = store
+                .gc_atime_cutoff_minutes
+                .filter(|m| !(1..=2880).contains(m))
+            {
+                return Err(self.error(
+                    &store.name,
+                    &format!("datastore[{i}].gc_atime_cutoff_minutes"),
+                    format!("{m} is not 1..2880 minutes"),
+                ));
             }
             if let Some(path) = &store.path {
                 if !path.is_absolute() {

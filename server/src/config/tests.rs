@@ -238,3 +238,20 @@ fn s3_conditional_writes_and_health_probe_settings() {
     assert!(err.contains("datastore[0].s3.conditional_writes"), "{err}");
     assert!(err.contains("head-then-put"), "{err}");
 }
+
+#[test]
+fn gc_atime_cutoff_is_pbs_range_in_minutes() {
+    let text =
+        |m: u64| format!("[[datastore]]\nname = \"store1\"\ngc_atime_cutoff_minutes = {m}\n");
+    for ok in [1, 1445, 2880] {
+        let config = parse(&text(ok)).unwrap();
+        assert_eq!(config.datastores[0].gc_atime_cutoff_minutes, Some(ok));
+    }
+    for bad in [0, 2881] {
+        let err = parse(&text(bad)).unwrap_err().to_string();
+        assert!(
+            err.contains("datastore[0].gc_atime_cutoff_minutes") && err.contains("1..2880"),
+            "{bad}: {err}"
+        );
+    }
+}

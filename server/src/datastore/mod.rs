@@ -18,6 +18,7 @@ pub mod prune;
 pub mod retention;
 mod retention_admin;
 mod retention_hooks;
+mod retention_prune;
 mod session;
 mod snapshots;
 mod usage;

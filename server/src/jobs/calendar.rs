@@ -10,7 +10,7 @@
 //! Not supported, like PBS: time zones, sub-second resolution, Unix timestamps, `~` days and
 //! repetitions of ranges (`1..10/2`).
 
-use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike};
+use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike};
 
 /// A schedule that does not parse; the message says which part is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -347,20 +347,92 @@ impl CalendarEvent {
         at(date.succ_opt()?, 0, 0, 0)
     }
 
-    /// The first event strictly after `after` (Unix seconds), evaluated in `tz`. Wall-clock
-    /// times skipped by a DST change do not fire; repeated ones fire at their first instance.
+    /// The first event strictly after `after` (Unix seconds), evaluated in `tz`.
+    ///
+    /// Daylight-saving changes: wall-clock times skipped by a spring-forward change do not
+    /// fire (`02:30` on that day fires the next day; `*:0/15` goes on at the first time after
+    /// the gap). Times repeated by a fall-back change fire once, at their first instance,
+    /// unless the event repeats within the day ([`Self::runs_on_elapsed_time`]): `hourly` or
+    /// `*:0/15` then fire in both instances of the repeated hour, so they keep their interval
+    /// in real time. PBS evaluates events the same way, on the local wall clock: proxmox-time's
+    /// `CalendarEvent::compute_next_event` walks year, month, day, hour, minute and second over
+    /// a libc `tm` normalised by `mktime` (proxmox/proxmox-rs, `proxmox-time/src/
+    /// calendar_event.rs` and `tm_editor.rs`), where `hourly` (`*:00:00`) matches 02:00 in
+    /// both offsets. Fixed times firing once follows cron's documented rule for jobs at a
+    /// particular time (Vixie cron, cron(8): jobs in a repeated period are not re-run).
     pub fn next_after_in<Tz: TimeZone>(&self, after: i64, tz: &Tz) -> Option<i64> {
         let start = tz.timestamp_opt(after.checked_add(1)?, 0).single()?;
-        let mut from = start.naive_local();
+        let first = self.first_instance_from(start.naive_local(), after, tz)?;
+        if !self.runs_on_elapsed_time() {
+            return Some(first);
+        }
+        match self.replayed_by_fall_back(after, first, tz) {
+            Some(replayed) if replayed < first => Some(replayed),
+            _ => Some(first),
+        }
+    }
+
+    /// Whether the event repeats within a day (its hour or minute field is `*` or a
+    /// repetition), so it follows elapsed time across a fall-back change.
+    pub fn runs_on_elapsed_time(&self) -> bool {
+        let repeats = |f: &Field| match &f.items {
+            None => true,
+            Some(items) => items.iter().any(|i| matches!(i, Item::Repeat(..))),
+        };
+        repeats(&self.hours) || repeats(&self.minutes)
+    }
+
+    /// The first instance after `after` of a matching wall-clock time at or after `from`.
+    /// In a DST gap a time has no instance; a repeated time has two, of which only the
+    /// first counts unless the event runs on elapsed time.
+    fn first_instance_from<Tz: TimeZone>(
+        &self,
+        mut from: NaiveDateTime,
+        after: i64,
+        tz: &Tz,
+    ) -> Option<i64> {
+        let both = self.runs_on_elapsed_time();
         for _ in 0..10_000 {
             let naive = self.next_naive(from)?;
-            match tz.from_local_datetime(&naive).earliest() {
-                Some(t) if t.timestamp() > after => return Some(t.timestamp()),
-                // In a DST gap, or the repeated hour's earlier instance already passed.
-                _ => from = naive + Duration::seconds(1),
+            let local = tz.from_local_datetime(&naive);
+            let latest = if both { local.clone().latest() } else { None };
+            let found = [local.earliest(), latest]
+                .into_iter()
+                .flatten()
+                .map(|t| t.timestamp())
+                .find(|t| *t > after);
+            if found.is_some() {
+                return found;
             }
+            from = naive + Duration::seconds(1);
         }
         None
+    }
+
+    /// When the clock goes back between `after` and `first`, the wall-clock times after the
+    /// change come again: the first event among them (`None` without such a change).
+    fn replayed_by_fall_back<Tz: TimeZone>(&self, after: i64, first: i64, tz: &Tz) -> Option<i64> {
+        let offset = |t: i64| {
+            tz.timestamp_opt(t, 0)
+                .single()
+                .map(|d| d.offset().fix().local_minus_utc())
+        };
+        let (mut before, mut changed) = (after.checked_add(1)?, first);
+        let later = offset(changed)?;
+        if later >= offset(before)? {
+            return None;
+        }
+        // The first instant with the later (smaller) offset.
+        while changed - before > 1 {
+            let mid = before + (changed - before) / 2;
+            if offset(mid)? == later {
+                changed = mid;
+            } else {
+                before = mid;
+            }
+        }
+        let wall = tz.timestamp_opt(changed, 0).single()?.naive_local();
+        self.first_instance_from(wall, after, tz)
     }
 
     /// The first event strictly after `after` (Unix seconds) in the server's local time.
@@ -372,3 +444,7 @@ impl CalendarEvent {
 #[cfg(test)]
 #[path = "calendar_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "calendar_dst_tests.rs"]
+mod dst_tests;

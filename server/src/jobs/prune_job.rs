@@ -150,6 +150,16 @@ pub async fn run(
             // Oldest first, like PBS.
             for (info, mark) in snapshots.iter().zip(marks) {
                 let name = label(&ns, &info.dir.path());
+                // A retention lock keeps what the keep options would remove, in a dry run too.
+                let held = match mark.keep() {
+                    true => None,
+                    false => store.retention_hold(&ns, &info.dir)?,
+                };
+                if let Some(why) = held {
+                    log(format!("{would}keep {name} (retention lock: {why})"));
+                    summary.kept.push(name);
+                    continue;
+                }
                 log(format!("{would}{} {name}", mark.as_log_str()));
                 if mark.keep() {
                     summary.kept.push(name);

@@ -1,7 +1,8 @@
-//! Starting a job as a task: one job of a kind per datastore at a time (a second start is
-//! refused with [`JobError::Busy`]; the scheduler then skips that run with a log line), the
-//! job's state updated at start and end, and prune and verify runs recorded in the
-//! datastore's job history with their summary.
+//! Starting a job as a task: one job of a kind per datastore at a time, scheduled and manual
+//! runs (GC and verify through the API) alike. A second start is refused with
+//! [`JobError::Busy`] naming the running task's UPID; the scheduler then skips that run with a
+//! line in the running task's log. A job's state is updated at start and end, and prune and
+//! verify runs are recorded in the datastore's job history with their summary.
 
 use std::sync::Arc;
 
@@ -32,9 +33,13 @@ impl RunningGuard {
     /// Claim the slot, or say what runs already.
     pub fn claim(state: &Arc<AppState>, kind: JobType, store: &str) -> Result<Self, JobError> {
         let slot = (kind, store.to_string());
-        if !state.jobs.claim(&slot) {
+        if let Err(holder) = state.jobs.claim(&slot) {
+            let task = match holder {
+                Some(upid) => format!("task {upid}"),
+                None => "its task is starting".to_string(),
+            };
             return Err(JobError::Busy(format!(
-                "a {} job is already running on datastore '{store}'",
+                "a {} job is already running on datastore '{store}' ({task})",
                 kind.label()
             )));
         }
@@ -121,6 +126,29 @@ pub fn start_manual_verify(
     )
 }
 
+/// Start a garbage collection asked for through the API (`POST .../gc`): it takes the same
+/// slot as the scheduled GC of the datastore, so neither starts while the other runs.
+pub fn start_manual_gc(
+    state: &Arc<AppState>,
+    store: &str,
+    authid: &str,
+) -> Result<String, JobError> {
+    launch(
+        state,
+        Launch {
+            kind: JobType::GarbageCollection,
+            store: store.to_string(),
+            job_id: "manual".to_string(),
+            worker_type: JobType::GarbageCollection.worker_type().to_string(),
+            worker_id: store.to_string(),
+            authid: authid.to_string(),
+            state_key: None,
+            dry_run: false,
+            body: JobBody::GarbageCollection,
+        },
+    )
+}
+
 /// Claim the slot, note the start, and spawn the task.
 pub fn launch(state: &Arc<AppState>, job: Launch) -> Result<String, JobError> {
     let entry = state
@@ -138,43 +166,47 @@ pub fn launch(state: &Arc<AppState>, job: Launch) -> Result<String, JobError> {
         &job.worker_type,
         Some(&job.worker_id),
         &job.authid,
-        move |log| async move {
-            let _guard = guard;
-            let upid = log.upid().to_string();
-            log.log(format!(
-                "starting {} job '{}' on datastore '{}'{}",
-                job.kind.label(),
-                job.job_id,
-                job.store,
-                if job.dry_run { " (dry run)" } else { "" }
-            ));
-            let (summary, result) = execute(&store, &job.body, job.dry_run, &log).await;
-            if job.kind != JobType::GarbageCollection {
-                let record = JobRecord {
-                    kind: job.kind.history_kind(),
-                    job_id: job.job_id.clone(),
-                    upid: Some(upid.clone()),
-                    started,
-                    finished: now(),
-                    outcome: match &result {
-                        Ok(()) => "OK".to_string(),
-                        Err(e) => e.clone(),
-                    },
-                    dry_run: job.dry_run,
-                    summary,
-                };
-                if let Err(e) = store.record_job(&record).await {
-                    log.warn(format!("unable to record the job history: {e}"));
+        move |log| {
+            // Runs before the task does: the slot names its task from now on.
+            guard.state.jobs.attach(&guard.slot, &log);
+            async move {
+                let _guard = guard;
+                let upid = log.upid().to_string();
+                log.log(format!(
+                    "starting {} job '{}' on datastore '{}'{}",
+                    job.kind.label(),
+                    job.job_id,
+                    job.store,
+                    if job.dry_run { " (dry run)" } else { "" }
+                ));
+                let (summary, result) = execute(&store, &job.body, job.dry_run, &log).await;
+                if job.kind != JobType::GarbageCollection {
+                    let record = JobRecord {
+                        kind: job.kind.history_kind(),
+                        job_id: job.job_id.clone(),
+                        upid: Some(upid.clone()),
+                        started,
+                        finished: now(),
+                        outcome: match &result {
+                            Ok(()) => "OK".to_string(),
+                            Err(e) => e.clone(),
+                        },
+                        dry_run: job.dry_run,
+                        summary,
+                    };
+                    if let Err(e) = store.record_job(&record).await {
+                        log.warn(format!("unable to record the job history: {e}"));
+                    }
                 }
+                if let Some(key) = &state_key {
+                    let outcome = match &result {
+                        Ok(()) => "OK".to_string(),
+                        Err(e) => format!("ERROR: {e}"),
+                    };
+                    jobs_state.jobs.note_end(key, now(), &outcome);
+                }
+                result
             }
-            if let Some(key) = &state_key {
-                let outcome = match &result {
-                    Ok(()) => "OK".to_string(),
-                    Err(e) => format!("ERROR: {e}"),
-                };
-                jobs_state.jobs.note_end(key, now(), &outcome);
-            }
-            result
         },
     );
     if let Some(key) = &job.state_key {

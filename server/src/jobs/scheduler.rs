@@ -13,6 +13,7 @@ use super::runner::{run_configured, SCHEDULER_AUTHID};
 use super::state::{self, JobState};
 use super::{JobError, JobSpec, JobType};
 use crate::state::AppState;
+use crate::tasks::TaskLog;
 
 /// How often the scheduler looks at the job list.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -27,12 +28,13 @@ struct Inner {
     skipped_at: HashMap<String, i64>,
 }
 
-/// Configured jobs, their states and the running (kind, datastore) slots. Lives in
-/// [`AppState`]; empty until [`Jobs::configure`].
+/// Configured jobs, their states and the running (kind, datastore) slots, each with the task
+/// that holds it (scheduled and manual runs alike). Lives in [`AppState`]; empty until
+/// [`Jobs::configure`].
 #[derive(Default)]
 pub struct Jobs {
     inner: Mutex<Inner>,
-    running: Mutex<HashSet<(JobType, String)>>,
+    running: Mutex<HashMap<(JobType, String), Option<TaskLog>>>,
 }
 
 fn now() -> i64 {
@@ -141,11 +143,33 @@ impl Jobs {
 
     /// Whether a job of `kind` runs on `store` now.
     pub fn is_running(&self, kind: JobType, store: &str) -> bool {
-        lock(&self.running).contains(&(kind, store.to_string()))
+        lock(&self.running).contains_key(&(kind, store.to_string()))
     }
 
-    pub(crate) fn claim(&self, slot: &(JobType, String)) -> bool {
-        lock(&self.running).insert(slot.clone())
+    /// The task holding the slot of `kind` on `store` (`None` when free or still starting).
+    pub fn running_task(&self, kind: JobType, store: &str) -> Option<TaskLog> {
+        lock(&self.running)
+            .get(&(kind, store.to_string()))
+            .cloned()
+            .flatten()
+    }
+
+    /// Take a free slot; when taken, `Err` carries the UPID of the task holding it (`None`
+    /// while that task is being started).
+    pub(crate) fn claim(&self, slot: &(JobType, String)) -> Result<(), Option<String>> {
+        let mut running = lock(&self.running);
+        if let Some(holder) = running.get(slot) {
+            return Err(holder.as_ref().map(|log| log.upid().to_string()));
+        }
+        running.insert(slot.clone(), None);
+        Ok(())
+    }
+
+    /// Record the task that holds a claimed slot.
+    pub(crate) fn attach(&self, slot: &(JobType, String), log: &TaskLog) {
+        if let Some(holder) = lock(&self.running).get_mut(slot) {
+            *holder = Some(log.clone());
+        }
     }
 
     pub(crate) fn release(&self, slot: &(JobType, String)) {
@@ -193,6 +217,15 @@ pub fn tick(state: &Arc<AppState>, now: i64) {
                     spec.kind.label(),
                     spec.id
                 );
+                // Say so where an operator looks: in the log of the run that holds the slot.
+                if let Some(holder) = state.jobs.running_task(spec.kind, &spec.store) {
+                    holder.log(format!(
+                        "scheduled {} job '{}' skipped: this task is still running on datastore '{}'",
+                        spec.kind.label(),
+                        spec.id,
+                        spec.store
+                    ));
+                }
                 state.jobs.skipped(&key, now);
             }
             Err(e) => {

@@ -11,6 +11,7 @@ use crate::datastore::{Datastore, JobKind, KeepOptions};
 use crate::format::names::BackupNamespace;
 use crate::jobs::calendar;
 use crate::jobs::prune_job::PruneParams;
+use crate::jobs::runner;
 use crate::jobs::JobBody;
 use crate::state::{DatastoreEntry, NodeIdentity};
 use crate::tasks::TaskRegistry;
@@ -137,7 +138,7 @@ async fn second_job_of_a_kind_on_a_store_is_skipped() {
         .jobs
         .configure(None, vec![prune_spec("every-second", "*:*:*")]);
     let slot = (JobType::Prune, "st1".to_string());
-    assert!(e.state.jobs.claim(&slot));
+    assert!(e.state.jobs.claim(&slot).is_ok());
     tick(&e.state, now);
     tick(&e.state, now + 1);
     assert!(job_tasks(&e.state).is_empty(), "skipped while another runs");
@@ -214,4 +215,59 @@ async fn verify_and_gc_jobs_run_as_their_pbs_tasks() {
     assert_eq!(history[0].outcome, "OK");
     let gc_state = e.state.jobs.state("garbage_collection-st1").unwrap();
     assert_eq!(gc_state.last_result.as_deref(), Some("OK"));
+}
+
+#[tokio::test]
+async fn manual_and_scheduled_gc_share_one_slot() {
+    let e = env().await;
+    let config = crate::config::Config::parse(
+        std::path::Path::new("server.toml"),
+        "[[datastore]]\nname = \"st1\"\ngc_schedule = \"*:*:*\"\n",
+    )
+    .unwrap();
+    e.state
+        .jobs
+        .configure(None, crate::jobs::specs_from_config(&config).unwrap());
+    // First sight of the scheduled job: due at its next event, a second later.
+    let now = now();
+    tick(&e.state, now);
+    assert!(tasks_of(&e.state, "garbage_collection").is_empty());
+    // The test runtime runs one thread: the manual GC has not run a step before we await.
+    let manual = runner::start_manual_gc(&e.state, "st1", "admin@pbs").unwrap();
+    assert!(e.state.jobs.is_running(JobType::GarbageCollection, "st1"));
+
+    // A second manual start is refused naming the running task.
+    let err = runner::start_manual_gc(&e.state, "st1", "admin@pbs").unwrap_err();
+    assert!(matches!(err, JobError::Busy(_)), "{err}");
+    assert!(
+        err.to_string().contains(&manual) && err.to_string().contains("garbage collection"),
+        "{err}"
+    );
+
+    // The scheduled GC that falls due now is skipped, with a line in the manual run's log.
+    tick(&e.state, now + 1);
+    assert_eq!(
+        tasks_of(&e.state, "garbage_collection"),
+        vec![manual.clone()]
+    );
+    assert_eq!(wait_finished(&e.state, &manual).await, "OK");
+    let log = e.state.tasks.log_text(&manual).unwrap();
+    assert!(
+        log.contains("scheduled garbage collection job 'st1' skipped: this task is still running"),
+        "{log}"
+    );
+    assert!(!e.state.jobs.is_running(JobType::GarbageCollection, "st1"));
+
+    // Once the slot is free the scheduled GC runs at its next event; a manual start while
+    // it runs is refused naming the scheduled task.
+    tick(&e.state, now + 2);
+    let gc = tasks_of(&e.state, "garbage_collection");
+    assert_eq!(gc.len(), 2, "{gc:?}");
+    let scheduled = gc.iter().find(|u| **u != manual).unwrap().clone();
+    assert!(scheduled.contains(":root@pam:"), "{scheduled}");
+    let err = runner::start_manual_gc(&e.state, "st1", "admin@pbs").unwrap_err();
+    assert!(err.to_string().contains(&scheduled), "{err}");
+    assert_eq!(wait_finished(&e.state, &scheduled).await, "OK");
+    let again = runner::start_manual_gc(&e.state, "st1", "admin@pbs").unwrap();
+    assert_eq!(wait_finished(&e.state, &again).await, "OK");
 }

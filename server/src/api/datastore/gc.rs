@@ -1,14 +1,14 @@
-//! `POST`/`GET /admin/datastore/{store}/gc`: start garbage collection as a task, read status.
-
-use std::sync::Arc;
+//! `POST`/`GET /admin/datastore/{store}/gc`: start garbage collection as a task (in the
+//! datastore's one GC slot, see `jobs::runner`), read status.
 
 use http::Response;
 use serde_json::json;
 
 use crate::api::context::Ctx;
+use crate::api::jobs::job_error;
 use crate::auth::Privileges;
-use crate::datastore::Datastore;
 use crate::format::names::BackupNamespace;
+use crate::jobs::runner;
 use crate::net::{json_data, Body, HttpError};
 use crate::state::DatastoreEntry;
 
@@ -19,23 +19,10 @@ pub async fn start(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, 
     {
         return Err(HttpError::forbidden());
     }
-    let store: Arc<Datastore> = entry.store.clone();
-    let upid = ctx.state.tasks.spawn(
-        "garbage_collection",
-        Some(&entry.name),
-        &ctx.id.authid.to_string(),
-        move |log| async move {
-            let sink = {
-                let log = log.clone();
-                move |line: String| log.log(line)
-            };
-            store
-                .garbage_collect_as(Some(log.upid().to_string()), &sink)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        },
-    );
+    // The GC slot of the datastore is shared with its scheduled GC: a second start is
+    // refused (409) naming the running task.
+    let upid = runner::start_manual_gc(&ctx.state, &entry.name, &ctx.id.authid.to_string())
+        .map_err(job_error)?;
     Ok(json_data(upid))
 }
 

@@ -63,17 +63,27 @@ pub async fn run_prune(
     let mut items = Vec::with_capacity(snapshots.len());
     let mut to_remove: Vec<BackupDir> = Vec::new();
     for (info, mark) in snapshots.iter().zip(marks) {
-        log(format!("{prefix}{} {}", mark.as_log_str(), info.dir));
-        if !mark.keep() {
+        // A retention lock keeps what the keep options would remove, in a dry run too.
+        let held = match mark.keep() {
+            true => None,
+            false => store.retention_hold(ns, &info.dir).map_err(ds_error)?,
+        };
+        match &held {
+            Some(why) => log(format!("{prefix}keep {} (retention lock: {why})", info.dir)),
+            None => log(format!("{prefix}{} {}", mark.as_log_str(), info.dir)),
+        }
+        let keep = mark.keep() || held.is_some();
+        if !keep {
             to_remove.push(info.dir.clone());
         }
         items.push(PruneItem {
             backup_type: info.dir.group.ty.as_str().to_string(),
             backup_id: info.dir.group.id.clone(),
             backup_time: info.dir.time,
-            keep: mark.keep(),
+            keep,
             protected: info.protected || mark == PruneMark::Protected,
             ns: if dry_run { ns_field(ns) } else { None },
+            retention_lock: held,
         });
     }
     if !dry_run {

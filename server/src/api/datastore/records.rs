@@ -69,6 +69,10 @@ pub struct PruneItem {
     pub protected: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ns: Option<String>,
+    /// Ours: why a snapshot the keep options would remove stays (an active retention lock
+    /// or legal hold); `keep` is then true. Clients that do not know the field ignore it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_lock: Option<String>,
 }
 
 /// First line of a notes text, `None` when empty.

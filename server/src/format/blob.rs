@@ -470,7 +470,10 @@ mod tests {
         let big = vec![7u8; 4 * 1024 * 1024];
         // A streamed frame has no size in its header: the streaming path bounds it.
         let streamed = zstd::stream::encode_all(&big[..], 1).unwrap();
-        assert_eq!(zstd::zstd_safe::get_frame_content_size(&streamed), Ok(None));
+        assert!(matches!(
+            zstd::zstd_safe::get_frame_content_size(&streamed),
+            Ok(None)
+        ));
         let blob = assemble(MAGIC_COMPRESSED, &[], &streamed);
         let v = BlobView::parse(&blob).unwrap();
         assert!(matches!(

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures::{StreamExt, TryStreamExt};
-use pbs_cloud_server::backend::s3::{ConditionalWrites, S3Credentials, S3Settings};
+use pbs_cloud_server::backend::s3::S3Settings;
 use pbs_cloud_server::backend::{Backend, LocalBackend, PutOptions, RequestCounts, S3Backend};
 use pbs_cloud_server::datastore::layout::chunk_key;
 use pbs_cloud_server::datastore::{Datastore, GcStatus};
@@ -165,17 +165,7 @@ pub async fn remove_s3_prefix(target: &S3Target, prefix: &str) -> Result<u64> {
 }
 
 fn s3_settings(target: &S3Target, prefix: &str, parallelism: usize) -> S3Settings {
-    let mut settings = S3Settings::new(
-        &target.bucket,
-        prefix,
-        S3Credentials::Static {
-            access_key_id: target.access_key.clone(),
-            secret_access_key: target.secret_key.clone(),
-        },
-    );
-    settings.endpoint = Some(target.endpoint.clone());
-    settings.path_style = true;
-    settings.conditional_writes = ConditionalWrites::Auto;
+    let mut settings = target.settings(prefix);
     settings.max_concurrency = settings.max_concurrency.max(parallelism);
     settings
 }

@@ -17,7 +17,6 @@ use rand::{RngCore, SeedableRng};
 use serde::Serialize;
 
 use pbs_cloud_server::backend::lock::{LockMode, ObjectLock};
-use pbs_cloud_server::backend::s3::{ConditionalWrites, S3Credentials, S3Settings};
 use pbs_cloud_server::backend::{Backend, S3Backend};
 use pbs_cloud_server::datastore::retention::LockRule;
 use pbs_cloud_server::datastore::Datastore;
@@ -106,17 +105,7 @@ pub async fn run(opts: &Options) -> Result<LockReport> {
     }
     let started = Instant::now();
     let prefix = format!("t/bench-lock-{}", hex::encode(rand::random::<[u8; 6]>()));
-    let mut settings = S3Settings::new(
-        &opts.s3.bucket,
-        &prefix,
-        S3Credentials::Static {
-            access_key_id: opts.s3.access_key.clone(),
-            secret_access_key: opts.s3.secret_key.clone(),
-        },
-    );
-    settings.endpoint = Some(opts.s3.endpoint.clone());
-    settings.path_style = true;
-    settings.conditional_writes = ConditionalWrites::Auto;
+    let settings = opts.s3.settings(&prefix);
     let raw = Arc::new(S3Backend::connect(settings).await?);
     let ds = Datastore::open("bench-lock", raw.clone()).await?;
     ds.set_retention_locks(

@@ -55,6 +55,23 @@ impl S3Target {
             bucket: std::env::var("PBS_TEST_S3_BUCKET").unwrap_or_else(|_| "pbs-test".into()),
         })
     }
+
+    /// Settings of a datastore under `prefix` of this target's bucket (static credentials,
+    /// path-style addressing, conditional writes probed).
+    pub fn settings(&self, prefix: &str) -> S3Settings {
+        let mut settings = S3Settings::new(
+            &self.bucket,
+            prefix,
+            S3Credentials::Static {
+                access_key_id: self.access_key.clone(),
+                secret_access_key: self.secret_key.clone(),
+            },
+        );
+        settings.endpoint = Some(self.endpoint.clone());
+        settings.path_style = true;
+        settings.conditional_writes = ConditionalWrites::Auto;
+        settings
+    }
 }
 
 /// What to run.
@@ -214,18 +231,21 @@ struct Measured {
 /// One backend's server, logged in.
 struct Side {
     name: &'static str,
+    /// Index of this side in the per-round arrays: 0 local, 1 S3.
+    slot: usize,
     client: PbsClient,
     store: String,
 }
 
 impl Side {
-    async fn new(name: &'static str, server: &TestServer) -> Result<Side> {
+    async fn new(name: &'static str, slot: usize, server: &TestServer) -> Result<Side> {
         let client = server
             .admin_client()
             .await
             .with_context(|| format!("log in ({name})"))?;
         Ok(Side {
             name,
+            slot,
             client,
             store: server.store().to_string(),
         })
@@ -247,8 +267,8 @@ impl Side {
 }
 
 async fn measure(local: &TestServer, s3: &TestServer, opts: &Options) -> Result<Measured> {
-    let local = Side::new("local", local).await?;
-    let s3 = Side::new("S3", s3).await?;
+    let local = Side::new("local", 0, local).await?;
+    let s3 = Side::new("S3", 1, s3).await?;
     let len = opts.image_mib * 1024 * 1024;
     let mut ingest = RequestCounts::default();
     let mut restored = RequestCounts::default();
@@ -270,14 +290,14 @@ async fn measure(local: &TestServer, s3: &TestServer, opts: &Options) -> Result<
             let before = s3_counts(&s3.client, &s3.store).await?;
             let took = side.ingest(time, &data).await?;
             ingest.add(&s3_counts(&s3.client, &s3.store).await?.since(&before));
-            ingest_took[usize::from(side.name == "S3")] = took;
+            ingest_took[side.slot] = took;
         }
         let mut restore_took = [Duration::ZERO; 2];
         for side in order {
             let before = s3_counts(&s3.client, &s3.store).await?;
             let took = side.restore(time, &data).await?;
             restored.add(&s3_counts(&s3.client, &s3.store).await?.since(&before));
-            restore_took[usize::from(side.name == "S3")] = took;
+            restore_took[side.slot] = took;
         }
 
         let bytes = len as u64;
@@ -348,16 +368,8 @@ async fn s3_server(opts: &Options, prefix: &str) -> Result<TestServer> {
 
 /// Deletes everything the benchmark wrote under `prefix`.
 async fn remove_prefix(target: &S3Target, prefix: &str) -> Result<()> {
-    let mut settings = S3Settings::new(
-        &target.bucket,
-        prefix,
-        S3Credentials::Static {
-            access_key_id: target.access_key.clone(),
-            secret_access_key: target.secret_key.clone(),
-        },
-    );
-    settings.endpoint = Some(target.endpoint.clone());
-    settings.path_style = true;
+    let mut settings = target.settings(prefix);
+    // Only deletes follow: no need to probe conditional writes.
     settings.conditional_writes = ConditionalWrites::On;
     let backend = S3Backend::connect(settings).await?;
     backend.delete_prefix("").await?;

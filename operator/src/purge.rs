@@ -8,21 +8,16 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-    SharedCredentialsProvider, StalledStreamProtectionConfig,
-};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use futures::StreamExt;
+use pbs_cloud_server::backend::s3::{sdk_client, S3Credentials, S3Settings};
 
 /// Deletes in flight per prefix.
 const PARALLEL_DELETES: usize = 16;
 /// Locked keys named in the outcome (the count covers all of them).
 const LOCKED_SAMPLE: usize = 5;
-/// Bound of one request attempt. The SDK's stalled-stream check (5 s without a byte) is off:
-/// a store busy with a 1000-key delete in a large bucket answers later than that.
+/// Bound of one request attempt (the shared S3 client turns the SDK's 5 s stalled-stream check
+/// off: a store busy with a 1000-key delete in a large bucket answers later than that).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One S3 prefix to empty, with resolved credentials.
@@ -85,58 +80,25 @@ pub enum PurgeError {
 }
 
 async fn client(t: &PurgeTarget) -> Result<aws_sdk_s3::Client, PurgeError> {
-    let err = |message: String| PurgeError::S3 {
-        location: t.location(),
-        message,
-    };
-    let mut trust = TrustStore::default();
-    if let Some(pem) = &t.ca_bundle_pem {
-        trust = trust.with_pem_certificate(pem.clone());
-    }
-    let tls_context = TlsContext::builder()
-        .with_trust_store(trust)
-        .build()
-        .map_err(|e| err(format!("invalid CA bundle: {e}")))?;
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .tls_context(tls_context)
-        .build_https();
-    let region = Region::new(t.region.clone().unwrap_or_else(|| "us-east-1".into()));
     let credentials = match &t.keys {
-        Some((id, secret)) => SharedCredentialsProvider::new(Credentials::new(
-            id.clone(),
-            secret.clone(),
-            None,
-            None,
-            "pbs-cloud-datastore-secret",
-        )),
-        None => aws_config::defaults(BehaviorVersion::latest())
-            .region(region.clone())
-            .http_client(http.clone())
-            .load()
-            .await
-            .credentials_provider()
-            .ok_or_else(|| err("the SDK's default credential chain found no provider".into()))?,
+        Some((id, secret)) => S3Credentials::Static {
+            access_key_id: id.clone(),
+            secret_access_key: secret.clone(),
+        },
+        None => S3Credentials::DefaultChain,
     };
-    let mut b = aws_sdk_s3::config::Builder::new()
-        .behavior_version(BehaviorVersion::latest())
-        .region(region)
-        .credentials_provider(credentials)
-        .http_client(http)
-        .force_path_style(t.path_style)
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .operation_attempt_timeout(REQUEST_TIMEOUT)
-                .build(),
-        )
-        .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
-    if let Some(e) = &t.endpoint {
-        b = b.endpoint_url(e.clone());
-    }
-    Ok(aws_sdk_s3::Client::from_conf(b.build()))
+    let mut settings = S3Settings::new(&t.bucket, "", credentials);
+    settings.endpoint = t.endpoint.clone();
+    settings.region = t.region.clone().unwrap_or_else(|| "us-east-1".into());
+    settings.path_style = t.path_style;
+    settings.ca_bundle_pem = t.ca_bundle_pem.clone();
+    settings.request_timeout = REQUEST_TIMEOUT;
+    // The SDK's standard retry mode: three attempts.
+    settings.max_retries = 2;
+    sdk_client(&settings).await.map_err(|e| PurgeError::S3 {
+        location: t.location(),
+        message: e.to_string(),
+    })
 }
 
 /// One version (or delete marker) to delete; `None` version id on unversioned listings.

@@ -39,7 +39,7 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Builds the SDK client for `settings`.
-pub(super) async fn build(settings: &S3Settings) -> Result<aws_sdk_s3::Client, BackendError> {
+pub(crate) async fn build(settings: &S3Settings) -> Result<aws_sdk_s3::Client, BackendError> {
     let setup_err = |message: String| BackendError::Internal {
         key: format!("s3://{}", settings.bucket),
         message,

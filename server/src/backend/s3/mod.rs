@@ -162,6 +162,13 @@ impl S3Settings {
     }
 }
 
+/// The configured aws-sdk-s3 client for `settings` (TLS and CA bundle, credentials, timeouts,
+/// retries, checksum and stalled-stream settings real stores need), for other S3 users such as
+/// the operator's purge of a deleted tenant's data.
+pub async fn sdk_client(settings: &S3Settings) -> Result<aws_sdk_s3::Client, BackendError> {
+    client::build(settings).await
+}
+
 /// "" stays ""; "a/b" and "/a/b/" become "a/b/".
 pub fn normalize_prefix(prefix: &str) -> String {
     let trimmed = prefix.trim_matches('/');

@@ -5,6 +5,7 @@
 //! tests can send malformed requests.
 
 pub mod backup;
+pub mod backup_options;
 pub mod bench;
 pub mod chunker;
 pub mod crypto;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod fault_proxy;
 pub mod h2session;
 pub mod http;
+pub mod params;
 pub mod pipeline;
 pub mod reader;
 pub mod repo;

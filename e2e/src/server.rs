@@ -109,6 +109,33 @@ impl TestServer {
         self.spawn().await
     }
 
+    /// Stops the process the way an orchestrator does (SIGTERM) and waits for it to exit, so
+    /// that it closes its datastores cleanly. An error when it does not exit within 60 s (it
+    /// is then killed).
+    pub async fn shutdown(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        if let Some(pid) = child.id() {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+                .map_err(|e| ClientError::Server(format!("SIGTERM to the server: {e}")))?;
+        }
+        match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => Err(ClientError::Server(format!(
+                "the server exited with {status} after SIGTERM"
+            ))),
+            Ok(Err(e)) => Err(ClientError::Server(format!("waiting for the server: {e}"))),
+            Err(_) => {
+                let _ = child.kill().await;
+                Err(ClientError::Server(
+                    "the server did not exit within 60 s of SIGTERM".into(),
+                ))
+            }
+        }
+    }
+
     /// Kills the process (data directory stays until drop).
     pub async fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

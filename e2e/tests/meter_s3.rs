@@ -1,6 +1,6 @@
 //! Usage metering with the datastore in S3 (the Ceph RGW of `e2e/run-tests.sh`): figures equal
-//! what the bucket holds, S3 requests are counted by type, and a crash is followed by an exact
-//! recount.
+//! what the bucket holds, S3 requests are counted by type and kept across restarts, and a crash
+//! is followed by an exact recount.
 
 mod common;
 
@@ -39,7 +39,7 @@ async fn chunks_in_bucket(s3: &S3Env, prefix: &str) -> (u64, u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn usage_on_s3_matches_the_bucket_and_counts_requests() {
+async fn usage_on_s3_matches_the_bucket_and_counts_requests_across_restarts() {
     let s3 = s3_env();
     let prefix = format!("t/meter-{}", hex::encode(rand::random::<[u8; 6]>()));
     let mut server = TestServer::prepare().unwrap();
@@ -115,4 +115,27 @@ secret_access_key_file = "{secret}"
     ] {
         assert_eq!(again[key], u[key], "{key} after restart: {again:#}");
     }
+
+    // A clean stop persists the request counts; the next run continues from them instead of
+    // starting at zero (they are billed).
+    let before = client.get("tenants/acme/usage", None).await.unwrap()["datastores"][0]
+        ["s3-requests"]
+        .clone();
+    server.shutdown().await.expect("clean shutdown on SIGTERM");
+    server.launch().await.unwrap();
+    let client = server.admin_client().await.unwrap();
+    let after = client.get("tenants/acme/usage", None).await.unwrap()["datastores"][0]
+        ["s3-requests"]
+        .clone();
+    for kind in ["get", "put", "post", "head", "delete", "list"] {
+        let (b, a) = (before[kind].as_u64(), after[kind].as_u64());
+        assert!(
+            a >= b && b.is_some(),
+            "{kind} requests went from {b:?} to {a:?} over a restart: {before} -> {after}"
+        );
+    }
+    // Opening again needs at least a GET of the persisted counters and a PUT marking them
+    // in use, so the new run's counts were added, not just the old ones reported.
+    assert!(after["put"].as_u64() > before["put"].as_u64(), "{after}");
+    assert!(after["get"].as_u64() > before["get"].as_u64(), "{after}");
 }

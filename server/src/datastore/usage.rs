@@ -8,15 +8,22 @@
 //! by a clean shutdown (the server may have crashed after changes it had not persisted yet),
 //! and after every GC run. Changes made while a scan runs are logged and applied on top of
 //! its result, so the scan is exact even with backups running.
+//!
+//! S3 request counts (billed by most providers) are kept in the same object: the totals
+//! persisted by earlier server runs plus this run's, so they do not restart at zero. They are
+//! written with the other counters, at a clean shutdown, and otherwise at most every
+//! [`REQUESTS_PERSIST_INTERVAL`] while requests other than these writes happen; a crash loses
+//! at most that interval's counts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, BackendError, PutOptions};
+use crate::backend::{Backend, BackendError, PutOptions, RequestCounts};
 use crate::format::names::BackupNamespace;
 use crate::format::Digest;
 
@@ -25,6 +32,9 @@ use super::{lock_std, Datastore, DatastoreError};
 
 /// Where the counters are persisted (a dot prefix: GC's index walk and PBS skip it).
 pub const USAGE_OBJECT: &str = ".usage/counters.json";
+
+/// Longest time S3 request counts stay unpersisted while nothing else changes.
+pub const REQUESTS_PERSIST_INTERVAL: Duration = Duration::from_secs(300);
 
 /// The five usage figures of a datastore or tenant.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +166,9 @@ struct Persisted {
     chunks: u64,
     /// Snapshot key prefix → logical bytes.
     snapshots: BTreeMap<String, u64>,
+    /// S3 requests of all server runs up to this write (absent before they were persisted).
+    #[serde(default)]
+    s3_requests: RequestCounts,
 }
 
 /// What changed while a scan was running.
@@ -174,6 +187,11 @@ struct Inner {
     dirty: bool,
     needs_rescan: bool,
     scan: Option<ScanLog>,
+    /// S3 requests of earlier server runs (from the persisted object).
+    requests_before: RequestCounts,
+    /// This run's request counts as of the last write, and when that was.
+    requests_written: RequestCounts,
+    requests_written_at: Option<Instant>,
 }
 
 /// Usage counters of one datastore, loaded at open (see the module docs).
@@ -206,10 +224,12 @@ impl UsageState {
                     inner.chunks = p.chunks;
                     inner.snapshots = p.snapshots;
                     inner.needs_rescan = !p.clean;
+                    inner.requests_before = p.s3_requests;
                     if p.clean {
                         // A crash from here on must not leave "clean" counters behind.
+                        let data = encode(&inner, false, &p.s3_requests);
                         backend
-                            .put(USAGE_OBJECT, encode(&inner, false), PutOptions::default())
+                            .put(USAGE_OBJECT, data, PutOptions::default())
                             .await?;
                     }
                 }
@@ -228,13 +248,14 @@ impl UsageState {
     }
 }
 
-fn encode(inner: &Inner, clean: bool) -> Bytes {
+fn encode(inner: &Inner, clean: bool, s3_requests: &RequestCounts) -> Bytes {
     let p = Persisted {
         version: 1,
         clean,
         physical_bytes: inner.physical,
         chunks: inner.chunks,
         snapshots: inner.snapshots.clone(),
+        s3_requests: *s3_requests,
     };
     Bytes::from(serde_json::to_vec(&p).unwrap_or_default())
 }
@@ -386,24 +407,48 @@ impl Datastore {
         }
     }
 
-    /// Persist the counters if they changed (or always with `clean`, at shutdown).
+    /// S3 requests sent for this datastore over all server runs (`None` on local storage).
+    pub fn s3_request_totals(&self) -> Option<RequestCounts> {
+        let this_run = self.backend.request_counts()?;
+        let mut totals = lock_std(&self.usage.inner).requests_before;
+        totals.add(&this_run);
+        Some(totals)
+    }
+
+    /// Persist the counters if they changed (or always with `clean`, at shutdown); request
+    /// counts alone are written at most every [`REQUESTS_PERSIST_INTERVAL`].
     pub async fn usage_flush(&self, clean: bool) -> Result<(), DatastoreError> {
+        let this_run = self.backend.request_counts().unwrap_or_default();
         let data = {
             let mut inner = lock_std(&self.usage.inner);
-            if !inner.dirty && !clean {
+            let requests_due = this_run != inner.requests_written
+                && inner
+                    .requests_written_at
+                    .is_none_or(|at| at.elapsed() >= REQUESTS_PERSIST_INTERVAL);
+            if !inner.dirty && !clean && !requests_due {
                 return Ok(());
             }
             inner.dirty = false;
+            let mut totals = inner.requests_before;
+            totals.add(&this_run);
             // Counters that still await their first scan are never declared clean.
-            encode(&inner, clean && !inner.needs_rescan)
+            encode(&inner, clean && !inner.needs_rescan, &totals)
         };
         let result = self
             .backend
             .put(USAGE_OBJECT, data, PutOptions::default())
             .await;
-        if result.is_err() {
-            lock_std(&self.usage.inner).dirty = true;
+        let mut inner = lock_std(&self.usage.inner);
+        match &result {
+            Ok(_) => {
+                // Read after the write, so that the write itself does not make the next
+                // flush due.
+                inner.requests_written = self.backend.request_counts().unwrap_or_default();
+                inner.requests_written_at = Some(Instant::now());
+            }
+            Err(_) => inner.dirty = true,
         }
+        drop(inner);
         result.map(|_| ()).map_err(DatastoreError::from)
     }
 

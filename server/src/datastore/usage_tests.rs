@@ -2,7 +2,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::backend::{Backend, LocalBackend};
+use crate::backend::{Backend, LocalBackend, PutOptions};
 use crate::format::blob::encode_blob;
 use crate::format::dynamic_index::{DynamicEntry, DynamicIndex};
 use crate::format::manifest::{CryptMode, FileInfo, Manifest};
@@ -129,6 +129,32 @@ async fn counters_follow_backups_and_removals_and_survive_a_clean_restart() {
     let raw = backend.get(USAGE_OBJECT).await.unwrap();
     let p: serde_json::Value = serde_json::from_slice(&raw).unwrap();
     assert_eq!(p["clean"], false);
+}
+
+/// Counters written before S3 request counts were persisted still load as trusted.
+#[tokio::test]
+async fn counters_without_request_counts_still_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let ds = open(&root).await;
+    ds.usage_rescan().await.expect("scan");
+    backup(&ds, "100", T0, b"older format", 12).await;
+    let usage = ds.usage();
+    ds.close().await.unwrap();
+    drop(ds);
+    let backend = LocalBackend::open(&root).unwrap();
+    let raw = backend.get(USAGE_OBJECT).await.unwrap();
+    let mut p: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert!(p["s3-requests"].is_object() && p["clean"] == true, "{p}");
+    p.as_object_mut().unwrap().remove("s3-requests");
+    let old = Bytes::from(serde_json::to_vec(&p).unwrap());
+    backend
+        .put(USAGE_OBJECT, old, PutOptions::default())
+        .await
+        .unwrap();
+    let ds = open(&root).await;
+    assert!(!ds.usage_needs_rescan());
+    assert_eq!(ds.usage(), usage);
 }
 
 #[tokio::test]

@@ -120,7 +120,7 @@ pub fn render(
     f.header(
         "pbs_cloud_s3_requests_total",
         "counter",
-        "S3 requests by type since the server started.",
+        "S3 requests by type over the datastore's life (persisted across restarts).",
     );
     for t in tenants {
         for s in &t.datastores {

@@ -11,7 +11,8 @@ use serde_json::json;
 use crate::datastore::{DatastoreError, UsageCounters};
 use crate::state::{AppState, DatastoreEntry};
 
-/// S3 requests by type since the server started (zero on the local backend).
+/// S3 requests by type over the datastore's life, kept across restarts (see
+/// `datastore/usage.rs`; zero on the local backend).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct S3Requests {
     pub get: u64,
@@ -55,8 +56,7 @@ pub async fn store_usage(entry: &DatastoreEntry) -> Result<StoreUsage, Datastore
         store.usage_rescan().await?;
     }
     let s3 = store
-        .backend()
-        .request_counts()
+        .s3_request_totals()
         .map(|c| S3Requests {
             get: c.get,
             put: c.put,

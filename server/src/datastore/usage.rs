@@ -6,8 +6,10 @@
 //! Reconciliation is by scan: a full listing of the chunk store and of the snapshots replaces
 //! the counters. It runs at open when the persisted counters are missing or were not written
 //! by a clean shutdown (the server may have crashed after changes it had not persisted yet),
-//! and after every GC run. Changes made while a scan runs are logged and applied on top of
-//! its result, so the scan is exact even with backups running.
+//! and after every GC run, which hands over what its sweep's listing left instead of listing
+//! the chunk store a second time. Changes made while a scan runs (chunks stored or moved aside,
+//! snapshots added or removed) are logged and applied on top of its result, so the scan is
+//! exact even with backups and verify running.
 //!
 //! S3 request counts (billed by most providers) are kept in the same object: the totals
 //! persisted by earlier server runs plus this run's, so they do not restart at zero. They are
@@ -175,6 +177,8 @@ struct Persisted {
 #[derive(Debug, Default)]
 struct ScanLog {
     stored: HashMap<Digest, u64>,
+    /// Chunks taken out of service (moved to a `.bad` name) meanwhile.
+    moved_aside: HashSet<Digest>,
     added: HashSet<String>,
     removed: HashSet<String>,
 }
@@ -359,15 +363,22 @@ impl Datastore {
         inner.chunks += 1;
         inner.dirty = true;
         if let Some(scan) = inner.scan.as_mut() {
+            scan.moved_aside.remove(digest);
             scan.stored.insert(*digest, size);
         }
     }
 
-    pub(super) fn usage_sub_chunk(&self, size: u64) {
+    /// A chunk object was deleted (by GC, which never overlaps a scan, or moved aside by
+    /// verify, which may: `digest` is then logged).
+    pub(super) fn usage_sub_chunk(&self, digest: Option<&Digest>, size: u64) {
         let mut inner = lock_std(&self.usage.inner);
         inner.physical = inner.physical.saturating_sub(size);
         inner.chunks = inner.chunks.saturating_sub(1);
         inner.dirty = true;
+        if let (Some(scan), Some(digest)) = (inner.scan.as_mut(), digest) {
+            scan.stored.remove(digest);
+            scan.moved_aside.insert(*digest);
+        }
     }
 
     /// A backup committed a snapshot with `logical` bytes.
@@ -474,8 +485,32 @@ impl Datastore {
 
     /// The scan itself; the caller keeps GC from removing chunks meanwhile.
     pub(super) async fn usage_rescan_locked(&self) -> Result<UsageCounters, DatastoreError> {
+        self.usage_scan_begin();
+        let chunks = self.scan_chunks().await;
+        self.usage_scan_finish(chunks).await
+    }
+
+    /// Start logging changes for a scan whose chunk listing starts after this call.
+    pub(super) fn usage_scan_begin(&self) {
         lock_std(&self.usage.inner).scan = Some(ScanLog::default());
-        let result = self.scan_all().await;
+    }
+
+    /// Stop logging without a result (the listing failed).
+    pub(super) fn usage_scan_abort(&self) {
+        lock_std(&self.usage.inner).scan = None;
+    }
+
+    /// Complete a scan begun with [`usage_scan_begin`](Self::usage_scan_begin): `chunks` are
+    /// the chunk sizes a listing found (GC passes what its sweep left); snapshots are counted
+    /// here, and changes made meanwhile are applied on top.
+    pub(super) async fn usage_scan_finish(
+        &self,
+        chunks: Result<HashMap<Digest, u64>, DatastoreError>,
+    ) -> Result<UsageCounters, DatastoreError> {
+        let result = match chunks {
+            Ok(chunks) => self.scan_snapshots().await.map(|s| (chunks, s)),
+            Err(e) => Err(e),
+        };
         let mut inner = lock_std(&self.usage.inner);
         let log = inner.scan.take().unwrap_or_default();
         let (chunks, mut snapshots) = result?;
@@ -485,6 +520,12 @@ impl Datastore {
             if !chunks.contains_key(digest) {
                 physical += size;
                 count += 1;
+            }
+        }
+        for digest in &log.moved_aside {
+            if let Some(size) = chunks.get(digest) {
+                physical = physical.saturating_sub(*size);
+                count = count.saturating_sub(1);
             }
         }
         for key in &log.removed {
@@ -504,16 +545,19 @@ impl Datastore {
         Ok(self.usage())
     }
 
-    /// Chunk sizes by digest and logical bytes by snapshot key, as stored now.
-    async fn scan_all(
-        &self,
-    ) -> Result<(HashMap<Digest, u64>, BTreeMap<String, u64>), DatastoreError> {
+    /// Chunk sizes by digest, as stored now.
+    async fn scan_chunks(&self) -> Result<HashMap<Digest, u64>, DatastoreError> {
         let mut chunks = HashMap::new();
         for obj in self.backend.list(CHUNK_PREFIX, None).await?.objects {
             if let Some(ChunkKey::Chunk(digest)) = parse_chunk_key(&obj.key) {
                 chunks.insert(digest, obj.size);
             }
         }
+        Ok(chunks)
+    }
+
+    /// Logical bytes by snapshot key, as stored now.
+    async fn scan_snapshots(&self) -> Result<BTreeMap<String, u64>, DatastoreError> {
         let known = lock_std(&self.usage.inner).snapshots.clone();
         let mut snapshots = BTreeMap::new();
         for ns in self.list_namespaces(&BackupNamespace::root(), None).await? {
@@ -535,7 +579,7 @@ impl Datastore {
                 }
             }
         }
-        Ok((chunks, snapshots))
+        Ok(snapshots)
     }
 }
 

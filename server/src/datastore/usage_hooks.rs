@@ -2,6 +2,8 @@
 //! chunk insert and GC report what they stored and removed, and inserts ask for quota first.
 //! The counters and the scan live in `usage.rs`.
 
+use std::collections::HashMap;
+
 use crate::format::Digest;
 
 use super::{Datastore, DatastoreError};
@@ -33,12 +35,18 @@ impl Datastore {
 
     /// GC removed a chunk object of `size` bytes.
     pub(crate) fn usage_chunk_removed(&self, size: u64) {
-        self.usage_sub_chunk(size);
+        self.usage_sub_chunk(None, size);
     }
 
-    /// GC finished its sweep (GC's lock is still held): reconcile the counters by a scan.
-    pub(crate) async fn usage_gc_finished(&self) {
-        if let Err(e) = self.usage_rescan_locked().await {
+    /// Verify moved a corrupt chunk of `size` bytes to its `.bad` name (no longer a chunk).
+    pub(crate) fn usage_chunk_moved_aside(&self, digest: &Digest, size: u64) {
+        self.usage_sub_chunk(Some(digest), size);
+    }
+
+    /// GC finished its sweep (GC's lock is still held): reconcile the counters with the chunks
+    /// the sweep left (`remaining`, from its listing) and a count of the snapshots.
+    pub(crate) async fn usage_gc_finished(&self, remaining: HashMap<Digest, u64>) {
+        if let Err(e) = self.usage_scan_finish(Ok(remaining)).await {
             tracing::warn!(store = %self.name, "usage rescan after GC failed: {e}");
         }
         if let Err(e) = self.usage_flush(false).await {

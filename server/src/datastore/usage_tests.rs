@@ -264,3 +264,29 @@ async fn gc_reconciles_counters_with_what_is_stored() {
     assert_eq!(u.physical_bytes, kept);
     assert_eq!((u.snapshots, u.logical_bytes), (1, 10));
 }
+
+/// GC's recount spans its whole sweep, and verify may move a corrupt chunk aside meanwhile:
+/// the moved chunk must not be counted even though the listing still saw it.
+#[tokio::test]
+async fn a_chunk_moved_aside_during_a_recount_is_not_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let ds = open(&root).await;
+    ds.usage_rescan().await.expect("scan");
+    backup(&ds, "100", T0, b"chunk one", 10).await;
+    let kept = backup(&ds, "200", T0, b"chunk two", 20).await;
+
+    ds.usage_scan_begin();
+    let listed = ds.scan_chunks().await;
+    assert_eq!(listed.as_ref().map(|c| c.len()).ok(), Some(2));
+    let moved = ds.mark_chunk_bad(&sha256(b"chunk one")).await.unwrap();
+    assert!(moved.is_some_and(|key| key.ends_with(".0.bad")));
+    let got = ds.usage_scan_finish(listed).await.unwrap();
+
+    assert_eq!((got.chunks, got.physical_bytes), (1, kept));
+    assert_eq!(
+        ds.usage_rescan().await.unwrap(),
+        got,
+        "a fresh recount agrees"
+    );
+}

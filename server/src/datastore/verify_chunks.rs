@@ -138,10 +138,12 @@ impl Datastore {
                 break;
             }
         }
+        let size = data.len() as u64;
         self.backend
             .put(&target, data, PutOptions::default())
             .await?;
         self.backend.delete(&key).await?;
+        self.usage_chunk_moved_aside(digest, size);
         tracing::warn!(
             store = %self.name,
             "chunk {} moved to {target}",

@@ -248,11 +248,21 @@ impl Datastore {
 
         say("Start GC phase2 (sweep unused chunks)".to_string());
         let phase2 = Instant::now();
-        self.sweep_unused_chunks(&marked, limits, &mut status, say)
-            .await?;
+        // The sweep's listing doubles as the usage recount's (changes from here on are logged).
+        self.usage_scan_begin();
+        let remaining = match self
+            .sweep_unused_chunks(&marked, limits, &mut status, say)
+            .await
+        {
+            Ok(remaining) => remaining,
+            Err(e) => {
+                self.usage_scan_abort();
+                return Err(e);
+            }
+        };
         status.sweep_duration_ms = phase2.elapsed().as_millis() as u64;
         // Reconcile the usage counters while GC's lock is still held.
-        self.usage_gc_finished().await;
+        self.usage_gc_finished(remaining).await;
 
         summarize(&status, say);
         let json = serde_json::to_vec_pretty(&status)

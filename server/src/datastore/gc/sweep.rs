@@ -7,7 +7,7 @@
 //! backups and reuse times under it before deleting the batch. Object stores get one
 //! DeleteObjects per 1000 keys, several in flight.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use crate::backend::ObjectMeta;
@@ -39,15 +39,17 @@ struct Candidate {
 }
 
 impl Datastore {
-    /// Phase 2.
+    /// Phase 2. Returns the sizes of the chunks it left in place (not `.bad` files), which
+    /// the usage recount takes instead of listing the chunk store a second time.
     pub(super) async fn sweep_unused_chunks(
         &self,
         marked: &HashSet<Digest>,
         limits: SweepLimits,
         status: &mut GcStatus,
         say: &(dyn Fn(String) + Send + Sync),
-    ) -> Result<(), DatastoreError> {
+    ) -> Result<HashMap<Digest, u64>, DatastoreError> {
         let listed = self.backend.list(CHUNK_PREFIX, None).await?;
+        let mut remaining = HashMap::new();
         let progress = Progress::new("processed", listed.objects.len() as u64, "chunks");
         let mut candidates = Vec::new();
         let mut seen = 0u64;
@@ -62,10 +64,12 @@ impl Datastore {
             seen += 1;
             if marked.contains(&digest) {
                 count_in_use(status, bad, obj.size);
+                keep(&mut remaining, bad, digest, obj.size);
                 continue;
             }
             if let Some(when) = self.keep_unmarked(&obj, &digest, bad, limits) {
                 count_kept(status, bad, obj.size, when, limits);
+                keep(&mut remaining, bad, digest, obj.size);
                 continue;
             }
             candidates.push(Candidate {
@@ -91,12 +95,13 @@ impl Datastore {
         progress.report(kept, say);
         let mut done = kept;
         for group in candidates.chunks(DELETE_BATCH * DELETE_PARALLELISM) {
-            self.delete_group(group, limits, status).await?;
+            self.delete_group(group, limits, status, &mut remaining)
+                .await?;
             done += group.len() as u64;
             progress.report(done, say);
         }
         self.known.prune_recent(limits.min_mtime);
-        Ok(())
+        Ok(remaining)
     }
 
     /// `Some(time)` when an unmarked chunk must stay: its last write or reuse (at or after
@@ -137,6 +142,7 @@ impl Datastore {
         group: &[Candidate],
         limits: SweepLimits,
         status: &mut GcStatus,
+        remaining: &mut HashMap<Digest, u64>,
     ) -> Result<(), DatastoreError> {
         let _exclusive = self.chunk_lock.write().await;
         let mut doomed: Vec<&Candidate> = Vec::with_capacity(group.len());
@@ -149,6 +155,7 @@ impl Datastore {
             // Only reuse times can have changed (inserts wait for the lock we hold).
             if let Some(when) = self.keep_unmarked(&meta, &c.digest, c.bad, limits) {
                 count_kept(status, c.bad, c.size, when, limits);
+                keep(remaining, c.bad, c.digest, c.size);
                 continue;
             }
             doomed.push(c);
@@ -181,6 +188,13 @@ impl Datastore {
             Some(used) if used > obj.modified => used,
             _ => obj.modified,
         }
+    }
+}
+
+/// Note a chunk the sweep leaves in place (`.bad` files are not chunks to the usage count).
+fn keep(remaining: &mut HashMap<Digest, u64>, bad: bool, digest: Digest, size: u64) {
+    if !bad {
+        remaining.insert(digest, size);
     }
 }
 

@@ -22,8 +22,13 @@ if ! /usr/bin/python3 -c 'import proxmoxer' 2>/dev/null; then
     apt-get install -y -qq --no-install-recommends python3-proxmoxer python3-requests >/dev/null
 fi
 
-echo "== build server binary for the end-to-end tests"
-cargo build -p pbs-cloud-server --bins
+echo "== Prometheus exporter for the monitoring test (pbs-exporter from PyPI, in a venv under"
+echo "   ~/.cache/pbs-cloud keyed by its version)"
+PBS_EXPORTER_VENV=$(bash e2e/pbs-exporter/install.sh)
+export PBS_EXPORTER_VENV
+
+echo "== build the binaries the end-to-end and operator checks run (one feature set for all)"
+cargo build --workspace --bins
 export PBS_CLOUD_SERVER_BIN="$CARGO_TARGET_DIR/debug/pbs-cloud-server"
 
 echo "== S3 test server (Ceph RGW on 127.0.0.1; S3 tests fail without it)"
@@ -41,9 +46,11 @@ export PBS_CLOUD_KUBECONFIG="$KUBECONFIG"
 echo "== cargo test"
 cargo test --workspace --no-fail-fast -- --test-threads=2
 
+echo "== fuzz smoke run: every parser target for 2 s (cargo-fuzz cached under ~/.cache/pbs-cloud)"
+bash e2e/fuzz.sh --seconds 2
+
 echo "== operator: Helm chart renders, lints and validates (helm-python-sdk)"
 bash e2e/kube/test-chart.sh
 
 echo "== operator: crds/ and examples/ against the API server"
-cargo build -p pbs-cloud-operator --bins
 bash e2e/kube/check-examples.sh

@@ -64,7 +64,8 @@ def test_schema_defaults():
 
 def test_schema_refuses_bad_values():
     for bad in ({"replicaCount": 0}, {"unknownKey": 1}, {"image": {"pullPolicy": "Sometimes"}},
-                {"watchNamespace": "Not_A_Namespace"}, {"logLevel": "loud"}):
+                {"watchNamespace": "Not_A_Namespace"}, {"logLevel": "loud"},
+                {"replicaCount": 2, "leaderElection": {"enabled": False}}):
         try:
             chart.validate_schema(bad)
         except helm.HelmError:
@@ -89,7 +90,24 @@ def test_render_defaults_validates():
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert deploy["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     assert "--leader-elect" in c["args"]
+    assert "--lease-duration=15" in c["args"] and "--renew-deadline=10" in c["args"], c["args"]
     assert c["image"] == "ghcr.io/pbs-cloud/pbs-cloud-operator:0.1.0"
+    # helm upgrade: the new pod is ready as a follower, then the old one stops and releases
+    # the Lease; a surge pod and no unavailable one keep that from hanging.
+    assert deploy["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert deploy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_without_leader_election_pods_never_overlap():
+    items = docs(chart.render({"leaderElection": {"enabled": False}}, name="pbs-cloud",
+                              namespace="pbs-cloud-system"))
+    validate_all(items)
+    deploy = next(d for _, d in items if d["kind"] == "Deployment")
+    assert deploy["spec"]["strategy"] == {"type": "Recreate"}, deploy["spec"]["strategy"]
+    args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(a.startswith("--leader-elect") for a in args), args
 
 
 def test_render_full_validates():

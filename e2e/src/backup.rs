@@ -1,8 +1,9 @@
 //! Backup session (`proxmox-backup-protocol-v1`) doing what the stock client does
-//! (protocol.md §4.6 A): upgrade, previous snapshot lookup, blobs, dynamic and fixed
-//! archives with known-chunk reuse, the catalog for pxar archives, manifest and finish.
+//! (server/docs/protocol.md#client-call-sequences A): upgrade, previous snapshot lookup, blobs,
+//! dynamic and fixed archives with known-chunk reuse, the catalog for pxar archives, manifest and
+//! finish.
 
-use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -11,12 +12,15 @@ use serde_json::{json, Value};
 
 pub use crate::backup_options::{ArchiveStats, BackupParams, BackupSummary, Crypt, UploadOptions};
 use crate::chunker::{self, Chunker};
-use crate::dirtree;
 use crate::error::{ClientError, Result};
 use crate::h2session::H2Session;
 use crate::http::PbsClient;
 use crate::pipeline::{KnownChunks, Pipeline, PipelineStats};
+use crate::pxar::CatalogWriter;
 use crate::wire::{self, Manifest, ManifestFile};
+
+mod pxar_dir;
+pub use pxar_dir::{PxarMode, PxarStats, ReuseStats};
 
 /// Upgrade protocol id of backup sessions.
 pub const BACKUP_PROTOCOL: &str = "proxmox-backup-protocol-v1";
@@ -46,6 +50,28 @@ impl DynWriter {
             let chunk = std::mem::take(&mut self.buf);
             self.emit(&chunk).await?;
         }
+        Ok(())
+    }
+
+    /// Ends the current chunk here (even if short) and appends chunks the server already
+    /// knows (from the previous snapshot's index) by digest, without uploading them.
+    async fn inject(&mut self, chunks: &[(wire::Digest, u64)]) -> Result<()> {
+        self.cut().await?;
+        for (digest, len) in chunks {
+            self.pipeline.push_known_chunk(*digest, self.offset).await?;
+            self.offset += len;
+            self.entries.push((self.offset, *digest));
+        }
+        Ok(())
+    }
+
+    /// Ends the current chunk at this point.
+    async fn cut(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = std::mem::take(&mut self.buf);
+            self.emit(&chunk).await?;
+        }
+        self.chunker.reset();
         Ok(())
     }
 
@@ -83,16 +109,19 @@ impl DynWriter {
 }
 
 /// An open backup session. Dropping it without [`finish`](Self::finish) aborts the
-/// connection, which must make the server discard the snapshot (§4.5).
+/// connection, which must make the server discard the snapshot
+/// (server/docs/protocol.md#session-end).
 pub struct BackupSession {
     h2: Arc<H2Session>,
     params: BackupParams,
     known: KnownChunks,
-    previous_time: Option<i64>,
+    /// `GET previous_backup_time` calls so far (metadata mode asks a second time).
+    previous_time_calls: AtomicUsize,
     previous_manifest: Option<Manifest>,
     files: Vec<ManifestFile>,
     archives: Vec<ArchiveStats>,
     catalog: Option<DynWriter>,
+    catalog_writer: CatalogWriter,
 }
 
 impl BackupSession {
@@ -102,7 +131,6 @@ impl BackupSession {
         // the stock client falls back to trying `previous` if this call fails
         let prev_time = s.previous_backup_time().await.unwrap_or(Some(0));
         if prev_time.is_some() {
-            s.previous_time = prev_time.filter(|t| *t != 0);
             if let Ok(raw) = s.download_previous("index.json.blob").await {
                 if let Ok(m) = Manifest::from_blob(&raw) {
                     let theirs = m.unprotected.get("key-fingerprint").and_then(Value::as_str);
@@ -120,7 +148,7 @@ impl BackupSession {
     pub async fn start_raw(client: &PbsClient, params: BackupParams) -> Result<BackupSession> {
         let h2 = client
             .upgrade(
-                "/api2/json/backup",
+                crate::http::BACKUP_PATH,
                 &params.upgrade_query(),
                 BACKUP_PROTOCOL,
             )
@@ -129,11 +157,12 @@ impl BackupSession {
             h2: Arc::new(h2),
             params,
             known: Arc::new(Mutex::new(Default::default())),
-            previous_time: None,
+            previous_time_calls: AtomicUsize::new(0),
             previous_manifest: None,
             files: Vec::new(),
             archives: Vec::new(),
             catalog: None,
+            catalog_writer: CatalogWriter::default(),
         })
     }
 
@@ -144,6 +173,11 @@ impl BackupSession {
     /// The HTTP/2 connection, for hand-made in-session requests.
     pub fn h2(&self) -> &H2Session {
         &self.h2
+    }
+
+    /// The HTTP/2 connection as a shared handle, for requests sent from spawned tasks.
+    pub fn h2_shared(&self) -> Arc<H2Session> {
+        self.h2.clone()
     }
 
     /// Previous manifest accepted at start (None: no previous or key mismatch).
@@ -158,11 +192,17 @@ impl BackupSession {
 
     /// `GET previous_backup_time`: epoch of the previous finished snapshot, or None.
     pub async fn previous_backup_time(&self) -> Result<Option<i64>> {
+        self.previous_time_calls.fetch_add(1, Ordering::Relaxed);
         let v = self
             .h2
             .call(Method::GET, "previous_backup_time", None)
             .await?;
         Ok(v.as_i64())
+    }
+
+    /// How often this session asked `GET previous_backup_time`.
+    pub fn previous_time_calls(&self) -> usize {
+        self.previous_time_calls.load(Ordering::Relaxed)
     }
 
     /// `GET previous?archive-name=NAME` (raw bytes).
@@ -230,8 +270,8 @@ impl BackupSession {
         Ok(stats)
     }
 
-    /// Uploads a dynamic archive (`NAME` gets `.didx`). Names ending in `.pxar` also feed
-    /// the catalog like the stock client.
+    /// Uploads raw bytes as a dynamic archive (`NAME` gets `.didx`). Not a catalog entry:
+    /// only [`upload_pxar_dir`](Self::upload_pxar_dir) knows the files of an archive.
     pub async fn upload_dynamic_archive(
         &mut self,
         name: &str,
@@ -239,24 +279,7 @@ impl BackupSession {
         opts: &UploadOptions,
     ) -> Result<ArchiveStats> {
         let name = with_ext(name, ".didx");
-        let catalog = name
-            .ends_with(".pxar.didx")
-            .then(|| catalog_for_data(&name, data));
-        self.upload_dynamic_inner(&name, data, opts, catalog).await
-    }
-
-    /// Backs up a directory as `LABEL.pxar.didx` using the [`dirtree`] stream format.
-    pub async fn upload_pxar_dir(
-        &mut self,
-        label: &str,
-        dir: &Path,
-        opts: &UploadOptions,
-    ) -> Result<ArchiveStats> {
-        let (stream, entries) = dirtree::encode_dir(dir)?;
-        let name = with_ext(&with_ext(label, ".pxar"), ".didx");
-        let catalog = dirtree::catalog_bytes(&name, &entries);
-        self.upload_dynamic_inner(&name, &stream, opts, Some(catalog))
-            .await
+        self.upload_dynamic_inner(&name, data, opts, None).await
     }
 
     async fn upload_dynamic_inner(
@@ -276,10 +299,16 @@ impl BackupSession {
             .open_dynamic(name, opts.avg_chunk_size, opts.compress)
             .await?;
         w.feed(data).await?;
-        let stats = w.close(&self.h2).await?;
+        let stats = self.close_recorded(w).await?;
         if let (Some(bytes), Some(cat)) = (catalog, self.catalog.as_mut()) {
             cat.feed(&bytes).await?;
         }
+        Ok(stats)
+    }
+
+    /// Closes a writer and lists its archive in the manifest.
+    async fn close_recorded(&mut self, writer: DynWriter) -> Result<ArchiveStats> {
+        let stats = writer.close(&self.h2).await?;
         let mode = self.params.crypt.mode_str();
         self.record(stats.clone(), mode);
         Ok(stats)
@@ -300,6 +329,21 @@ impl BackupSession {
             entries: Vec::new(),
             used_previous,
         })
+    }
+
+    /// Closes the catalog now (it is otherwise closed by [`finish`](Self::finish)); the
+    /// stock client does this before it uploads `rsa-encrypted.key.blob`.
+    pub async fn close_catalog(&mut self) -> Result<()> {
+        if let Some(mut cat) = self.catalog.take() {
+            cat.feed(&self.catalog_writer.finish()).await?;
+            self.close_recorded(cat).await?;
+        }
+        Ok(())
+    }
+
+    /// Lists a file written by hand-made requests (e.g. a fixed index) in the manifest.
+    pub fn record_archive(&mut self, stats: ArchiveStats, crypt_mode: &str) {
+        self.record(stats, crypt_mode);
     }
 
     /// Uploads an image as `NAME.fidx` (`NAME` usually ends in `.img`).
@@ -363,31 +407,42 @@ impl BackupSession {
         })
     }
 
-    /// If the previous manifest lists `name`, download its index, check it against the
-    /// manifest (csum and size) and mark its chunks known. Errors are ignored like the
-    /// stock client does; returns whether the index was accepted.
+    /// If the previous manifest lists `name`, fetch its index with
+    /// [`previous_index`](Self::previous_index). Errors are ignored like the stock client
+    /// does; returns whether the index was accepted.
     async fn load_previous_index(&self, name: &str) -> bool {
-        let Some(entry) = self
+        let listed = self
+            .previous_manifest
+            .as_ref()
+            .is_some_and(|m| m.file(name).is_some());
+        listed && self.previous_index(name).await.is_ok()
+    }
+
+    /// `GET previous?archive-name=NAME`, checked against the previous manifest's entry
+    /// (csum and size); its chunks become known to this session, like on the server.
+    async fn previous_index(&self, name: &str) -> Result<wire::IndexEntries> {
+        let entry = self
             .previous_manifest
             .as_ref()
             .and_then(|m| m.file(name))
             .cloned()
-        else {
-            return false;
-        };
-        let Ok(raw) = self.download_previous(name).await else {
-            return false;
-        };
-        let Ok(idx) = wire::parse_index(name, &raw) else {
-            return false;
-        };
+            .ok_or_else(|| ClientError::Verify(format!("{name} not in the previous manifest")))?;
+        let raw = self.download_previous(name).await?;
+        let idx = wire::parse_index(name, &raw)?;
         if wire::hex(&idx.csum) != entry.csum || idx.size != entry.size {
-            return false;
+            return Err(ClientError::Verify(format!(
+                "previous {name}: csum {} / size {} differ from its manifest entry {} / {}",
+                wire::hex(&idx.csum),
+                idx.size,
+                entry.csum,
+                entry.size
+            )));
         }
-        if let Ok(mut k) = self.known.lock() {
-            k.extend(idx.chunks.iter().map(|(d, _, _)| *d));
-        }
-        true
+        self.known
+            .lock()
+            .map_err(|_| ClientError::Protocol("known-chunk set poisoned".into()))?
+            .extend(idx.chunks.iter().map(|(d, _, _)| *d));
+        Ok(idx)
     }
 
     fn record(&mut self, stats: ArchiveStats, crypt_mode: &str) {
@@ -421,11 +476,7 @@ impl BackupSession {
     /// Closes the catalog, uploads `index.json.blob`, sends `POST finish` and drops the
     /// connection.
     pub async fn finish(mut self) -> Result<BackupSummary> {
-        if let Some(cat) = self.catalog.take() {
-            let stats = cat.close(&self.h2).await?;
-            let mode = self.params.crypt.mode_str();
-            self.record(stats, mode);
-        }
+        self.close_catalog().await?;
         let manifest = self.build_manifest()?;
         let blob = manifest.to_blob()?;
         let params = json!({ "file-name": "index.json.blob", "encoded-size": blob.len() });
@@ -452,15 +503,6 @@ pub fn with_ext(name: &str, ext: &str) -> String {
     }
 }
 
-fn catalog_for_data(name: &str, data: &[u8]) -> Vec<u8> {
-    format!(
-        "archive {name} {} {}\n",
-        data.len(),
-        wire::hex(&wire::sha256(data))
-    )
-    .into_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,13 +512,13 @@ mod tests {
         let mut p = BackupParams::new("store1", "host", "elsa", 1700000000);
         assert_eq!(
             p.upgrade_query(),
-            "backup-type=host&backup-id=elsa&backup-time=1700000000&store=store1&debug=true&benchmark=false"
+            "backup-id=elsa&backup-time=1700000000&backup-type=host&benchmark=false&debug=true&store=store1"
         );
         p.ns = Some("a/b".into());
         p.no_cache = true;
         assert!(p
             .upgrade_query()
-            .ends_with("&benchmark=false&ns=a%2Fb&no-cache=true"));
+            .ends_with("&debug=true&no-cache=true&ns=a%2Fb&store=store1"));
         assert_eq!(with_ext("root.pxar", ".didx"), "root.pxar.didx");
         assert_eq!(with_ext("x.blob", ".blob"), "x.blob");
     }

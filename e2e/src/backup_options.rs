@@ -37,7 +37,7 @@ impl Crypt {
     }
 }
 
-/// Snapshot coordinates and session flags of the upgrade (§1.3).
+/// Snapshot coordinates and session flags of the upgrade (server/docs/protocol.md#session-upgrade).
 #[derive(Debug, Clone)]
 pub struct BackupParams {
     pub store: String,
@@ -69,21 +69,22 @@ impl BackupParams {
         }
     }
 
-    /// The upgrade query string in the stock client's parameter spelling.
+    /// The upgrade query string as the stock client sends it: keys sorted, `benchmark` and
+    /// `debug` always, `no-cache` only when set, `ns` only below the root.
     pub fn upgrade_query(&self) -> String {
         let mut ser = form_urlencoded::Serializer::new(String::new());
-        ser.append_pair("backup-type", &self.backup_type)
-            .append_pair("backup-id", &self.backup_id)
+        ser.append_pair("backup-id", &self.backup_id)
             .append_pair("backup-time", &self.backup_time.to_string())
-            .append_pair("store", &self.store)
-            .append_pair("debug", if self.debug { "true" } else { "false" })
-            .append_pair("benchmark", if self.benchmark { "true" } else { "false" });
-        if let Some(ns) = self.ns.as_deref().filter(|n| !n.is_empty()) {
-            ser.append_pair("ns", ns);
-        }
+            .append_pair("backup-type", &self.backup_type)
+            .append_pair("benchmark", if self.benchmark { "true" } else { "false" })
+            .append_pair("debug", if self.debug { "true" } else { "false" });
         if self.no_cache {
             ser.append_pair("no-cache", "true");
         }
+        if let Some(ns) = self.ns.as_deref().filter(|n| !n.is_empty()) {
+            ser.append_pair("ns", ns);
+        }
+        ser.append_pair("store", &self.store);
         ser.finish()
     }
 }

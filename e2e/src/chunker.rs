@@ -1,5 +1,5 @@
-//! Chunkers: content-defined (Buzhash-style rolling hash, formats.md §2.5) for dynamic
-//! archives, and the fixed 4 MiB image chunker.
+//! Chunkers: content-defined (Buzhash-style rolling hash, server/docs/formats.md#chunking) for
+//! dynamic archives, and the fixed 4 MiB image chunker.
 //!
 //! The table is generated deterministically (not PBS's table): chunk boundaries need only
 //! be stable and content-defined, not identical to the stock client's.
@@ -59,6 +59,12 @@ impl Chunker {
 
     pub fn max_size(&self) -> usize {
         self.max
+    }
+
+    /// Starts a new chunk here (a boundary forced by the caller, e.g. before a reused chunk).
+    pub fn reset(&mut self) {
+        self.h = 0;
+        self.chunk_len = 0;
     }
 
     /// Scans `data` (continuing the current chunk). Returns the number of bytes of `data`

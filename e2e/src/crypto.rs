@@ -1,6 +1,7 @@
-//! Client-side encryption exactly like the stock client (formats.md §1.5, §1.6, §3.3):
-//! AES-256-GCM with a 16-byte IV and empty AAD, PBKDF2-derived id key, keyed digests,
-//! key fingerprint and manifest HMAC.
+//! Client-side encryption exactly like the stock client
+//! (server/docs/formats.md#encryption-and-keys, #chunk-digests, #manifest-signature): AES-256-GCM
+//! with a 16-byte IV and empty AAD, PBKDF2-derived id key, keyed digests, key fingerprint and
+//! manifest HMAC.
 
 use aes_gcm::aead::consts::U16;
 use aes_gcm::aead::generic_array::GenericArray;
@@ -80,7 +81,8 @@ impl CryptConfig {
         crate::tls::colon_hex(&self.fingerprint())
     }
 
-    /// HMAC-SHA256 with the id key, lowercase hex (manifest signature, §3.3).
+    /// HMAC-SHA256 with the id key, lowercase hex (manifest signature,
+    /// server/docs/formats.md#manifest-signature).
     pub fn hmac_hex(&self, data: &[u8]) -> String {
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.id_key);
         wire::hex(ring::hmac::sign(&key, data).as_ref())

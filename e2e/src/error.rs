@@ -49,7 +49,8 @@ pub enum ClientError {
     Format(String),
     #[error("crypto: {0}")]
     Crypto(String),
-    /// A client-side restore check of protocol.md §5.2 failed (csum, size, CRC, digest).
+    /// A client-side restore check of server/docs/protocol.md#reader-endpoints failed (csum, size,
+    /// CRC, digest).
     #[error("restore check failed: {0}")]
     Verify(String),
     #[error("test server: {0}")]

@@ -1,4 +1,5 @@
-//! HTTP/2 client side of an upgraded backup/reader connection (protocol.md §1.3, §1.4).
+//! HTTP/2 client side of an upgraded backup/reader connection
+//! (server/docs/protocol.md#session-upgrade, #http2-inside-a-session).
 //!
 //! Uses the `h2` crate directly so the SETTINGS match the stock client (2^31-2 stream and
 //! connection windows, 4 MiB max frame) and so many requests can be in flight at once.
@@ -10,7 +11,7 @@ use http::{Method, Request};
 use serde_json::Value;
 
 use crate::error::{ClientError, Result};
-use crate::http::USER_AGENT;
+use crate::params::{encode_params, USER_AGENT};
 
 /// Window the stock client advertises per stream and for the connection.
 pub const CLIENT_WINDOW: u32 = 2_147_483_646;
@@ -134,7 +135,8 @@ impl H2Session {
         })
     }
 
-    /// Request whose parameters travel in the query; returns the `data` member (§3.3).
+    /// Request whose parameters travel in the query; returns the `data` member
+    /// (server/docs/protocol.md#success-envelope).
     pub async fn call(&self, method: Method, path: &str, params: Option<&Value>) -> Result<Value> {
         let pq = path_with_query(path, params)?;
         let resp = self
@@ -190,7 +192,7 @@ impl H2Session {
 }
 
 fn path_with_query(path: &str, params: Option<&Value>) -> Result<String> {
-    let q = params.map(crate::http::encode_params).unwrap_or_default();
+    let q = params.map(encode_params).unwrap_or_default();
     if q.len() > 4096 {
         return Err(ClientError::Input(format!(
             "query for {path} is {} characters, the stock client refuses more than 4096",

@@ -1,8 +1,10 @@
 //! `PbsClient`: keep-alive HTTP/1.1 over TLS, authentication and REST helpers, and the
-//! HTTP/1.1 → HTTP/2 upgrade used by backup and reader sessions (protocol.md §1–§3).
+//! HTTP/1.1 → HTTP/2 upgrade used by backup and reader sessions (server/docs/protocol.md#transport,
+//! #authentication, #rest-conventions).
 //!
-//! Parameter transport follows the Rust client exactly (§3.2): POST with parameters sends
-//! a JSON body; GET/PUT/DELETE and POST without parameters send a form-urlencoded query.
+//! Parameter transport follows the Rust client exactly (server/docs/protocol.md#parameters): POST
+//! with parameters sends a JSON body; GET/PUT/DELETE and POST without parameters send a
+//! form-urlencoded query.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,15 +19,19 @@ use serde_json::Value;
 use crate::error::{ClientError, Result};
 use crate::h2session::H2Session;
 use crate::params::with_query;
-pub use crate::params::{api_path, encode_params, COOKIE_ENCODE_SET};
-
-/// User agent sent by the stock client on every request (also inside HTTP/2).
-pub const USER_AGENT: &str = "proxmox-backup-client/1.0";
+pub use crate::params::{api_path, encode_params, COOKIE_ENCODE_SET, USER_AGENT};
 
 const FORM_CT: &str = "application/x-www-form-urlencoded";
+/// The stock client joins `/` and a path that already starts with `/`: its password login
+/// and both session upgrades carry a doubled slash (PBS ignores empty path segments).
+pub const LOGIN_PATH: &str = "//api2/json/access/ticket";
+/// Upgrade path of backup sessions, as the stock client sends it.
+pub const BACKUP_PATH: &str = "//api2/json/backup";
+/// Upgrade path of reader sessions, as the stock client sends it.
+pub const READER_PATH: &str = "//api2/json/reader";
 const JSON_CT: &str = "application/json";
 
-/// Result of a successful ticket login (§2.2).
+/// Result of a successful ticket login (server/docs/protocol.md#ticket-login).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
     pub username: String,
@@ -171,7 +177,7 @@ impl PbsClient {
         let resp = self
             .raw(
                 Method::POST,
-                "/api2/json/access/ticket",
+                LOGIN_PATH,
                 Some(content_type),
                 body,
                 &[],
@@ -384,8 +390,9 @@ impl PbsClient {
         })
     }
 
-    /// Upgrades a (possibly reused) keep-alive connection to HTTP/2 (§1.3). `path` is
-    /// `/api2/json/backup` or `/api2/json/reader`; `query` is already form-encoded.
+    /// Upgrades a (possibly reused) keep-alive connection to HTTP/2
+    /// (server/docs/protocol.md#session-upgrade). `path` is [`BACKUP_PATH`] or [`READER_PATH`];
+    /// `query` is already form-encoded.
     pub async fn upgrade(&self, path: &str, query: &str, protocol: &str) -> Result<H2Session> {
         let path_and_query = format!("{path}?{query}");
         let req = self.build_request(
@@ -393,7 +400,7 @@ impl PbsClient {
             &path_and_query,
             Some(FORM_CT),
             Vec::new(),
-            &[("upgrade", protocol), ("connection", "upgrade")],
+            &[("connection", "upgrade"), ("upgrade", protocol)],
             true,
         )?;
         let ctx = format!("GET {path_and_query} (upgrade {protocol})");
@@ -433,6 +440,10 @@ impl PbsClient {
         H2Session::handshake(TokioIo::new(upgraded)).await
     }
 
+    /// Builds a request with the stock client's header order and spelling: `user-agent`,
+    /// `content-type`, the authentication headers, any extra headers (e.g. `connection`,
+    /// `upgrade`), `host`, and (added by hyper for a non-empty body) `content-length`. A
+    /// body-less request gets no `content-length`.
     fn build_request(
         &self,
         method: Method,
@@ -445,7 +456,6 @@ impl PbsClient {
         let mut b = Request::builder()
             .method(method)
             .uri(path_and_query)
-            .header("host", self.host_header())
             .header("user-agent", USER_AGENT);
         if let Some(ct) = content_type {
             b = b.header("content-type", ct);
@@ -458,6 +468,7 @@ impl PbsClient {
         for (k, v) in extra_headers {
             b = b.header(*k, *v);
         }
+        b = b.header("host", self.host_header());
         b.body(Full::new(Bytes::from(body)))
             .map_err(|e| ClientError::Input(format!("cannot build request {path_and_query}: {e}")))
     }

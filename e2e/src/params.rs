@@ -1,10 +1,15 @@
-//! Request parameters as the Rust client sends them (protocol.md §2.5, §3.2): form
-//! encoding of JSON parameters, cookie and token percent-encoding, API paths.
+//! Request parameters as the Rust client sends them (server/docs/protocol.md#cookie, #parameters):
+//! its user agent, form encoding of JSON parameters, cookie and token percent-encoding, API paths.
+//! Shared by the HTTP/1.1 client and the HTTP/2 sessions.
 
 use percent_encoding::{AsciiSet, CONTROLS};
 use serde_json::Value;
 
-/// Characters the Rust client percent-encodes in cookies and token secrets (§2.5).
+/// User agent sent by the stock client on every request (also inside HTTP/2).
+pub const USER_AGENT: &str = "proxmox-backup-client/1.0";
+
+/// Characters the Rust client percent-encodes in cookies and token secrets
+/// (server/docs/protocol.md#cookie).
 pub const COOKIE_ENCODE_SET: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
@@ -25,17 +30,18 @@ pub fn api_path(path: &str) -> String {
     }
 }
 
+/// `path?query` like the Rust client: parameters given (even none) add a `?`, so a root
+/// namespace snapshot listing is `…/snapshots?`; no parameters at all add nothing.
 pub(crate) fn with_query(path: &str, params: Option<&Value>) -> String {
-    let q = params.map(encode_params).unwrap_or_default();
-    if q.is_empty() {
-        path.to_string()
-    } else {
-        format!("{path}?{q}")
+    match params {
+        Some(p) => format!("{path}?{}", encode_params(p)),
+        None => path.to_string(),
     }
 }
 
-/// Form-urlencodes a JSON object like the Rust client: strings raw, booleans `true`/`false`,
-/// numbers decimal, arrays as the key repeated per element, `null` omitted.
+/// Form-urlencodes a JSON object like the Rust client: keys sorted (serde_json's map is
+/// sorted here), strings raw, booleans `true`/`false`, numbers decimal, arrays as the key
+/// repeated per element, `null` omitted.
 pub fn encode_params(params: &Value) -> String {
     let mut ser = form_urlencoded::Serializer::new(String::new());
     if let Some(obj) = params.as_object() {

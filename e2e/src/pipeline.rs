@@ -1,7 +1,8 @@
-//! Chunk upload pipeline of one index writer, shaped like the stock client (§4.6 A):
-//! new chunks are uploaded concurrently (many H2 streams in flight), consecutive known
-//! chunks are merged into appends of up to 64 entries, and every append (`PUT *_index`)
-//! is sent strictly sequentially, a new chunk's append only after its upload succeeded.
+//! Chunk upload pipeline of one index writer, shaped like the stock client
+//! (server/docs/protocol.md#client-call-sequences A): new chunks are uploaded concurrently (many H2
+//! streams in flight), consecutive known chunks are merged into appends of up to 64 entries, and
+//! every append (`PUT *_index`) is sent strictly sequentially, a new chunk's append only after its
+//! upload succeeded.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,10 @@ pub struct PipelineStats {
     pub chunk_count: usize,
     pub chunks_uploaded: usize,
     pub chunks_reused: usize,
+    /// Chunks referenced by digest without being chunked from data (metadata change
+    /// detection reusing the previous payload archive's chunks); also counted in
+    /// `chunk_count`.
+    pub chunks_injected: usize,
     /// Encoded bytes sent in chunk upload bodies.
     pub bytes_sent: u64,
     /// Number of `PUT *_index` calls.
@@ -167,6 +172,29 @@ impl Pipeline {
         })
         .await?;
         Ok(digest)
+    }
+
+    /// Appends a chunk the server already knows (it was registered by `GET previous`) at
+    /// stream `offset` by digest only, never uploading it.
+    pub(crate) async fn push_known_chunk(&mut self, digest: Digest, offset: u64) -> Result<()> {
+        let known = self
+            .known
+            .lock()
+            .map(|k| k.contains(&digest))
+            .map_err(|_| ClientError::Protocol("known-chunk set poisoned".into()))?;
+        if !known {
+            return Err(ClientError::Input(format!(
+                "chunk {} cannot be reused: the server was never told about it in this session",
+                wire::hex(&digest)
+            )));
+        }
+        self.stats.chunk_count += 1;
+        self.stats.chunks_injected += 1;
+        self.pending_known.push((digest, offset));
+        if self.pending_known.len() >= MAX_APPEND_BATCH {
+            self.flush_known().await?;
+        }
+        Ok(())
     }
 
     async fn flush_known(&mut self) -> Result<()> {

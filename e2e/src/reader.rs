@@ -1,7 +1,8 @@
-//! Reader session (`proxmox-backup-reader-protocol-v1`, protocol.md §5) with the stock
-//! client's restore checks (§5.2): manifest csum/size of blobs and indexes, chunk CRC,
-//! crypt mode of chunks, decoded digest and length.
+//! Reader session (`proxmox-backup-reader-protocol-v1`, server/docs/protocol.md#reader-session)
+//! with the stock client's restore checks (server/docs/protocol.md#reader-endpoints): manifest
+//! csum/size of blobs and indexes, chunk CRC, crypt mode of chunks, decoded digest and length.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use crate::crypto::CryptConfig;
 use crate::error::{ClientError, Result};
 use crate::h2session::H2Session;
 use crate::http::PbsClient;
+use crate::pxar;
 use crate::wire::{self, BlobKind, Digest, Manifest};
 
 pub const READER_PROTOCOL: &str = "proxmox-backup-reader-protocol-v1";
@@ -43,16 +45,17 @@ impl ReaderParams {
         }
     }
 
+    /// The upgrade query as the stock client sends it: keys sorted, `debug`, no `benchmark`.
     pub fn upgrade_query(&self) -> String {
         let mut ser = form_urlencoded::Serializer::new(String::new());
-        ser.append_pair("backup-type", &self.backup_type)
-            .append_pair("backup-id", &self.backup_id)
+        ser.append_pair("backup-id", &self.backup_id)
             .append_pair("backup-time", &self.backup_time.to_string())
-            .append_pair("store", &self.store)
+            .append_pair("backup-type", &self.backup_type)
             .append_pair("debug", if self.debug { "true" } else { "false" });
         if let Some(ns) = self.ns.as_deref().filter(|n| !n.is_empty()) {
             ser.append_pair("ns", ns);
         }
+        ser.append_pair("store", &self.store);
         ser.finish()
     }
 }
@@ -74,7 +77,7 @@ impl ReaderSession {
     ) -> Result<ReaderSession> {
         let h2 = client
             .upgrade(
-                "/api2/json/reader",
+                crate::http::READER_PATH,
                 &params.upgrade_query(),
                 READER_PROTOCOL,
             )
@@ -214,6 +217,32 @@ impl ReaderSession {
         Ok(out)
     }
 
+    /// `restore <snap> LABEL.pxar <dir>`: restores a directory archive into `target` from
+    /// the split pair `LABEL.mpxar.didx` + `LABEL.ppxar.didx` when the snapshot has it (data
+    /// and metadata change detection), else from `LABEL.pxar.didx`. `label` may carry any of
+    /// these extensions.
+    pub async fn restore_pxar_dir(&self, label: &str, target: &Path) -> Result<()> {
+        let manifest = self.manifest().await?;
+        let name = server_name(label);
+        let base = [".pxar.didx", ".mpxar.didx", ".ppxar.didx"]
+            .iter()
+            .find_map(|ext| name.strip_suffix(ext))
+            .ok_or_else(|| ClientError::Input(format!("{label} is not a pxar archive")))?;
+        let metadata_name = format!("{base}.mpxar.didx");
+        if manifest.file(&metadata_name).is_some() {
+            let metadata = self
+                .restore_with_manifest(&manifest, &metadata_name)
+                .await?;
+            let payload_name = format!("{base}.ppxar.didx");
+            let payload = self.restore_with_manifest(&manifest, &payload_name).await?;
+            return pxar::extract(&metadata, Some(&payload), target);
+        }
+        let archive = self
+            .restore_with_manifest(&manifest, &format!("{base}.pxar.didx"))
+            .await?;
+        pxar::extract(&archive, None, target)
+    }
+
     /// Downloads one chunk and applies the client checks: CRC, crypt mode, decoded digest.
     /// The checks run on the blocking pool, so downloads and decoding overlap on all cores.
     pub async fn fetch_checked_chunk(&self, digest: &Digest, encrypted: bool) -> Result<Vec<u8>> {
@@ -268,7 +297,8 @@ fn check_chunk(
     Ok(data)
 }
 
-/// Maps a client archive name to the server file name (§5.3 / formats.md §2.6).
+/// Maps a client archive name to the server file name (server/docs/protocol.md#restore-sequence /
+/// server/docs/formats.md#archive-names).
 pub fn server_name(name: &str) -> String {
     if name.ends_with(".didx") || name.ends_with(".fidx") || name.ends_with(".blob") {
         return name.to_string();
@@ -295,7 +325,7 @@ mod tests {
         let p = ReaderParams::new("s", "vm", "100", 5);
         assert_eq!(
             p.upgrade_query(),
-            "backup-type=vm&backup-id=100&backup-time=5&store=s&debug=true"
+            "backup-id=100&backup-time=5&backup-type=vm&debug=true&store=s"
         );
     }
 }

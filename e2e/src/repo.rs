@@ -1,5 +1,6 @@
-//! Repository strings `[[auth-id@]host[:port]:]datastore` (protocol.md §2.7) and the
-//! environment variables the stock client reads.
+//! Repository strings `[[auth-id@]host[:port]:]datastore`
+//! (server/docs/protocol.md#repository-strings) and the environment variables the stock client
+//! reads.
 
 use crate::error::{ClientError, Result};
 

@@ -25,6 +25,17 @@ pub struct TestServer {
     pub fingerprint: String,
     /// Raw stdout lines seen during startup (for diagnostics).
     pub startup_lines: Vec<String>,
+    /// Environment variables set for the next start (e.g. fault injection).
+    env: Vec<(String, String)>,
+    /// Stdout lines of the running process after startup.
+    output: std::sync::Arc<Output>,
+}
+
+/// Stdout lines of a running server, and a wake-up for each new one.
+#[derive(Default)]
+pub struct Output {
+    lines: std::sync::Mutex<Vec<String>>,
+    added: tokio::sync::Notify,
 }
 
 impl TestServer {
@@ -50,6 +61,8 @@ impl TestServer {
             password: String::new(),
             fingerprint: String::new(),
             startup_lines: Vec::new(),
+            env: Vec::new(),
+            output: Default::default(),
         })
     }
 
@@ -59,6 +72,42 @@ impl TestServer {
         std::fs::write(&path, text).map_err(|e| ClientError::io("write config", e))?;
         self.config = Some(path);
         Ok(())
+    }
+
+    /// Sets an environment variable for every later start of the server (e.g. the debug
+    /// build's fault injection `PBS_CLOUD_FAULT_PAUSE`).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Drops every variable set with [`set_env`](Self::set_env).
+    pub fn clear_env(&mut self) {
+        self.env.clear();
+    }
+
+    /// Waits until the running server prints a stdout line containing `needle` (after its
+    /// startup banner); returns the line, or an error after `within`.
+    pub async fn wait_for_output(&self, needle: &str, within: Duration) -> Result<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let added = self.output.added.notified();
+            if let Some(line) = self
+                .output
+                .lines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return Ok(line.clone());
+            }
+            if tokio::time::timeout_at(deadline, added).await.is_err() {
+                return Err(ClientError::Server(format!(
+                    "the server printed no line with '{needle}' within {within:?}"
+                )));
+            }
+        }
     }
 
     /// Starts a prepared server.
@@ -195,6 +244,9 @@ impl TestServer {
         if let Some(config) = &self.config {
             command.arg("--config").arg(config);
         }
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
         let mut child = command
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
@@ -238,8 +290,20 @@ impl TestServer {
                 }
             }
         }
-        // keep draining stdout so the server never blocks on a full pipe
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // Keep draining stdout so the server never blocks on a full pipe; lines are kept for
+        // `wait_for_output`.
+        let output = std::sync::Arc::new(Output::default());
+        self.output = output.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                output
+                    .lines
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(line);
+                output.added.notify_waiters();
+            }
+        });
         self.repository = Repository::parse(repo.as_deref().unwrap_or_default())?;
         if let Some(p) = password {
             self.password = p;

@@ -1,4 +1,4 @@
-//! UTC `YYYY-MM-DDTHH:MM:SSZ` ⇄ epoch seconds (snapshot paths, protocol.md §7.1).
+//! UTC `YYYY-MM-DDTHH:MM:SSZ` ⇄ epoch seconds (snapshot paths, server/docs/formats.md#names).
 
 use crate::error::{ClientError, Result};
 

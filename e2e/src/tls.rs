@@ -1,4 +1,5 @@
-//! TLS client configuration pinning the server certificate by fingerprint (protocol.md §1.2).
+//! TLS client configuration pinning the server certificate by fingerprint
+//! (server/docs/protocol.md#certificate-fingerprint).
 //!
 //! Our test servers use self-signed certificates, so like the stock client we accept the
 //! leaf only when SHA-256(leaf DER) equals the expected fingerprint. No ALPN is offered.

@@ -1,4 +1,5 @@
-//! Client-side encoders/decoders of the PBS file formats (formats.md §1–§3).
+//! Client-side encoders/decoders of the PBS file formats (server/docs/formats.md#datablob,
+//! #index-files, #manifest).
 //!
 //! Written independently of the server's `format` module on purpose: a test client that
 //! shared the server's codec would hide symmetric bugs.
@@ -38,7 +39,8 @@ pub fn parse_digest(s: &str) -> Result<Digest> {
         .map_err(|_| ClientError::Format(format!("digest '{s}' is not 32 bytes")))
 }
 
-/// zstd level 1, used only when the result is not longer than the input (§1.4).
+/// zstd level 1, used only when the result is not longer than the input
+/// (server/docs/formats.md#compression).
 pub fn maybe_compress(data: &[u8]) -> Option<Vec<u8>> {
     let c = zstd::bulk::compress(data, 1).ok()?;
     (c.len() <= data.len()).then_some(c)
@@ -156,11 +158,12 @@ pub struct IndexEntries {
     pub chunks: Vec<(Digest, u64, u64)>,
     /// Content size (fixed header size, or the last dynamic end).
     pub size: u64,
-    /// Recomputed index checksum (§2.3) - never the header field.
+    /// Recomputed index checksum (server/docs/formats.md#index-checksum) - never the header field.
     pub csum: Digest,
 }
 
-/// Parses a `.fidx`/`.didx` with the reader's validation rules (§2.1, §2.2).
+/// Parses a `.fidx`/`.didx` with the reader's validation rules (server/docs/formats.md#fixed-index,
+/// #dynamic-index).
 pub fn parse_index(name: &str, bytes: &[u8]) -> Result<IndexEntries> {
     let bad = |m: String| ClientError::Verify(format!("index {name}: {m}"));
     if bytes.len() < 4096 {
@@ -250,7 +253,7 @@ pub fn fixed_csum(digests: &[Digest]) -> Digest {
     ctx.finish().as_ref().try_into().unwrap_or_default()
 }
 
-/// Manifest file entry (§3.1).
+/// Manifest file entry (server/docs/formats.md#manifest-schema).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestFile {
     pub filename: String,
@@ -264,7 +267,8 @@ fn default_crypt() -> String {
     "none".to_string()
 }
 
-/// The manifest `index.json.blob` (§3.1), kept as close to the JSON as possible.
+/// The manifest `index.json.blob` (server/docs/formats.md#manifest-schema), kept as close to the
+/// JSON as possible.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     #[serde(rename = "backup-type")]
@@ -285,7 +289,8 @@ impl Manifest {
         self.files.iter().find(|f| f.filename == name)
     }
 
-    /// Canonical JSON of the signed part (§3.3): sorted keys, no whitespace, no nulls.
+    /// Canonical JSON of the signed part (server/docs/formats.md#manifest-signature): sorted keys,
+    /// no whitespace, no nulls.
     pub fn canonical_signed_part(&self) -> Result<Vec<u8>> {
         let mut v = serde_json::to_value(self).map_err(|e| ClientError::json("manifest", e))?;
         if let Some(o) = v.as_object_mut() {

@@ -91,7 +91,8 @@ async fn chunks_with_bad_content_are_refused() {
     bad_magic[..8].copy_from_slice(b"NOTABLOB");
     let q = chunk_q("dynamic", wid, &digest, data.len(), bad_magic.len());
     assert_400("bad magic", post(q, bad_magic).await, "magic");
-    // formats.md §1.9: removed "authenticated" blobs (magic, crc, 32-byte hmac, data)
+    // server/docs/formats.md#legacy-signed-blobs: removed "authenticated" blobs (magic, crc,
+    // 32-byte hmac, data)
     let mut signed = vec![31, 135, 238, 226, 145, 206, 5, 2];
     let crc = crc32fast::hash(&data);
     signed.extend_from_slice(&crc.to_le_bytes());

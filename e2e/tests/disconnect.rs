@@ -1,7 +1,8 @@
-//! Connection loss and concurrency (protocol.md §4.5, §4.1 step 7/9, §4.6 B): a backup that
-//! ends without `finish` leaves nothing behind (quickly, so the group is usable again at once),
-//! one after `finish` is kept, two writers of one group are refused, and readers of the
-//! previous snapshot coexist with a backup that share-locks it against forget.
+//! Connection loss and concurrency (server/docs/protocol.md#session-end, #backup-upgrade-checks
+//! steps 8 and 9, #client-call-sequences B): a backup that ends without `finish` leaves nothing
+//! behind (quickly, so the group is usable again at once), one after `finish` is kept, two writers
+//! of one group are refused, and readers of the previous snapshot coexist with a backup that
+//! share-locks it against forget.
 
 mod common;
 

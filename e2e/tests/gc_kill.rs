@@ -145,16 +145,12 @@ async fn start_gc(client: &PbsClient, store: &str) -> String {
         .to_string()
 }
 
-/// Two finished snapshots and one deleted, `garbage` unreferenced chunks, everything older
-/// than the cutoff; GC through the API, SIGKILL once the task log shows `kill_at` after the
-/// sweep started; restart; both snapshots restore byte-identical; the next GC completes,
+/// Two finished snapshots and one deleted, `garbage` unreferenced chunks (more than one
+/// group of deletes), everything older than the cutoff; GC through the API on a server whose
+/// fault injection stops it before its second group of deletes; SIGKILL once it says it
+/// stopped there; restart; both snapshots restore byte-identical; the next GC completes,
 /// removes the rest of the garbage and reports its statistics.
-async fn killed_gc_scenario(
-    mut server: TestServer,
-    mut chunks: ChunkStore,
-    garbage: usize,
-    kill_at: &str,
-) {
+async fn killed_gc_scenario(mut server: TestServer, mut chunks: ChunkStore, garbage: usize) {
     let client = server.admin_client().await.expect("admin login");
     let store = server.store().to_string();
 
@@ -195,35 +191,33 @@ async fn killed_gc_scenario(
     chunks.write_garbage(garbage).await;
     chunks.age_chunks().await;
 
-    // GC through the API; SIGKILL as soon as the task log shows `kill_at` in the sweep.
+    // GC through the API on a server that stops before its second group of deletes; SIGKILL
+    // once it says so.
+    server
+        .shutdown()
+        .await
+        .expect("clean stop before the GC run");
+    server.set_env("PBS_CLOUD_FAULT_PAUSE", "gc-delete-batch");
+    server.set_env("PBS_CLOUD_FAULT_HIT", "2");
+    server.launch().await.unwrap();
+    let client = server.admin_client().await.unwrap();
     let upid = start_gc(&client, &store).await;
-    let mut killed = false;
-    for _ in 0..24_000 {
-        let log = task_log(&client, &upid).await;
-        let sweep = log
-            .iter()
-            .position(|l| l.contains("Start GC phase2"))
-            .map(|at| &log[at..]);
-        if sweep.is_some_and(|lines| lines.iter().any(|l| l.contains(kill_at))) {
-            server.stop().await; // SIGKILL
-            killed = true;
-            break;
-        }
-        assert!(
-            !log.iter().any(|l| l.contains("Removed chunks: ")),
-            "GC finished before the kill: {log:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    if let Err(e) = server
+        .wait_for_output("FAULT-PAUSE gc-delete-batch", Duration::from_secs(600))
+        .await
+    {
+        panic!("{e}; GC log: {:#?}", task_log(&client, &upid).await);
     }
-    assert!(killed, "GC never logged '{kill_at}' in phase 2");
+    server.stop().await; // SIGKILL
     let left = chunks.garbage_left(garbage).await;
     eprintln!("killed during the sweep; {left} of {garbage} garbage chunks left");
     assert!(
-        left > 0,
-        "the kill came after GC had swept everything; make the store bigger"
+        left > 0 && left < garbage,
+        "the kill comes after the first group of deletes and before the second"
     );
 
-    server.restart().await.unwrap();
+    server.clear_env();
+    server.launch().await.unwrap();
     let client = server.admin_client().await.unwrap();
     assert_good_snapshot_intact(&client, &store, &good).await;
     let session = reader(&client, &store, None, "second", T0, None)
@@ -260,7 +254,10 @@ async fn killed_gc_scenario(
 
     // `status` shows the statistics of that run.
     let ds_status = client
-        .get(&format!("admin/datastore/{store}/status"), None)
+        .get(
+            &format!("admin/datastore/{store}/status"),
+            Some(&json!({"verbose": true})),
+        )
         .await
         .unwrap();
     let gc = &ds_status["gc-status"];
@@ -284,8 +281,8 @@ async fn killed_gc_loses_no_snapshot_and_the_next_gc_completes() {
     let (server, client) = start_server().await;
     drop(client);
     let root = server.data_dir().join("datastores").join(server.store());
-    // Enough garbage that the sweep takes a moment; killed when phase 2 starts.
-    killed_gc_scenario(server, ChunkStore::Local(root), 100_000, "Start GC phase2").await;
+    // Two groups of deletes (4000 keys each): killed before the second.
+    killed_gc_scenario(server, ChunkStore::Local(root), 6_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,9 +322,8 @@ async fn killed_gc_on_s3_loses_no_snapshot_and_the_next_gc_completes() {
         backend: backend.clone(),
         written: None,
     };
-    // Deletes go 4000 keys at a time: killed after the first group was deleted (its progress
-    // line), with most of the garbage still there.
-    killed_gc_scenario(server, chunks, 20_000, "processed ").await;
+    // Deletes go 4000 keys at a time: killed after the first group was deleted.
+    killed_gc_scenario(server, chunks, 6_000).await;
     backend
         .delete_prefix("")
         .await

@@ -9,39 +9,13 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use pbs_cloud_e2e::{Crypt, CryptConfig, TestServer};
-use pbs_cloud_server::backend::s3::{ConditionalWrites, S3Credentials, S3Settings};
-use pbs_cloud_server::backend::{Backend, S3Backend};
+use pbs_cloud_server::backend::Backend;
 use serde_json::{json, Value};
 
 /// `[[datastore]] store1` on the test bucket under `prefix` (secret in `dir`).
 fn s3_config(s3: &S3Env, dir: &Path, prefix: &str) -> String {
-    let secret = dir.join("s3-secret");
-    std::fs::write(&secret, format!("{}\n", s3.secret_key)).unwrap();
-    format!(
-        "[[datastore]]\nname = \"store1\"\n\n[datastore.s3]\nbucket = \"{}\"\nprefix = \"{prefix}\"\n\
-         endpoint = \"{}\"\nregion = \"us-east-1\"\npath_style = true\naccess_key_id = \"{}\"\n\
-         secret_access_key_file = \"{}\"\n",
-        s3.bucket,
-        s3.endpoint,
-        s3.access_key,
-        secret.display()
-    )
-}
-
-/// Direct access to the target prefix (to damage it between runs).
-async fn prefix_backend(s3: &S3Env, prefix: &str) -> S3Backend {
-    let mut settings = S3Settings::new(
-        &s3.bucket,
-        prefix,
-        S3Credentials::Static {
-            access_key_id: s3.access_key.clone(),
-            secret_access_key: s3.secret_key.clone(),
-        },
-    );
-    settings.endpoint = Some(s3.endpoint.clone());
-    settings.path_style = true;
-    settings.conditional_writes = ConditionalWrites::On;
-    S3Backend::connect(settings).await.expect("prefix backend")
+    let table = s3.datastore_table(dir, &s3.bucket, prefix);
+    format!("[[datastore]]\nname = \"store1\"\n{table}")
 }
 
 /// Runs `pbs-cloud-server import`; returns the JSON summary.
@@ -153,7 +127,7 @@ async fn local_datastore_imports_into_s3_resumably_and_restores_identically() {
 
     // "Interruption": a chunk and a manifest gone, and a snapshot half-imported (files
     // without manifest) - as if the first run had stopped midway.
-    let target = prefix_backend(&s3, &prefix).await;
+    let target = s3.backend(&s3.bucket, &prefix).await;
     let listed = target.list(".chunks/", None).await.unwrap();
     let victim = listed
         .objects

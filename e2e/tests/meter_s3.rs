@@ -6,70 +6,17 @@ mod common;
 
 use common::*;
 use pbs_cloud_e2e::{Crypt, TestServer};
-use pbs_cloud_server::backend::s3::{ConditionalWrites, S3Credentials, S3Settings};
-use pbs_cloud_server::backend::{Backend, S3Backend};
-
-/// (bytes, count) of the chunk objects under `<prefix>/.chunks/`, listed directly.
-async fn chunks_in_bucket(s3: &S3Env, prefix: &str) -> (u64, u64) {
-    let mut settings = S3Settings::new(
-        &s3.bucket,
-        "",
-        S3Credentials::Static {
-            access_key_id: s3.access_key.clone(),
-            secret_access_key: s3.secret_key.clone(),
-        },
-    );
-    settings.endpoint = Some(s3.endpoint.clone());
-    settings.path_style = true;
-    settings.conditional_writes = ConditionalWrites::On;
-    let lister = S3Backend::connect(settings).await.expect("bucket lister");
-    let listed = lister
-        .list(&format!("{prefix}/.chunks/"), None)
-        .await
-        .expect("list chunks");
-    let chunks: Vec<_> = listed
-        .objects
-        .iter()
-        .filter(|o| {
-            let name = o.key.rsplit('/').next().unwrap_or("");
-            name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
-        })
-        .collect();
-    (chunks.iter().map(|o| o.size).sum(), chunks.len() as u64)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_on_s3_matches_the_bucket_and_counts_requests_across_restarts() {
     let s3 = s3_env();
-    let prefix = format!("t/meter-{}", hex::encode(rand::random::<[u8; 6]>()));
+    let prefix = unique_prefix("meter");
     let mut server = TestServer::prepare().unwrap();
-    let secret = server.data_dir().join("s3-secret");
-    std::fs::write(&secret, format!("{}\n", s3.secret_key)).unwrap();
-    server
-        .set_config(&format!(
-            r#"
-[[tenant]]
-id = "acme"
-
-[[datastore]]
-name = "store1"
-tenant = "acme"
-
-[datastore.s3]
-bucket = "{bucket}"
-prefix = "{prefix}"
-endpoint = "{endpoint}"
-region = "us-east-1"
-path_style = true
-access_key_id = "{ak}"
-secret_access_key_file = "{secret}"
-"#,
-            bucket = s3.bucket,
-            endpoint = s3.endpoint,
-            ak = s3.access_key,
-            secret = secret.display(),
-        ))
-        .unwrap();
+    let table = s3.datastore_table(server.data_dir(), &s3.bucket, &prefix);
+    let config = format!(
+        "[[tenant]]\nid = \"acme\"\n\n[[datastore]]\nname = \"store1\"\ntenant = \"acme\"\n{table}"
+    );
+    server.set_config(&config).unwrap();
     server.launch().await.expect("server with an S3 datastore");
     let client = server.admin_client().await.unwrap();
 
@@ -85,7 +32,7 @@ secret_access_key_file = "{secret}"
         .expect("backup to S3");
     let logical: u64 = summary.manifest.files.iter().map(|f| f.size).sum();
 
-    let (bytes, count) = chunks_in_bucket(&s3, &prefix).await;
+    let (bytes, count) = s3.chunks_below(&prefix).await;
     assert_eq!(count, 3, "a 9 MiB image is three fixed chunks");
     let u = client.get("tenants/acme/usage", None).await.unwrap();
     assert_eq!(u["physical-bytes"], bytes, "{u:#}");
@@ -105,7 +52,7 @@ secret_access_key_file = "{secret}"
     // Crash and restart: the recount from the bucket gives the same figures.
     server.restart().await.unwrap();
     let client = server.admin_client().await.unwrap();
-    let again = client.get("tenants/acme/usage", None).await.unwrap();
+    let again = counted_usage(&client, "acme").await;
     for key in [
         "physical-bytes",
         "chunks",

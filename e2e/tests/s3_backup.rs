@@ -12,57 +12,22 @@ use std::sync::Arc;
 use common::*;
 use pbs_cloud_e2e::fault_proxy::{Fault, FaultProxy};
 use pbs_cloud_e2e::{Crypt, CryptConfig, TestServer};
-use pbs_cloud_server::backend::s3::{ConditionalWrites, S3Credentials, S3Settings};
-use pbs_cloud_server::backend::{Backend, S3Backend};
+use pbs_cloud_server::backend::Backend;
 
-/// A unique prefix under `t/` (every S3 test writes only below `t/`).
-fn unique_prefix(name: &str) -> String {
-    format!("t/{name}-{}", hex::encode(rand::random::<[u8; 6]>()))
+/// The config of a server whose datastore `store1` lives in the test bucket under `prefix`,
+/// reached at `endpoint`.
+fn s3_config(server: &TestServer, s3: &S3Env, endpoint: &str, prefix: &str, extra: &str) -> String {
+    let table = s3.datastore_table_via(server.data_dir(), endpoint, &s3.bucket, prefix);
+    format!("[[datastore]]\nname = \"store1\"\n{table}{extra}")
 }
 
 /// A server whose datastore `store1` lives in the test bucket under `prefix`.
 async fn s3_server(s3: &S3Env, endpoint: &str, prefix: &str, extra: &str) -> TestServer {
     let mut server = TestServer::prepare().unwrap();
-    let secret = server.data_dir().join("s3-secret");
-    std::fs::write(&secret, format!("{}\n", s3.secret_key)).unwrap();
-    let config = format!(
-        r#"
-[[datastore]]
-name = "store1"
-
-[datastore.s3]
-bucket = "{bucket}"
-prefix = "{prefix}"
-endpoint = "{endpoint}"
-region = "us-east-1"
-path_style = true
-access_key_id = "{ak}"
-secret_access_key_file = "{secret}"
-{extra}
-"#,
-        bucket = s3.bucket,
-        ak = s3.access_key,
-        secret = secret.display(),
-    );
+    let config = s3_config(&server, s3, endpoint, prefix, extra);
     server.set_config(&config).unwrap();
     server.launch().await.expect("server with an S3 datastore");
     server
-}
-
-/// Lists the whole bucket (read-only; no probe object written).
-async fn bucket_lister(s3: &S3Env) -> S3Backend {
-    let mut settings = S3Settings::new(
-        &s3.bucket,
-        "",
-        S3Credentials::Static {
-            access_key_id: s3.access_key.clone(),
-            secret_access_key: s3.secret_key.clone(),
-        },
-    );
-    settings.endpoint = Some(s3.endpoint.clone());
-    settings.path_style = true;
-    settings.conditional_writes = ConditionalWrites::On;
-    S3Backend::connect(settings).await.expect("bucket lister")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +121,7 @@ async fn stock_client_flow_on_s3_keeps_every_object_under_the_prefix() {
     assert_tree_restores(&old, tree.path()).await;
 
     // Every object of the bucket is under a test prefix, and ours hold the datastore.
-    let lister = bucket_lister(&s3).await;
+    let lister = s3.backend(&s3.bucket, "").await;
     let all = lister.list("", None).await.unwrap();
     let outside: Vec<_> = all
         .objects
@@ -191,19 +156,8 @@ async fn second_server_on_the_same_prefix_is_refused() {
     let prefix = unique_prefix("e2e-lease");
     let _first = s3_server(&s3, &s3.endpoint, &prefix, "").await;
     let mut second = TestServer::prepare().unwrap();
-    let secret = second.data_dir().join("s3-secret");
-    std::fs::write(&secret, &s3.secret_key).unwrap();
-    second
-        .set_config(&format!(
-            "[[datastore]]\nname = \"store1\"\n[datastore.s3]\nbucket = \"{}\"\nprefix = \"{prefix}\"\n\
-             endpoint = \"{}\"\npath_style = true\naccess_key_id = \"{}\"\n\
-             secret_access_key_file = \"{}\"\n",
-            s3.bucket,
-            s3.endpoint,
-            s3.access_key,
-            secret.display()
-        ))
-        .unwrap();
+    let config = s3_config(&second, &s3, &s3.endpoint, &prefix, "");
+    second.set_config(&config).unwrap();
     let err = second.launch().await.unwrap_err().to_string();
     assert!(
         err.contains("exited"),

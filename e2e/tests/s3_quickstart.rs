@@ -9,41 +9,13 @@ mod common;
 
 use common::*;
 use pbs_cloud_e2e::{Crypt, TestServer};
-use pbs_cloud_server::backend::s3::{ConditionalWrites, S3Credentials, S3Settings};
-use pbs_cloud_server::backend::{Backend, S3Backend};
+use pbs_cloud_server::backend::Backend;
 
-fn var(key: &str) -> String {
-    std::env::var(key)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| {
-            panic!(
-                "{key} is not set: S3 tests need a real S3 server. Start one with \
-                 `eval \"$(e2e/s3/start-ceph-rgw.sh)\"` (e2e/run-tests.sh does this)"
-            )
-        })
-}
-
-async fn keys_under(prefix: &str) -> Vec<String> {
-    let mut settings = S3Settings::new(
-        &std::env::var("PBS_TEST_S3_BUCKET").unwrap_or_else(|_| "pbs-test".into()),
-        prefix,
-        S3Credentials::Static {
-            access_key_id: var("PBS_TEST_S3_ACCESS_KEY"),
-            secret_access_key: var("PBS_TEST_S3_SECRET_KEY"),
-        },
-    );
-    settings.endpoint = Some(var("PBS_TEST_S3_ENDPOINT"));
-    settings.path_style = true;
-    settings.conditional_writes = ConditionalWrites::On;
-    let b = S3Backend::connect(settings).await.unwrap();
-    b.list("", None)
-        .await
-        .unwrap()
-        .objects
-        .into_iter()
-        .map(|o| o.key)
-        .collect()
+/// Every key below `prefix/` in the test bucket, relative to the prefix.
+async fn keys_under(s3: &S3Env, prefix: &str) -> Vec<String> {
+    let below = s3.backend(&s3.bucket, prefix).await;
+    let listed = below.list("", None).await.unwrap();
+    listed.objects.into_iter().map(|o| o.key).collect()
 }
 
 async fn one_backup(server: &TestServer, id: &str) {
@@ -62,11 +34,11 @@ async fn one_backup(server: &TestServer, id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_quick_start_and_seed_storage_section_use_the_bucket() {
-    let endpoint = var("PBS_TEST_S3_ENDPOINT");
-    let bucket = std::env::var("PBS_TEST_S3_BUCKET").unwrap_or_else(|_| "pbs-test".into());
+    let s3 = s3_env();
+    let (endpoint, bucket) = (s3.endpoint.clone(), s3.bucket.clone());
     let tag = hex::encode(rand::random::<[u8; 6]>());
-    std::env::set_var("AWS_ACCESS_KEY_ID", var("PBS_TEST_S3_ACCESS_KEY"));
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", var("PBS_TEST_S3_SECRET_KEY"));
+    std::env::set_var("AWS_ACCESS_KEY_ID", &s3.access_key);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", &s3.secret_key);
     std::env::set_var("AWS_REGION", "us-east-1");
 
     // 1. Zero-config start with the environment quick start.
@@ -76,7 +48,7 @@ async fn env_quick_start_and_seed_storage_section_use_the_bucket() {
     std::env::set_var("PBS_CLOUD_PREFIX", &prefix);
     let server = TestServer::start().await.expect("zero-config server on S3");
     one_backup(&server, "quick").await;
-    let keys = keys_under(&prefix).await;
+    let keys = keys_under(&s3, &prefix).await;
     assert!(
         keys.iter().any(|k| k.starts_with("host/quick/")),
         "{keys:?}"
@@ -108,6 +80,6 @@ async fn env_quick_start_and_seed_storage_section_use_the_bucket() {
         .unwrap();
     server.launch().await.expect("server from the seed config");
     one_backup(&server, "seed").await;
-    let keys = keys_under(&prefix).await;
+    let keys = keys_under(&s3, &prefix).await;
     assert!(keys.iter().any(|k| k.starts_with("host/seed/")), "{keys:?}");
 }

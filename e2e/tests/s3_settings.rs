@@ -17,11 +17,6 @@ use pbs_cloud_e2e::TestServer;
 use pbs_cloud_server::backend::s3::{S3Credentials, S3Settings};
 use pbs_cloud_server::backend::{Backend, PutOptions, PutOutcome, S3Backend};
 
-/// A unique prefix under `t/` (every S3 test writes only below `t/`).
-fn unique_prefix(name: &str) -> String {
-    format!("t/{name}-{}", hex::encode(rand::random::<[u8; 6]>()))
-}
-
 fn upstream(s3: &S3Env) -> SocketAddr {
     s3.endpoint
         .trim_start_matches("http://")
@@ -115,20 +110,16 @@ async fn status_and_readyz_show_a_store_that_stopped_answering() {
     let s3 = s3_env();
     let proxy = Arc::new(FaultProxy::start(upstream(&s3)).await.unwrap());
     let mut server = TestServer::prepare().unwrap();
-    let secret = server.data_dir().join("s3-secret");
-    std::fs::write(&secret, &s3.secret_key).unwrap();
-    server
-        .set_config(&format!(
-            "[[datastore]]\nname = \"store1\"\n[datastore.s3]\nbucket = \"{}\"\nprefix = \"{}\"\n\
-             endpoint = \"{}\"\npath_style = true\naccess_key_id = \"{}\"\n\
-             secret_access_key_file = \"{}\"\nmax_retries = 1\nhealth_check_secs = 1\n",
-            s3.bucket,
-            unique_prefix("e2e-health"),
-            proxy.endpoint(),
-            s3.access_key,
-            secret.display()
-        ))
-        .unwrap();
+    let table = s3.datastore_table_via(
+        server.data_dir(),
+        &proxy.endpoint(),
+        &s3.bucket,
+        &unique_prefix("e2e-health"),
+    );
+    let config = format!(
+        "[[datastore]]\nname = \"store1\"\n{table}max_retries = 1\nhealth_check_secs = 1\n"
+    );
+    server.set_config(&config).unwrap();
     server.launch().await.expect("server with an S3 datastore");
     let client = server.admin_client().await.unwrap();
     let status = client
@@ -159,14 +150,25 @@ async fn status_and_readyz_show_a_store_that_stopped_answering() {
         .unwrap_or_else(|| panic!("no unhealthy state in status: {last}"));
     assert!(message.contains("InvalidAccessKeyId"), "{message}");
     assert!(message.contains(&s3.bucket), "{message}");
+    // A probe without credentials learns only that the server is not ready: no datastore
+    // name, bucket, endpoint or error chain.
     let ready = client
         .raw(Method::GET, "/readyz", None, Vec::new(), &[], false)
         .await
         .unwrap();
     let body = String::from_utf8_lossy(&ready.body);
     assert_eq!(ready.status, 503, "{body}");
+    assert_eq!(body, "not ready\n");
+    // With credentials: which datastore and why.
+    let ready = client
+        .raw(Method::GET, "/readyz", None, Vec::new(), &[], true)
+        .await
+        .unwrap();
+    let body = String::from_utf8_lossy(&ready.body);
+    assert_eq!(ready.status, 503, "{body}");
     assert!(body.contains("InvalidAccessKeyId"), "{body}");
     assert!(body.contains("store1"), "{body}");
+    assert!(body.contains(&s3.bucket), "{body}");
 
     // Repaired: the next probe (1 s) makes the store ready again.
     proxy.set(Fault::Pass);

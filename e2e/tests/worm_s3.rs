@@ -11,8 +11,7 @@ use std::process::Stdio;
 use common::*;
 use pbs_cloud_e2e::{Crypt, TestServer};
 use pbs_cloud_server::backend::lock::{LockMode, ObjectLock};
-use pbs_cloud_server::backend::s3::{ConditionalWrites, S3Credentials, S3Settings};
-use pbs_cloud_server::backend::{Backend, S3Backend};
+use pbs_cloud_server::backend::Backend;
 use serde_json::json;
 
 fn lock_bucket() -> String {
@@ -24,34 +23,10 @@ fn lock_bucket() -> String {
     })
 }
 
-fn unique_prefix(name: &str) -> String {
-    format!("t/{name}-{}", hex::encode(rand::random::<[u8; 6]>()))
-}
-
 /// Config of datastore `store1` in `bucket` under `prefix`, with `extra` TOML appended.
 fn config(server: &TestServer, s3: &S3Env, bucket: &str, prefix: &str, extra: &str) -> String {
-    let secret = server.data_dir().join("s3-secret");
-    std::fs::write(&secret, format!("{}\n", s3.secret_key)).unwrap();
-    format!(
-        r#"
-[[datastore]]
-name = "store1"
-lock_generation_days = 1
-
-[datastore.s3]
-bucket = "{bucket}"
-prefix = "{prefix}"
-endpoint = "{endpoint}"
-region = "us-east-1"
-path_style = true
-access_key_id = "{ak}"
-secret_access_key_file = "{secret}"
-{extra}
-"#,
-        endpoint = s3.endpoint,
-        ak = s3.access_key,
-        secret = secret.display(),
-    )
+    let table = s3.datastore_table(server.data_dir(), bucket, prefix);
+    format!("[[datastore]]\nname = \"store1\"\nlock_generation_days = 1\n{table}{extra}")
 }
 
 const LOCK: &str = r#"
@@ -135,7 +110,10 @@ async fn worm_backup_on_lock_bucket_is_locked_and_forget_is_refused() {
         "{err}"
     );
     let status = client
-        .get("admin/datastore/store1/status", None)
+        .get(
+            "admin/datastore/store1/status",
+            Some(&json!({"verbose": true})),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -149,18 +127,7 @@ async fn worm_backup_on_lock_bucket_is_locked_and_forget_is_refused() {
     );
 
     // In the bucket: every object of the snapshot and every chunk is compliance-locked.
-    let mut settings = S3Settings::new(
-        &bucket,
-        &prefix,
-        S3Credentials::Static {
-            access_key_id: s3.access_key.clone(),
-            secret_access_key: s3.secret_key.clone(),
-        },
-    );
-    settings.endpoint = Some(s3.endpoint.clone());
-    settings.path_style = true;
-    settings.conditional_writes = ConditionalWrites::On;
-    let raw = S3Backend::connect(settings).await.unwrap();
+    let raw = s3.backend(&bucket, &prefix).await;
     let listed = raw.list("", None).await.unwrap();
     let locked: Vec<_> = listed
         .objects

@@ -1,7 +1,6 @@
 //! The operator's own HTTP endpoint: `/healthz`, `/readyz` and Prometheus `/metrics`.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -10,15 +9,15 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use crate::controller::Metrics;
+use crate::metrics::Metrics;
 
-/// Serves the endpoints until the process ends; `ready` flips once controllers run.
+/// Serves the endpoints on `listener` until the process ends. `/readyz` answers 200 while
+/// `ready` is set: from start-up to shutdown, whether this process leads or follows.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     loop {
         let (stream, _) = listener.accept().await?;
         let metrics = metrics.clone();

@@ -1,12 +1,17 @@
 //! `pbs-cloud-operator`: runs the controllers (optionally behind leader election) and serves
-//! health and metrics endpoints.
+//! health and metrics endpoints. SIGTERM and SIGINT shut it down gracefully (see
+//! `lifecycle`).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
-use pbs_cloud_operator::{controller, health, leader, render};
+use pbs_cloud_operator::controller::Settings;
+use pbs_cloud_operator::leader::{self, Timing};
+use pbs_cloud_operator::lifecycle::{self, LeaseSettings, Process};
+use pbs_cloud_operator::{health, metrics, render};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,12 +29,25 @@ struct Args {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
-    /// Take a Lease before reconciling (for more than one replica).
+    /// Take a Lease before reconciling (needed for more than one replica).
     #[arg(long, env = "LEADER_ELECT")]
     leader_elect: bool,
     /// Namespace of the leader election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
+    /// Name of the leader election Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "pbs-cloud-operator")]
+    lease_name: String,
+    /// Seconds a follower waits, after it last saw the Lease change, before taking it.
+    #[arg(long, default_value_t = leader::LEASE_DURATION.as_secs())]
+    lease_duration: u64,
+    /// Seconds after the start of its last successful renewal at which a leader stops acting;
+    /// must be shorter than the lease duration.
+    #[arg(long, default_value_t = leader::RENEW_DEADLINE.as_secs())]
+    renew_deadline: u64,
+    /// Seconds between renewals (and acquire attempts).
+    #[arg(long, default_value_t = leader::RETRY_PERIOD.as_secs())]
+    retry_period: u64,
 }
 
 #[tokio::main]
@@ -38,45 +56,34 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).init();
     let args = Args::parse();
-    let client = kube::Client::try_default().await?;
-    let ready = Arc::new(AtomicBool::new(false));
-    let metrics = Arc::new(controller::Metrics::default());
-    tokio::spawn(health::serve(
-        args.metrics_addr,
-        metrics.clone(),
-        ready.clone(),
-    ));
-    let election = args.leader_elect.then(|| {
-        let identity =
-            std::env::var("POD_NAME").unwrap_or_else(|_| format!("pid-{}", std::process::id()));
-        leader::LeaderElection::new(
-            client.clone(),
-            &args.lease_namespace,
-            "pbs-cloud-operator",
-            &identity,
-        )
-    });
-    if let Some(e) = &election {
-        tracing::info!("waiting for leadership");
-        e.acquire().await;
-    }
-    let ctx =
-        controller::context_with_metrics(client, args.server_image, args.namespace, metrics).await;
-    ready.store(true, Ordering::Relaxed);
-    tracing::info!("controllers running");
-    let shutdown = async move {
-        match election {
-            Some(e) => {
-                tokio::select! {
-                    _ = e.hold() => tracing::error!("lost leadership; exiting"),
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+    let timing = Timing {
+        lease_duration: Duration::from_secs(args.lease_duration),
+        renew_deadline: Duration::from_secs(args.renew_deadline),
+        retry_period: Duration::from_secs(args.retry_period),
     };
-    controller::run(ctx, shutdown).await;
-    Ok(())
+    timing.validate().map_err(anyhow::Error::msg)?;
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let ready = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(metrics::Metrics::default());
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
+    tokio::spawn(health::serve(listener, metrics.clone(), ready.clone()));
+    let config = kube::Config::infer().await?;
+    let mut settings = Settings::new(args.server_image, args.namespace);
+    settings.instance = Some(identity.clone());
+    lifecycle::run(Process {
+        config,
+        settings,
+        lease: args.leader_elect.then_some(LeaseSettings {
+            namespace: args.lease_namespace,
+            name: args.lease_name,
+            timing,
+        }),
+        identity,
+        metrics,
+        ready,
+    })
+    .await
 }

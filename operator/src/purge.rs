@@ -26,6 +26,8 @@ pub struct PurgeTarget {
     pub bucket: String,
     /// Key prefix; a trailing `/` is added so `a/b` never matches `a/bc/...`.
     pub prefix: String,
+    /// Prefixes inside `prefix` that are left alone (other datastores' keys).
+    pub exclude: Vec<String>,
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub path_style: bool,
@@ -68,6 +70,8 @@ pub struct PurgeOutcome {
     pub locked: u64,
     /// Some of the locked keys.
     pub locked_sample: Vec<String>,
+    /// Versions under an excluded prefix, left alone (as the last pass saw them).
+    pub skipped: u64,
 }
 
 /// A purge that could not run or finish; names the location.
@@ -263,10 +267,25 @@ async fn delete_page(
     Ok(())
 }
 
+/// Splits listed entries into those to delete and the number left alone: a key must lie under
+/// the target's own prefix and under none of its excluded ones.
+fn own_entries(prefix: &str, exclude: &[String], entries: Vec<Entry>) -> (Vec<Entry>, u64) {
+    let exclude: Vec<String> = exclude
+        .iter()
+        .map(|e| normalized(e))
+        .filter(|e| !e.is_empty())
+        .collect();
+    let (mine, other): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|(k, _)| {
+        k.starts_with(prefix) && !exclude.iter().any(|e| k.starts_with(e.as_str()))
+    });
+    (mine, other.len() as u64)
+}
+
 /// Listing passes at most; a pass that deletes nothing ends the purge earlier.
 const MAX_PASSES: usize = 5;
 
-/// Deletes every object version under the target's prefix, page by page. Deleting while
+/// Deletes every object version under the target's prefix (except under its excluded
+/// prefixes), page by page. Deleting while
 /// listing can make a store skip entries after the marker (Ceph RGW does), so passes repeat
 /// from the start until one deletes nothing. Locked versions are counted (as the last pass
 /// saw them), not errors; any other failure is an error (the purge can simply run again).
@@ -285,6 +304,8 @@ pub async fn purge(t: &PurgeTarget) -> Result<PurgeOutcome, PurgeError> {
         let mut cursor = Cursor::Start;
         loop {
             let (entries, next) = page(&c, t, &prefix, cursor).await?;
+            let (entries, skipped) = own_entries(&prefix, &t.exclude, entries);
+            pass.skipped += skipped;
             delete_page(&c, t, entries, &mut pass).await?;
             if matches!(next, Cursor::Done) {
                 break;
@@ -303,18 +324,41 @@ pub async fn purge(t: &PurgeTarget) -> Result<PurgeOutcome, PurgeError> {
     Ok(last)
 }
 
-/// Counts the objects (all versions and delete markers) under the prefix; for reports and
-/// tests.
+/// Counts the objects (all versions and delete markers) under the prefix and not under an
+/// excluded one; for reports and tests.
 pub async fn count(t: &PurgeTarget) -> Result<usize, PurgeError> {
     let c = client(t).await?;
     let prefix = normalized(&t.prefix);
     let (mut n, mut cursor) = (0, Cursor::Start);
     loop {
         let (entries, next) = page(&c, t, &prefix, cursor).await?;
-        n += entries.len();
+        n += own_entries(&prefix, &t.exclude, entries).0.len();
         if matches!(next, Cursor::Done) {
             return Ok(n);
         }
         cursor = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_keys_under_the_own_prefix_and_outside_excluded_ones_are_deleted() {
+        let e = |k: &str| (k.to_string(), None);
+        let listed = vec![
+            e("t/a/.chunks/00/x"),
+            e("t/a/b/.chunks/00/y"),
+            e("t/a/bc/z"),
+            e("t/ab/q"),
+        ];
+        let (mine, left) = own_entries("t/a/", &["/t/a/b/".to_string()], listed);
+        let keys: Vec<&str> = mine.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, vec!["t/a/.chunks/00/x", "t/a/bc/z"]);
+        assert_eq!(
+            left, 2,
+            "the nested prefix and a key a store listed by mistake"
+        );
     }
 }

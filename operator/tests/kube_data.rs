@@ -8,9 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockMode};
+use common::s3::{count, put, s3_client, s3_env, target, S3Env};
 use common::{apply_json, client, drop_namespace, namespace, wait_for, Operator};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -18,84 +18,11 @@ use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
 use pbs_cloud_operator::controller::ABANDON_ANNOTATION;
 use pbs_cloud_operator::crd::{Datastore, Tenant};
-use pbs_cloud_operator::purge::{self, PurgeTarget};
+use pbs_cloud_operator::purge;
 use pbs_cloud_operator::render;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(90);
-
-struct S3Env {
-    endpoint: String,
-    access: String,
-    secret: String,
-    bucket: String,
-    lock_bucket: String,
-}
-
-fn s3_env() -> S3Env {
-    let var = |k: &str| {
-        std::env::var(k).unwrap_or_else(|_| {
-            panic!(
-                "{k} is not set: start Ceph RGW with `eval \"$(bash e2e/s3/start-ceph-rgw.sh)\"` \
-                 (it prints the PBS_TEST_S3_* variables) and run the test in that shell"
-            )
-        })
-    };
-    S3Env {
-        endpoint: var("PBS_TEST_S3_ENDPOINT"),
-        access: var("PBS_TEST_S3_ACCESS_KEY"),
-        secret: var("PBS_TEST_S3_SECRET_KEY"),
-        bucket: var("PBS_TEST_S3_BUCKET"),
-        lock_bucket: var("PBS_TEST_S3_LOCK_BUCKET"),
-    }
-}
-
-fn s3_client(e: &S3Env) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::config::Builder::new()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(&e.access, &e.secret, None, None, "test"))
-        .endpoint_url(&e.endpoint)
-        .force_path_style(true)
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-}
-
-async fn put(c: &aws_sdk_s3::Client, bucket: &str, key: &str) {
-    c.put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(ByteStream::from_static(b"backup data"))
-        .checksum_algorithm(ChecksumAlgorithm::Sha256)
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "PUT s3://{bucket}/{key}: {}",
-                aws_sdk_s3::error::DisplayErrorContext(&e)
-            )
-        });
-}
-
-fn target(e: &S3Env, bucket: &str, prefix: &str) -> PurgeTarget {
-    PurgeTarget {
-        bucket: bucket.into(),
-        prefix: prefix.into(),
-        endpoint: Some(e.endpoint.clone()),
-        region: None,
-        path_style: true,
-        keys: Some((e.access.clone(), e.secret.clone())),
-        ca_bundle_pem: None,
-        page_size: None,
-    }
-}
-
-async fn count(e: &S3Env, bucket: &str, prefix: &str) -> usize {
-    purge::count(&target(e, bucket, prefix))
-        .await
-        .unwrap_or_else(|err| panic!("{err}"))
-}
 
 async fn s3_tenant(client: &Client, ns: &str, name: &str, policy: &str, bucket: &str, e: &S3Env) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);

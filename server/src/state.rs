@@ -34,6 +34,13 @@ pub struct AppState {
     pub jobs: crate::jobs::Jobs,
     /// Usage metering, quotas and the billing webhook.
     pub meter: Arc<crate::metering::Metering>,
+    /// Memory budget of backup sessions (`[upload_limits]`).
+    pub uploads: crate::protocol::backup::budget::UploadBudget,
+    /// Connection timeouts and limits of the HTTP edge (set by `serve` before it starts).
+    pub limits: crate::net::limits::EdgeLimits,
+    /// SHA-256 fingerprint of the server's TLS certificate (node status `info.fingerprint`);
+    /// set once by `serve`.
+    pub tls_fingerprint: std::sync::OnceLock<String>,
     datastores: RwLock<BTreeMap<String, Arc<DatastoreEntry>>>,
 }
 
@@ -45,6 +52,9 @@ impl AppState {
             node,
             jobs: crate::jobs::Jobs::default(),
             meter: crate::metering::Metering::new(),
+            uploads: Default::default(),
+            limits: crate::net::limits::EdgeLimits::default(),
+            tls_fingerprint: std::sync::OnceLock::new(),
             datastores: RwLock::new(BTreeMap::new()),
         }
     }

@@ -1,5 +1,6 @@
 //! `pbs-bench lock-extension`: Object Lock requests per daily incremental backup under a
-//! retention lock (DESIGN decision 8), against the S3 server's Object Lock bucket.
+//! retention lock (server/docs/design.md#retention-locks), against the S3 server's Object Lock
+//! bucket.
 //!
 //! Simulates `days` daily backups of one VM image (fixed 4 MiB chunks; a few percent of the
 //! chunks change per day) at backup times one day apart, through the datastore API with the

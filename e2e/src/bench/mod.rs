@@ -3,6 +3,7 @@
 //! The machines these run on are shared and noisy, so every benchmark measures the thing under
 //! test and a baseline in the same run and reports the ratio; absolute MB/s are context only.
 
+pub mod auth_cost;
 pub mod backup_restore;
 pub mod gc;
 pub mod lock;

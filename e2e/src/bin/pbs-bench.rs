@@ -10,7 +10,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use pbs_cloud_e2e::bench::{backup_restore, gc, lock, placement, report, s3_ingest, sha};
+use pbs_cloud_e2e::bench::{
+    auth_cost, backup_restore, gc, lock, placement, report, s3_ingest, sha,
+};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +26,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Cost of one credential check by kind (failed logins of known and unknown users, wrong
+    /// and cached token secrets) on the server's AuthService and its bounded hash pool.
+    AuthCost {
+        /// Rounds; each runs every kind once, interleaved.
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// SHA-256 throughput: ring vs the sha2 crate vs the server's format::sha256.
     Sha256 {
         /// Buffer size in MiB (hashed in 4 MiB chunks).
@@ -143,6 +155,14 @@ fn run(cli: Cli) -> Result<()> {
         eprintln!("warning: pbs-bench is a debug build; figures are meaningless (use --release)");
     }
     match cli.command {
+        Command::AuthCost { rounds, json } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("build tokio runtime")?;
+            let r = runtime.block_on(auth_cost::run(rounds))?;
+            print(json, &r, auth_cost::render)
+        }
         Command::Gc {
             chunks,
             backend,

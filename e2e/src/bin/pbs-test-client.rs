@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use pbs_cloud_e2e::backup::{BackupParams, BackupSession, Crypt, UploadOptions};
 use pbs_cloud_e2e::reader::{server_name, ReaderParams, ReaderSession};
 use pbs_cloud_e2e::timefmt::{epoch_to_rfc3339, parse_snapshot};
-use pbs_cloud_e2e::{dirtree, CryptConfig, PbsClient, Repository};
+use pbs_cloud_e2e::{pxar, CryptConfig, PbsClient, Repository};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -33,6 +33,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Encode a directory into pxar files without a server: `OUT.pxar` and `OUT.pcat1`
+    /// (legacy), or `OUT.mpxar` and `OUT.ppxar` with `--split`.
+    PxarEncode {
+        dir: PathBuf,
+        out: PathBuf,
+        #[arg(long)]
+        split: bool,
+    },
     /// Back up `label.pxar:dir`, `label.img:file`, `label.conf:file` specs.
     Backup {
         specs: Vec<String>,
@@ -169,6 +177,9 @@ fn split_group(group: &str) -> Result<(String, String)> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Cmd::PxarEncode { dir, out, split } = &cli.cmd {
+        return pxar_encode(dir, out, *split);
+    }
     let repo = Repository::parse(
         cli.repository
             .as_deref()
@@ -207,8 +218,36 @@ async fn main() -> Result<()> {
     run(&ctx, cli.cmd).await
 }
 
+/// Writes the archive files of a directory (for inspecting the encoder's output).
+fn pxar_encode(dir: &std::path::Path, out: &std::path::Path, split: bool) -> Result<()> {
+    let enc = pxar::encode_tree(dir, pxar::EncodeOptions { split }, None)?;
+    let with = |ext: &str| {
+        let mut p = out.as_os_str().to_owned();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    if split {
+        let payload = enc
+            .payload
+            .as_ref()
+            .and_then(|p| p.data_only())
+            .context("payload stream")?;
+        std::fs::write(with(".mpxar"), &enc.archive)?;
+        std::fs::write(with(".ppxar"), payload)?;
+    } else {
+        let mut w = pxar::CatalogWriter::default();
+        let mut catalog = w.start();
+        catalog.extend(w.add_archive("root.pxar.didx", &enc.catalog));
+        catalog.extend(w.finish());
+        std::fs::write(with(".pxar"), &enc.archive)?;
+        std::fs::write(with(".pcat1"), catalog)?;
+    }
+    Ok(())
+}
+
 async fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
     match cmd {
+        Cmd::PxarEncode { dir, out, split } => pxar_encode(&dir, &out, split),
         Cmd::Backup {
             specs,
             backup_type,
@@ -483,16 +522,17 @@ async fn restore(ctx: &Ctx, snapshot: &str, archive: &str, target: &str) -> Resu
         let text = serde_json::to_string_pretty(&m)?;
         return write_out(target, text.as_bytes());
     }
-    let data = reader.restore_archive(&name).await?;
-    if name.ends_with(".pxar.didx") {
+    if name.ends_with(".pxar.didx") || name.ends_with(".mpxar.didx") {
         if target == "-" {
             bail!("pxar archives restore into a directory");
         }
-        dirtree::restore_dir(&data, std::path::Path::new(target))?;
-        Ok(())
-    } else {
-        write_out(target, &data)
+        reader
+            .restore_pxar_dir(&name, std::path::Path::new(target))
+            .await?;
+        return Ok(());
     }
+    let data = reader.restore_archive(&name).await?;
+    write_out(target, &data)
 }
 
 fn write_out(target: &str, data: &[u8]) -> Result<()> {

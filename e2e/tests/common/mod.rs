@@ -2,11 +2,18 @@
 //! one-call backups and restores through the protocol test client.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod bed;
+pub mod moves;
+pub mod s3;
+
+#[allow(unused_imports)] // only the S3 tests use it
+pub use s3::*;
+
 use std::path::Path;
 
 use pbs_cloud_e2e::{
-    dirtree, BackupParams, BackupSession, BackupSummary, Crypt, PbsClient, ReaderParams,
-    ReaderSession, TestServer, UploadOptions,
+    BackupParams, BackupSession, BackupSummary, Crypt, PbsClient, ReaderParams, ReaderSession,
+    TestServer, UploadOptions,
 };
 use rand::{RngCore, SeedableRng};
 
@@ -45,15 +52,43 @@ pub fn make_tree(root: &Path, seed: u64) {
     .unwrap();
 }
 
-/// Fails unless both directories hold the same files with the same bytes.
+/// What [`assert_same_tree`] compares of one entry: path, type and permission bits,
+/// owner, size, mtime (files and directories), symlink target.
+fn describe(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for path in walk(root) {
+        let rel = path.strip_prefix(root).unwrap().display().to_string();
+        let m = std::fs::symlink_metadata(&path).unwrap();
+        let mut line = format!("{rel} mode={:o} owner={}:{}", m.mode(), m.uid(), m.gid());
+        if m.file_type().is_symlink() {
+            line += &format!(" -> {}", std::fs::read_link(&path).unwrap().display());
+        } else if m.is_file() || m.is_dir() {
+            line += &format!(" mtime={}.{:09}", m.mtime(), m.mtime_nsec());
+            if m.is_file() {
+                line += &format!(" size={} nlink={}", m.len(), m.nlink());
+            }
+        } else {
+            line += &format!(" rdev={}", m.rdev());
+        }
+        out.push(line);
+    }
+    out.sort();
+    out
+}
+
+/// Fails unless both directories hold the same entries (type, mode, owner, mtime, size,
+/// link targets) and the same file bytes.
 pub fn assert_same_tree(expected: &Path, actual: &Path) {
-    let (_, want) = dirtree::encode_dir(expected).unwrap();
-    let (_, got) = dirtree::encode_dir(actual).unwrap();
-    assert_eq!(want, got, "restored tree differs in entries");
+    assert_eq!(
+        describe(expected),
+        describe(actual),
+        "restored tree differs in entries"
+    );
     for entry in walk(expected) {
         let rel = entry.strip_prefix(expected).unwrap();
         let other = actual.join(rel);
-        if entry.is_file() {
+        if entry.symlink_metadata().unwrap().is_file() {
             assert_eq!(
                 std::fs::read(&entry).unwrap(),
                 std::fs::read(&other).unwrap(),
@@ -68,12 +103,26 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.is_dir() {
+        if path.symlink_metadata().unwrap().is_dir() {
             out.extend(walk(&path));
         }
         out.push(path);
     }
     out
+}
+
+/// A copy of `root` with its metadata (`cp -a`: modes, owners, mtimes), to compare the
+/// restore of an older snapshot with once `root` has changed.
+pub fn copy_tree(root: &Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(root.join("."))
+        .arg(copy.path())
+        .status()
+        .expect("run cp -a");
+    assert!(status.success(), "cp -a {} failed", root.display());
+    copy
 }
 
 /// A server on a fresh data dir, with a logged-in admin client.
@@ -135,13 +184,13 @@ pub async fn reader(
 
 /// Restores `root.pxar` into `target` and compares it with `expected`.
 pub async fn assert_tree_restores(session: &ReaderSession, expected: &Path) {
-    let stream = session
-        .restore_archive("root.pxar")
+    let target = tempfile::tempdir().unwrap();
+    let restored = target.path().join("restored");
+    session
+        .restore_pxar_dir("root.pxar", &restored)
         .await
         .expect("restore root.pxar");
-    let target = tempfile::tempdir().unwrap();
-    dirtree::restore_dir(&stream, target.path()).unwrap();
-    assert_same_tree(expected, target.path());
+    assert_same_tree(expected, &restored);
 }
 
 /// Snapshot list of a group as JSON items.
@@ -397,34 +446,6 @@ pub async fn assert_nothing_lost(server: &TestServer, client: &PbsClient, good: 
     assert_good_snapshot_intact(client, server.store(), good).await;
 }
 
-/// The test S3 server from the environment; fails (never skips) when it is not configured.
-pub struct S3Env {
-    pub endpoint: String,
-    pub access_key: String,
-    pub secret_key: String,
-    pub bucket: String,
-}
-
-pub fn s3_env() -> S3Env {
-    let var = |key: &str| {
-        std::env::var(key)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| {
-                panic!(
-                    "{key} is not set: S3 tests need a real S3 server. Start one with \
-                     `eval \"$(e2e/s3/start-ceph-rgw.sh)\"` (e2e/run-tests.sh does this)"
-                )
-            })
-    };
-    S3Env {
-        endpoint: var("PBS_TEST_S3_ENDPOINT"),
-        access_key: var("PBS_TEST_S3_ACCESS_KEY"),
-        secret_key: var("PBS_TEST_S3_SECRET_KEY"),
-        bucket: std::env::var("PBS_TEST_S3_BUCKET").unwrap_or_else(|_| "pbs-test".into()),
-    }
-}
-
 /// The whole log of a task.
 pub async fn task_log(client: &PbsClient, upid: &str) -> Vec<String> {
     let encoded =
@@ -471,4 +492,27 @@ async fn wait_task_polls(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     panic!("task {upid} did not finish");
+}
+
+/// The tenant's usage once no datastore awaits a recount (after an unclean stop the server
+/// answers with the last persisted counters and recounts in the background).
+pub async fn counted_usage(client: &PbsClient, tenant: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let u = client
+            .get(&format!("tenants/{tenant}/usage"), None)
+            .await
+            .expect("usage");
+        let pending = u["datastores"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|s| s["recount-pending"] == true));
+        if !pending {
+            return u;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "usage recount of tenant '{tenant}' did not finish within 120 s: {u:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -9,15 +9,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::runtime::{reflector, watcher};
+use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::apply::get_opt;
-use super::{scoped, Context, Error};
+use super::stores::{changes, get, reflect, scoped, spec_key};
+use super::{Context, Error};
 use crate::crd::{
-    condition, set_condition, ChildStatus, Condition, Datastore, PrunePolicy, RetentionLock, Tenant,
+    condition, set_condition, ChildStatus, Condition, Datastore, PrunePolicy, RetentionLock,
 };
 use crate::render::ACCEPTED_ANNOTATION;
 
@@ -33,6 +33,8 @@ pub trait ChildKind:
     + 'static
 {
     const KIND: &'static str;
+    /// Label value of the reconcile metrics.
+    const CONTROLLER: &'static str;
     /// The Datastore object it refers to (`None` for a Datastore itself).
     fn datastore_ref(&self) -> Option<&str>;
     /// The Tenant it refers to directly (Datastore only).
@@ -42,6 +44,7 @@ pub trait ChildKind:
 
 impl ChildKind for Datastore {
     const KIND: &'static str = "Datastore";
+    const CONTROLLER: &'static str = "datastore";
     fn datastore_ref(&self) -> Option<&str> {
         None
     }
@@ -55,6 +58,7 @@ impl ChildKind for Datastore {
 
 impl ChildKind for PrunePolicy {
     const KIND: &'static str = "PrunePolicy";
+    const CONTROLLER: &'static str = "prunepolicy";
     fn datastore_ref(&self) -> Option<&str> {
         Some(&self.spec.datastore)
     }
@@ -68,6 +72,7 @@ impl ChildKind for PrunePolicy {
 
 impl ChildKind for RetentionLock {
     const KIND: &'static str = "RetentionLock";
+    const CONTROLLER: &'static str = "retentionlock";
     fn datastore_ref(&self) -> Option<&str> {
         Some(&self.spec.datastore)
     }
@@ -102,7 +107,7 @@ pub fn child_status_patch(
         .then(|| serde_json::json!({ "status": status }))
 }
 
-/// Patches a child's status when it changed.
+/// Patches a child's status when it changed; `Ok(true)` when written.
 pub async fn patch_child_status<K: ChildKind>(
     ctx: &Context,
     ns: &str,
@@ -110,18 +115,18 @@ pub async fn patch_child_status<K: ChildKind>(
     old: Option<&ChildStatus>,
     c: Condition,
     tenant: Option<&str>,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let generation = c.observed_generation;
     let Some(patch) = child_status_patch(old, c, generation, tenant) else {
-        return Ok(());
+        return Ok(false);
     };
     let api: Api<K> = ctx.api(ns);
     match api
         .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
     {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
         Err(e) => Err(Error::kube("update status of", K::KIND, name)(e)),
     }
 }
@@ -144,70 +149,68 @@ pub async fn record_accepted_lock(ctx: &Context, lock: &RetentionLock) -> Result
     Ok(())
 }
 
+/// How long an orphan waits before it is looked at again (its parent may appear without a
+/// change of its own).
+const ORPHAN_RECHECK: Duration = Duration::from_secs(60);
+
 async fn reconcile_child<K: ChildKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.stores.ready().await?;
     let ns = obj.namespace().unwrap_or_default();
     let gen = obj.meta().generation;
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let now = crate::crd::now();
+    let orphan =
+        |reason: &str, message: String| condition("Ready", false, reason, message, gen, &now);
     let tenant_name = match (obj.tenant_ref(), obj.datastore_ref()) {
         (Some(t), _) => Some(t.to_string()),
-        (None, Some(ds)) => {
-            let api: Api<Datastore> = ctx.api(&ns);
-            match get_opt(&api, "Datastore", ds).await? {
-                Some(d) => Some(d.spec.tenant),
-                None => {
-                    let c = condition(
-                        "Ready",
-                        false,
-                        "DatastoreNotFound",
-                        format!("Datastore '{ds}' does not exist in namespace {ns}"),
-                        gen,
-                        &now,
-                    );
-                    patch_child_status::<K>(
-                        &ctx,
-                        &ns,
-                        &obj.name_any(),
-                        obj.child_status(),
-                        c,
-                        None,
-                    )
+        (None, Some(ds)) => match get(&ctx.stores.datastores, &ns, ds) {
+            Some(d) => Some(d.spec.tenant.clone()),
+            None => {
+                let c = orphan(
+                    "DatastoreNotFound",
+                    format!("Datastore '{ds}' does not exist in namespace {ns}"),
+                );
+                patch_child_status::<K>(&ctx, &ns, &obj.name_any(), obj.child_status(), c, None)
                     .await?;
-                    return Ok(Action::requeue(Duration::from_secs(60)));
-                }
+                return Ok(Action::requeue(ORPHAN_RECHECK));
             }
-        }
+        },
         (None, None) => None,
     };
     if let Some(t) = tenant_name {
-        let api: Api<Tenant> = ctx.api(&ns);
-        if get_opt(&api, "Tenant", &t).await?.is_none() {
-            let c = condition(
-                "Ready",
-                false,
+        if get(&ctx.stores.tenants, &ns, &t).is_none() {
+            let c = orphan(
                 "TenantNotFound",
                 format!("Tenant '{t}' does not exist in namespace {ns}"),
-                gen,
-                &now,
             );
             patch_child_status::<K>(&ctx, &ns, &obj.name_any(), obj.child_status(), c, None)
                 .await?;
-            return Ok(Action::requeue(Duration::from_secs(60)));
+            return Ok(Action::requeue(ORPHAN_RECHECK));
         }
     }
     Ok(Action::await_change())
 }
 
-/// Runs the child controller of kind `K`.
-pub async fn controller<K: ChildKind>(
-    client: &Client,
-    ns: &Option<String>,
+/// Runs the child controller of kind `K` (own watch; status-only updates trigger nothing).
+async fn controller<K: ChildKind>(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    Controller::new(scoped::<K>(client, ns), watcher::Config::default())
+    let (reader, writer) = reflector::store::<K>();
+    let api = scoped::<K>(&ctx.client, &ctx.settings.namespace);
+    let trigger = changes(
+        reflect(api, watcher::Config::default(), writer, None),
+        spec_key::<K>,
+    );
+    Controller::for_stream(trigger, reader)
         .graceful_shutdown_on(shutdown)
         .run(
-            reconcile_child::<K>,
+            |obj: Arc<K>, ctx: Arc<Context>| async move {
+                let start = std::time::Instant::now();
+                let res = reconcile_child::<K>(obj, ctx.clone()).await;
+                let micros = start.elapsed().as_micros() as u64;
+                ctx.metrics.reconciled(K::CONTROLLER, micros, res.is_err());
+                res
+            },
             |_obj: Arc<K>, _e: &Error, _ctx: Arc<Context>| Action::requeue(Duration::from_secs(30)),
             ctx,
         )
@@ -217,4 +220,16 @@ pub async fn controller<K: ChildKind>(
             }
         })
         .await
+}
+
+/// Runs the three child controllers until `shutdown`.
+pub(super) async fn controllers(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Clone + Send + Sync + 'static,
+) {
+    futures::join!(
+        controller::<Datastore>(ctx.clone(), shutdown.clone()),
+        controller::<PrunePolicy>(ctx.clone(), shutdown.clone()),
+        controller::<RetentionLock>(ctx, shutdown),
+    );
 }

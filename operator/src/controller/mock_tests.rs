@@ -1,6 +1,7 @@
 //! The Tenant reconciler against a mock API server (a `tower-test` service behind a real
 //! `kube::Client`, as in kube-rs's controller-rs `fixtures.rs`): each test lists the exact API
-//! calls a reconcile makes, in order, and fails on any other, missing or extra call.
+//! calls a reconcile makes, in order, and fails on any other, missing or extra call. The
+//! caches are filled by hand, as the watches would fill them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,14 +10,16 @@ use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use kube::client::Body;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher;
 use kube::Client;
 use serde_json::{json, Value};
 
+use super::stores::{Stores, Writers};
 use super::tenant::reconcile_entry;
-use super::{Context, Metrics, FINALIZER, REQUEUE, USAGE_INTERVAL};
-use crate::crd::{Datastore, PrunePolicy, RetentionLock, Tenant};
+use super::{Context, Settings, FINALIZER, RESYNC, USAGE_INTERVAL};
+use crate::crd::Tenant;
+use crate::metrics::Metrics;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -33,8 +36,6 @@ enum Reply {
     Echo,
     /// 404 Not Found.
     NotFound,
-    /// An empty list of this kind.
-    EmptyList(&'static str),
 }
 
 /// One expected call: method, path (without query), a required query fragment, the reply.
@@ -131,13 +132,6 @@ async fn serve(mut handle: Handle, calls: Vec<Call>) {
                 .to_string()
                 .into_bytes(),
             ),
-            Reply::EmptyList(kind) => (
-                200,
-                json!({"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "1"},
-                       "items": []})
-                .to_string()
-                .into_bytes(),
-            ),
         };
         let resp = Response::builder()
             .status(status)
@@ -148,34 +142,84 @@ async fn serve(mut handle: Handle, calls: Vec<Call>) {
     }
 }
 
-fn context(client: Client) -> Arc<Context> {
-    Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "pbs-cloud-operator".into(),
-                instance: None,
-            },
-        ),
-        client,
+/// Fills a cache with `objects` and marks it listed.
+fn fill<K>(w: &mut Writer<K>, objects: Vec<K>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    w.apply_watcher_event(&watcher::Event::Init);
+    for o in objects {
+        w.apply_watcher_event(&watcher::Event::InitApply(o));
+    }
+    w.apply_watcher_event(&watcher::Event::InitDone);
+}
+
+/// What the caches hold in a test.
+#[derive(Default)]
+struct Cached {
+    tenants: Vec<Tenant>,
+    datastores: Vec<crate::crd::Datastore>,
+    secrets: Vec<k8s_openapi::api::core::v1::Secret>,
+    deployments: Vec<k8s_openapi::api::apps::v1::Deployment>,
+    services: Vec<k8s_openapi::api::core::v1::Service>,
+}
+
+fn context(client: Client, cached: Cached) -> Arc<Context> {
+    let (stores, w) = Stores::new();
+    let Writers {
+        filled,
+        mut tenants,
+        mut datastores,
+        mut prune_policies,
+        mut retention_locks,
+        mut secrets,
+        mut deployments,
+        mut services,
+        mut pvcs,
+        mut ingresses,
+    } = w;
+    fill(&mut tenants, cached.tenants);
+    fill(&mut datastores, cached.datastores);
+    fill(&mut prune_policies, vec![]);
+    fill(&mut retention_locks, vec![]);
+    fill(&mut secrets, cached.secrets);
+    fill(&mut deployments, cached.deployments);
+    fill(&mut services, cached.services);
+    fill(&mut pvcs, vec![]);
+    fill(&mut ingresses, vec![]);
+    filled.mark(super::stores::ALL);
+    let settings = Settings {
         image: "pbs-cloud-server:test".into(),
         namespace: Some(NS.into()),
-        metrics: Arc::new(Metrics::default()),
-        datastores: reflector::store::<Datastore>().0,
-        prune_policies: reflector::store::<PrunePolicy>().0,
-        retention_locks: reflector::store::<RetentionLock>().0,
         usage_interval: USAGE_INTERVAL,
-    })
+        resync: RESYNC,
+        instance: None,
+    };
+    Arc::new(Context::new(
+        client,
+        settings,
+        Arc::new(Metrics::default()),
+        stores,
+    ))
 }
 
 /// Runs one reconcile of `t` against a mock that expects exactly `calls`.
 async fn run(t: Arc<Tenant>, calls: Vec<Call>) -> Result<Action, super::Error> {
+    run_cached(t, Cached::default(), calls).await
+}
+
+async fn run_cached(
+    t: Arc<Tenant>,
+    cached: Cached,
+    calls: Vec<Call>,
+) -> Result<Action, super::Error> {
     let (mock, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(mock, NS);
     let server = tokio::spawn(serve(handle, calls));
-    let res = tokio::time::timeout(Duration::from_secs(60), reconcile_entry(t, context(client)))
+    let ctx = context(client, cached);
+    let res = tokio::time::timeout(Duration::from_secs(20), reconcile_entry(t, ctx))
         .await
-        .expect("reconcile finished");
+        .expect("reconcile finished (a call nobody expected never gets an answer)");
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
         .expect("mock finished")
@@ -203,28 +247,12 @@ async fn first_reconcile_only_adds_the_finalizer() {
 async fn create_reconcile_makes_exactly_these_calls() {
     let sec = |n: &str| format!("{CORE}/secrets/acme-pbs-{n}");
     let calls = vec![
-        call(
-            Method::GET,
-            format!("{CRD}/datastores"),
-            Reply::EmptyList("DatastoreList"),
-        ),
-        call(
-            Method::GET,
-            format!("{CRD}/prunepolicies"),
-            Reply::EmptyList("PrunePolicyList"),
-        ),
-        call(
-            Method::GET,
-            format!("{CRD}/retentionlocks"),
-            Reply::EmptyList("RetentionLockList"),
-        ),
         call(Method::GET, sec("credentials"), Reply::NotFound),
         apply(sec("credentials"), "token-secret"),
         event("CredentialsCreated"),
         call(Method::GET, sec("tls"), Reply::NotFound),
         apply(sec("tls"), "kubernetes.io/tls"),
         event("CertificateCreated"),
-        call(Method::GET, sec("config"), Reply::NotFound),
         apply(sec("config"), "config.toml"),
         event("ConfigCreated"),
         apply(
@@ -244,7 +272,58 @@ async fn create_reconcile_makes_exactly_these_calls() {
     let action = run(tenant(true, false, "Retain"), calls)
         .await
         .expect("reconcile");
-    assert_eq!(action, Action::requeue(REQUEUE), "server not ready yet");
+    assert_eq!(action, Action::requeue(RESYNC));
+}
+
+/// Everything as the previous reconcile left it, in the caches: no API call at all.
+#[tokio::test]
+async fn unchanged_tenant_reconcile_makes_no_calls() {
+    use crate::render::{self, Credentials, Inputs, Names};
+    let t = tenant(true, false, "Retain");
+    let names = Names::of(&t);
+    let creds = Credentials::generate("acme").expect("credentials");
+    let tls = render::generate_self_signed(&t).expect("certificate");
+    let inputs = Inputs::default();
+    let bound = render::bind(&t, &inputs);
+    let config = render::render_config(&t, &bound, &inputs, &creds);
+    use super::diff::stamp;
+    let cached = |o: k8s_openapi::api::core::v1::Secret| {
+        let mut o = stamp(o);
+        o.metadata.resource_version = Some("3".into());
+        o
+    };
+    let secrets = vec![
+        cached(render::credentials_secret(&t, &creds).expect("secret")),
+        cached(render::tls_secret(&t, &tls).expect("secret")),
+        cached(render::config_secret(&t, &config).expect("secret")),
+    ];
+    let deployment =
+        stamp(render::deployment(&t, &bound, "pbs-cloud-server:test").expect("deploy"));
+    let service = stamp(render::service(&t).expect("service"));
+    let fingerprint = render::fingerprint(&t, &tls.cert_pem).expect("fingerprint");
+    let want = super::status::desired(&t, &bound, false, &names, Some(fingerprint), "t0");
+    let mut current = (*t).clone();
+    current.status = Some(crate::crd::TenantStatus {
+        observed_generation: want.observed_generation,
+        conditions: want.conditions.clone(),
+        endpoint: want.endpoint.clone(),
+        certificate_fingerprint: want.certificate_fingerprint.clone(),
+        repository: want.repository.clone(),
+        credentials_secret: want.credentials_secret.clone(),
+        datastores: want.datastores.clone(),
+        ..Default::default()
+    });
+    let cache = Cached {
+        tenants: vec![current.clone()],
+        secrets,
+        deployments: vec![deployment],
+        services: vec![service],
+        ..Cached::default()
+    };
+    let action = run_cached(Arc::new(current), cache, vec![])
+        .await
+        .expect("reconcile");
+    assert_eq!(action, Action::requeue(RESYNC));
 }
 
 #[tokio::test]
@@ -278,11 +357,6 @@ async fn deletion_with_delete_stops_the_server_deletes_data_then_releases() {
             Method::DELETE,
             format!("{CORE}/persistentvolumeclaims/acme-pbs-data"),
             Reply::NotFound,
-        ),
-        call(
-            Method::GET,
-            format!("{CRD}/datastores"),
-            Reply::EmptyList("DatastoreList"),
         ),
         event("DataDeleted"),
         Call {
@@ -318,12 +392,6 @@ async fn deletion_with_a_missing_credentials_secret_keeps_the_finalizer() {
             format!("{CORE}/persistentvolumeclaims/acme-pbs-data"),
             Reply::NotFound,
         ),
-        call(
-            Method::GET,
-            format!("{CRD}/datastores"),
-            Reply::Json(json!({"apiVersion": "v1", "kind": "DatastoreList",
-                "metadata": {"resourceVersion": "1"}, "items": [ds]})),
-        ),
         call(Method::GET, format!("{CORE}/secrets/gone"), Reply::NotFound),
         Call {
             body_has: "DeleteFailed",
@@ -335,7 +403,11 @@ async fn deletion_with_a_missing_credentials_secret_keeps_the_finalizer() {
         },
         event("DataNotDeleted"),
     ];
-    let err = run(tenant(true, true, "Delete"), calls)
+    let cached = Cached {
+        datastores: vec![serde_json::from_value(ds).expect("datastore")],
+        ..Cached::default()
+    };
+    let err = run_cached(tenant(true, true, "Delete"), cached, calls)
         .await
         .expect_err("finalizer kept");
     let text = err.to_string();

@@ -87,9 +87,15 @@ pub struct LifecycleSpec {
 pub struct S3Spec {
     #[schemars(length(min = 3, max = 63), pattern(r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"))]
     pub bucket: String,
-    /// Key prefix; `<namespace>/<tenant id>/<datastore>` when absent.
+    /// Key prefix; `<namespace>/<tenant id>/<datastore>` when absent. Path segments joined by
+    /// single `/` (none leading, trailing or empty), so that prefixes compare exactly; it must
+    /// neither contain nor lie inside another datastore's prefix in the same bucket (checked by
+    /// the operator: condition `Ready=False`, reason `PrefixOverlap`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^[^/].*$"))]
+    #[schemars(
+        length(min = 1, max = 512),
+        pattern(r"^[A-Za-z0-9!_.*'()=+-]+(/[A-Za-z0-9!_.*'()=+-]+)*$")
+    )]
     pub prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^https?://.+$"))]

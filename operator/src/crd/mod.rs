@@ -75,6 +75,11 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) {
     }
 }
 
+/// The current time as condition timestamps carry it: RFC 3339, UTC, whole seconds.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// Builds a condition stamped with `now`.
 pub fn condition(
     type_: &str,

@@ -2,6 +2,7 @@
 //! it to the exact objects the operator applies. No I/O here, so every rule is unit-tested.
 
 mod config;
+pub mod overlap;
 mod route;
 mod secrets;
 mod workload;
@@ -32,8 +33,8 @@ pub fn accepted_spec(lock: &RetentionLock) -> Option<RetentionLockSpec> {
 pub use config::{render_config, s3_prefix, CONFIG_KEY};
 pub use route::{tls_route, tls_route_gvk};
 pub use secrets::{
-    certificate, config_secret, credentials_secret, fingerprint, generate_self_signed, tls_secret,
-    Credentials, TlsMaterial,
+    certificate, config_secret, credentials_secret, fingerprint, generate_self_signed,
+    secret_value, tls_secret, Credentials, TlsMaterial,
 };
 pub use workload::{data_pvc, deployment, ingress, service};
 
@@ -202,6 +203,9 @@ pub struct Inputs {
     pub retention_locks: Vec<RetentionLock>,
     /// Access key id per Datastore object name, read from its credentials Secret.
     pub access_key_ids: BTreeMap<String, String>,
+    /// Datastore object names whose S3 prefix overlaps one another datastore holds, with the
+    /// message (see [`overlap`]).
+    pub prefix_conflicts: BTreeMap<String, String>,
 }
 
 /// A child object that is not rendered, and why (shown in its status and as an event).
@@ -222,9 +226,9 @@ pub struct Bound {
     pub rejected: Vec<Rejected>,
 }
 
-/// Applies the binding rules: children must name this tenant / a bound datastore, store names
-/// are unique, S3 credentials resolve, and a RetentionLock binds only to a local datastore or
-/// a bucket with Object Lock.
+/// Applies the binding rules: children must name this tenant / a bound datastore, S3 prefixes
+/// do not overlap another datastore's, store names are unique, S3 credentials resolve, and a
+/// RetentionLock binds only to a local datastore or a bucket with Object Lock.
 pub fn bind(tenant: &Tenant, inputs: &Inputs) -> Bound {
     let mut out = Bound::default();
     let mut stores: Vec<&Datastore> = inputs
@@ -241,6 +245,10 @@ pub fn bind(tenant: &Tenant, inputs: &Inputs) -> Bound {
             reason,
             message,
         };
+        if let Some(message) = inputs.prefix_conflicts.get(&ds.name_any()) {
+            out.rejected.push(reject("PrefixOverlap", message.clone()));
+            continue;
+        }
         if !seen.insert(ds.store_name()) {
             out.rejected.push(reject(
                 "DuplicateName",

@@ -106,6 +106,23 @@ pub fn config_secret(tenant: &Tenant, config: &str) -> Result<Secret, RenderErro
     })
 }
 
+/// A key of a Secret (`data`, else `stringData`), trimmed: how S3 credentials and CA bundles
+/// that users provide are read.
+pub fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key).cloned())
+        })
+        .map(|v| v.trim().to_string())
+}
+
 /// A PEM certificate and private key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsMaterial {

@@ -99,6 +99,7 @@ pub(super) fn inputs() -> Inputs {
         prune_policies: vec![prune("nightly", "store1", 7)],
         retention_locks: vec![lock("worm", "store1")],
         access_key_ids: BTreeMap::from([("store1".to_string(), "AKIA1".to_string())]),
+        prefix_conflicts: BTreeMap::new(),
     }
 }
 
@@ -233,6 +234,12 @@ fn binding_rules_reject_with_reasons() {
     inputs.prune_policies.push(prune("p-missing", "nokeys", 1));
     inputs.access_key_ids.insert("nolock".into(), "K".into());
     inputs.access_key_ids.insert("zdup".into(), "K".into());
+    inputs.datastores.push(s3_store("overlap", true));
+    inputs.datastores[5].spec.name = Some("overlap".into());
+    inputs.access_key_ids.insert("overlap".into(), "K".into());
+    inputs
+        .prefix_conflicts
+        .insert("overlap".into(), "S3 prefix lies inside".into());
     let bound = bind(&t, &inputs);
     let names: Vec<String> = bound.datastores.iter().map(|d| d.name_any()).collect();
     assert_eq!(names, vec!["nolock", "store1"]);
@@ -245,13 +252,15 @@ fn binding_rules_reject_with_reasons() {
         rejected,
         vec![
             ("Datastore", "nokeys", "CredentialsMissing"),
+            ("Datastore", "overlap", "PrefixOverlap"),
             ("Datastore", "zdup", "DuplicateName"),
             ("PrunePolicy", "p-missing", "DatastoreNotReady"),
             ("RetentionLock", "lock2", "ObjectLockMissing"),
         ]
     );
     // "zdup" sorts after "store1", so it is the one that loses the name.
-    assert!(bound.rejected[1].message.contains("store1"));
+    assert_eq!(bound.rejected[1].message, "S3 prefix lies inside");
+    assert!(bound.rejected[2].message.contains("store1"));
     assert_eq!(bound.prune_policies.len(), 1);
     assert_eq!(bound.retention_locks.len(), 1);
 }

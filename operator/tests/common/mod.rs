@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +23,7 @@ const HOWTO: &str = "no kube-apiserver for the operator tests: run `e2e/kube/sta
 (builds kube-apiserver v1.20 from Debian's source package once, ~13 min, then starts etcd + \
 apiserver on 127.0.0.1:16443) and export PBS_CLOUD_KUBECONFIG=~/.cache/pbs-cloud/kube-run/kubeconfig";
 
-fn kubeconfig_path() -> PathBuf {
+pub fn kubeconfig_path() -> PathBuf {
     if let Ok(p) = std::env::var("PBS_CLOUD_KUBECONFIG") {
         return PathBuf::from(p);
     }
@@ -134,14 +136,15 @@ pub struct Operator {
 
 impl Operator {
     pub async fn start(client: &Client, ns: &str) -> Self {
-        let ctx = controller::context(
+        let settings = controller::Settings::new("pbs-cloud-server:test".into(), Some(ns.into()));
+        let controllers = controller::Controllers::new(
             client.clone(),
-            "pbs-cloud-server:test".into(),
-            Some(ns.into()),
-        )
-        .await;
+            settings,
+            Arc::new(pbs_cloud_operator::metrics::Metrics::default()),
+        );
+        let ctx = controllers.ctx.clone();
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(controller::run(ctx.clone(), async move {
+        let handle = tokio::spawn(controllers.run(async move {
             let _ = rx.await;
         }));
         Operator {

@@ -1,10 +1,11 @@
 //! `GET /tenants/{id}/compliance-report?format=json|csv&store=NAME`: the compliance report of
-//! the tenant's datastores the caller may see (see `metering::compliance`).
+//! the tenant's datastores the caller may see, holding only the groups it may see and the job
+//! history only with store figures (see `auth::scope` and `metering::compliance`).
 
 use http::{Response, StatusCode};
 
 use super::context::{ds_error, Ctx};
-use super::tenants::visible_stores;
+use super::tenants::tenant_stores;
 use crate::metering::compliance::{store_report, to_csv, ComplianceReport};
 use crate::net::body::text;
 use crate::net::{json_data, Body, HttpError};
@@ -18,7 +19,10 @@ pub async fn report(ctx: &Ctx, tenant: &str) -> Result<Response<Body>, HttpError
         return Err(HttpError::bad_param("format", "must be 'json' or 'csv'"));
     }
     let only = ctx.params.str("store")?;
-    let mut entries = visible_stores(ctx, tenant)?;
+    let mut entries: Vec<_> = tenant_stores(ctx, tenant)?
+        .into_iter()
+        .filter(|e| ctx.store_scope(e).listed())
+        .collect();
     if let Some(name) = &only {
         entries.retain(|e| &e.name == name);
         if entries.is_empty() {
@@ -29,7 +33,8 @@ pub async fn report(ctx: &Ctx, tenant: &str) -> Result<Response<Body>, HttpError
     }
     let mut datastores = Vec::new();
     for entry in &entries {
-        datastores.push(store_report(&entry.store).await.map_err(ds_error)?);
+        let scope = ctx.store_scope(entry);
+        datastores.push(store_report(&entry.store, &scope).await.map_err(ds_error)?);
     }
     let report = ComplianceReport {
         tenant: tenant.to_string(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::auth::{owner_matches, Identity, Privileges};
+use crate::auth::{owner_matches, Identity, Privileges, Scope, StoreScope};
 use crate::datastore::{Datastore, DatastoreError};
 use crate::format::names::{BackupGroup, BackupNamespace};
 use crate::net::{HttpError, Params};
@@ -45,6 +45,16 @@ impl Ctx {
                 "datastore '{name}' does not exist"
             ))),
         }
+    }
+
+    /// What the caller may see (the shared read rules of [`crate::auth::scope`]).
+    pub fn scope(&self) -> Scope<'_> {
+        self.state.auth.scope(&self.id)
+    }
+
+    /// What the caller may see of one datastore.
+    pub fn store_scope(&self, entry: &DatastoreEntry) -> StoreScope<'_> {
+        self.scope().store(&entry.name, &entry.tenant)
     }
 
     /// The caller's privileges on `/datastore/{store}/{ns}`.
@@ -89,7 +99,7 @@ impl Ctx {
         Err(HttpError::forbidden())
     }
 
-    /// Whether the caller owns `group` (token-of-user rule, §4.1 step 8).
+    /// Whether the caller owns `group` (token-of-user rule, docs/protocol.md#group-ownership).
     pub async fn owns(
         &self,
         store: &Datastore,

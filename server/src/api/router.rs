@@ -1,12 +1,12 @@
 //! Maps a request path below `/api2/json` to a [`Route`]. Segments are percent-decoded one by
 //! one, so a UPID or a store name may contain encoded characters without changing the shape.
+//! Empty segments are ignored, as PBS does (see [`crate::net::path`]).
 
 use percent_encoding::percent_decode_str;
 
+use crate::net::path::raw_segments;
 use crate::net::HttpError;
 
-/// Prefix of the JSON API.
-pub const API_PREFIX: &str = "/api2/json";
 /// Longest accepted path plus query (PBS answers 414 beyond this).
 pub const MAX_URI_LEN: usize = 3072;
 
@@ -27,9 +27,13 @@ pub enum DatastoreOp {
     Gc,
     Download,
     DownloadDecoded,
+    Catalog,
+    PxarFileDownload,
     RetentionLock,
     Verify,
     JobHistory,
+    MoveGroup,
+    MoveNamespace,
 }
 
 impl DatastoreOp {
@@ -49,9 +53,13 @@ impl DatastoreOp {
             "gc" => Self::Gc,
             "download" => Self::Download,
             "download-decoded" => Self::DownloadDecoded,
+            "catalog" => Self::Catalog,
+            "pxar-file-download" => Self::PxarFileDownload,
             "retention-lock" => Self::RetentionLock,
             "verify" => Self::Verify,
             "job-history" => Self::JobHistory,
+            "move-group" => Self::MoveGroup,
+            "move-namespace" => Self::MoveNamespace,
             _ => return None,
         })
     }
@@ -62,18 +70,51 @@ impl DatastoreOp {
 pub enum Route {
     Version,
     AccessTicket,
+    /// `/access/users/{userid}/token/{name}`
+    UserToken {
+        userid: String,
+        name: String,
+    },
+    /// `/access/acl`
+    Acl,
     NodeIdentity,
+    Nodes,
+    NodeStatus,
+    DatastoreUsage,
+    AccessPermissions,
+    AccessUsers,
     Tasks,
-    Task { upid: String },
-    TaskStatus { upid: String },
-    TaskLog { upid: String },
+    Task {
+        upid: String,
+    },
+    TaskStatus {
+        upid: String,
+    },
+    TaskLog {
+        upid: String,
+    },
     DatastoreList,
-    Datastore { store: String, op: DatastoreOp },
+    Datastore {
+        store: String,
+        op: DatastoreOp,
+    },
     Tenants,
-    TenantUsage { tenant: String },
-    Jobs { kind: String },
-    JobRun { kind: String, id: String },
-    TenantCompliance { tenant: String },
+    Tenant {
+        tenant: String,
+    },
+    TenantUsage {
+        tenant: String,
+    },
+    Jobs {
+        kind: String,
+    },
+    JobRun {
+        kind: String,
+        id: String,
+    },
+    TenantCompliance {
+        tenant: String,
+    },
     BackupUpgrade,
     ReaderUpgrade,
 }
@@ -92,14 +133,12 @@ pub fn not_found(path: &str) -> HttpError {
 
 /// Splits and percent-decodes the path segments after `/api2/json`.
 fn segments(path: &str) -> Option<Vec<String>> {
-    let rest = path.strip_prefix(API_PREFIX)?;
-    if !(rest.is_empty() || rest.starts_with('/')) {
+    let mut raw = raw_segments(path);
+    if (raw.next(), raw.next()) != (Some("api2"), Some("json")) {
         return None;
     }
     Some(
-        rest.split('/')
-            .filter(|s| !s.is_empty())
-            .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        raw.map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
             .collect(),
     )
 }
@@ -111,7 +150,17 @@ pub fn route(path: &str) -> Result<Route, HttpError> {
     let r = match s.as_slice() {
         ["version"] => Route::Version,
         ["access", "ticket"] => Route::AccessTicket,
+        ["access", "users", userid, "token", name] => Route::UserToken {
+            userid: userid.to_string(),
+            name: name.to_string(),
+        },
+        ["access", "acl"] => Route::Acl,
         ["nodes", _node, "identity"] => Route::NodeIdentity,
+        ["nodes"] => Route::Nodes,
+        ["nodes", _node, "status"] => Route::NodeStatus,
+        ["status", "datastore-usage"] => Route::DatastoreUsage,
+        ["access", "permissions"] => Route::AccessPermissions,
+        ["access", "users"] => Route::AccessUsers,
         ["nodes", _node, "tasks"] => Route::Tasks,
         ["nodes", _node, "tasks", upid] => Route::Task {
             upid: upid.to_string(),
@@ -139,6 +188,9 @@ pub fn route(path: &str) -> Result<Route, HttpError> {
             id: id.to_string(),
         },
         ["tenants"] => Route::Tenants,
+        ["tenants", tenant] => Route::Tenant {
+            tenant: tenant.to_string(),
+        },
         ["tenants", tenant, "usage"] => Route::TenantUsage {
             tenant: tenant.to_string(),
         },
@@ -185,6 +237,42 @@ mod tests {
         assert_eq!(route("/api2/json/backup").unwrap(), Route::BackupUpgrade);
     }
 
+    /// Endpoints of PBS 4.2's client commands and of monitoring tools.
+    #[test]
+    fn pbs42_and_monitoring_routes() {
+        assert_eq!(
+            route("/api2/json/admin/datastore/store1/move-group").unwrap(),
+            Route::Datastore {
+                store: "store1".into(),
+                op: DatastoreOp::MoveGroup
+            }
+        );
+        assert_eq!(
+            route("/api2/json/admin/datastore/store1/move-namespace").unwrap(),
+            Route::Datastore {
+                store: "store1".into(),
+                op: DatastoreOp::MoveNamespace
+            }
+        );
+        assert_eq!(route("/api2/json/nodes").unwrap(), Route::Nodes);
+        assert_eq!(
+            route("/api2/json/nodes/localhost/status").unwrap(),
+            Route::NodeStatus
+        );
+        assert_eq!(
+            route("/api2/json/status/datastore-usage").unwrap(),
+            Route::DatastoreUsage
+        );
+        assert_eq!(
+            route("/api2/json/access/permissions").unwrap(),
+            Route::AccessPermissions
+        );
+        assert_eq!(
+            route("/api2/json/access/users").unwrap(),
+            Route::AccessUsers
+        );
+    }
+
     #[test]
     fn unknown_paths_are_404_with_pbs_text() {
         let err = route("/api2/json/x").unwrap_err();
@@ -193,5 +281,46 @@ mod tests {
         assert!(route("/api2/json/admin/datastore/s1/bogus").is_err());
         assert!(route("/api2/jsonx/version").is_err());
         assert!(route("/other").is_err());
+        assert!(route("/api2").is_err());
+        assert!(route("/json/api2/version").is_err());
+    }
+
+    /// Request targets exactly as the stock clients 3.2.4 and 4.2.3 send them (recorded in the
+    /// wire corpus): the password login and both session upgrades carry a doubled slash.
+    #[test]
+    fn stock_client_targets_route() {
+        assert_eq!(
+            route("//api2/json/access/ticket").unwrap(),
+            Route::AccessTicket
+        );
+        assert_eq!(route("//api2/json/backup").unwrap(), Route::BackupUpgrade);
+        assert_eq!(route("//api2/json/reader").unwrap(), Route::ReaderUpgrade);
+        assert_eq!(
+            route("/api2/json/admin/datastore/store1/groups").unwrap(),
+            Route::Datastore {
+                store: "store1".into(),
+                op: DatastoreOp::Groups
+            }
+        );
+    }
+
+    /// PBS drops every empty segment, wherever it is.
+    #[test]
+    fn empty_segments_are_ignored_everywhere() {
+        for target in [
+            "/api2//json/version",
+            "/api2/json//version",
+            "///api2/json/version//",
+            "/api2/json/version/",
+        ] {
+            assert_eq!(route(target).unwrap(), Route::Version, "{target}");
+        }
+        assert_eq!(
+            route("/api2/json//admin/datastore//store1/snapshots").unwrap(),
+            Route::Datastore {
+                store: "store1".into(),
+                op: DatastoreOp::Snapshots
+            }
+        );
     }
 }

@@ -232,7 +232,13 @@ async fn worm_api_forget_prune_and_governance_bypass() {
     let (_, json, _) = call(&env, &admin, Method::GET, &format!("{base}/snapshots")).await;
     assert_eq!(json["data"].as_array().unwrap().len(), 2, "{json}");
 
-    let (_, json, _) = call(&env, &admin, Method::GET, &format!("{base}/status")).await;
+    let (_, json, _) = call(
+        &env,
+        &admin,
+        Method::GET,
+        &format!("{base}/status?verbose=true"),
+    )
+    .await;
     assert_eq!(json["data"]["retention"]["enforced-by"], "server", "{json}");
     assert_eq!(
         json["data"]["retention"]["rules"].as_array().unwrap().len(),

@@ -1,5 +1,6 @@
-//! Extracting credentials from request headers (protocol.md §2.5, §2.6): the ticket cookie and
-//! the `PBSAPIToken` authorization header, with the exact decoding rules the clients rely on.
+//! Extracting credentials from request headers (docs/protocol.md#cookie, #api-tokens): the ticket
+//! cookie and the `PBSAPIToken` authorization header, with the exact decoding rules the clients
+//! rely on.
 
 use http::header::{AUTHORIZATION, COOKIE};
 use http::HeaderMap;

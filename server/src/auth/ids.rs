@@ -1,5 +1,5 @@
-//! User and API-token identifiers (protocol.md §2.1). They travel as plain strings in tickets,
-//! headers, owner files and UPIDs, so parsing is strict and `Display` round-trips exactly.
+//! User and API-token identifiers (docs/protocol.md#identities). They travel as plain strings in
+//! tickets, headers, owner files and UPIDs, so parsing is strict and `Display` round-trips exactly.
 
 use std::fmt;
 use std::str::FromStr;

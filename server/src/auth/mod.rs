@@ -1,13 +1,15 @@
 //! Authentication and authorisation: users and API tokens grouped into tenants, PBS-shaped
-//! tickets and CSRF tokens, and ACL roles mapped to privileges (protocol.md §2, §6.4; DESIGN
-//! decision 9). Nothing here knows about HTTP routing; the API layer turns [`AuthError`] into
-//! status codes.
+//! tickets and CSRF tokens, and ACL roles mapped to privileges (docs/protocol.md#authentication,
+//! #privileges-and-roles; docs/design.md#tenants). Nothing here knows about HTTP routing; the API
+//! layer turns [`AuthError`] into status codes.
 
 pub mod acl;
 pub mod credentials;
+pub mod hash_pool;
 pub mod ids;
 pub mod password;
 pub mod privileges;
+pub mod scope;
 pub mod service;
 pub mod store;
 pub mod ticket;
@@ -17,6 +19,7 @@ use std::path::PathBuf;
 pub use ids::{Authid, Userid};
 pub use password::{generate_secret, hash_password};
 pub use privileges::{Privileges, Role};
+pub use scope::{GroupAccess, Scope, StoreScope};
 pub use service::{owner_matches, AuthService, Identity, LoginResult, UserInfo};
 pub use store::{AclSpec, AuthSeed, Tenant, TenantSpec, TokenSpec, UserSpec};
 
@@ -26,6 +29,9 @@ pub enum AuthError {
     /// Generic answer for any failed login or credential check (no detail leaks to callers).
     #[error("authentication failed")]
     AuthenticationFailed,
+    /// The bounded hash pool is full or stopped: the check did not run (HTTP 503).
+    #[error("{0}")]
+    Unavailable(#[from] hash_pool::HashPoolError),
     #[error("no credentials (ticket cookie or API token) presented")]
     NoCredentials,
     #[error("invalid ticket: {0}")]

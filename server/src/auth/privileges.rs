@@ -1,5 +1,5 @@
-//! Privileges and the PBS roles that bundle them (protocol.md §6.4). A small bitset so
-//! permission checks are a single `contains`.
+//! Privileges and the PBS roles that bundle them (docs/protocol.md#privileges-and-roles). A small
+//! bitset so permission checks are a single `contains`.
 
 use std::fmt;
 use std::ops::{BitAnd, BitOr, BitOrAssign};
@@ -26,8 +26,12 @@ impl Privileges {
     pub const SYS_MODIFY: Privileges = Privileges(1 << 8);
     /// Every datastore privilege.
     pub const DATASTORE_ALL: Privileges = Privileges(0b111_1111);
+    /// PBS privileges of features this server does not have (ACL editing beyond its own
+    /// rules, realms, remotes, tape, the node's console and power). Nothing checks them; the
+    /// `Admin` role holds them as in PBS, so permission listings name what PBS names.
+    pub const FOREIGN: Privileges = Privileges(((1 << 23) - 1) & !0b1_1111_1111);
     /// Every privilege.
-    pub const ALL: Privileges = Privileges(0b1_1111_1111);
+    pub const ALL: Privileges = Privileges((1 << 23) - 1);
 
     /// True when every privilege in `other` is present.
     pub fn contains(self, other: Privileges) -> bool {
@@ -42,17 +46,6 @@ impl Privileges {
     }
     /// PBS privilege names, for diagnostics and `/access/permissions`-style answers.
     pub fn names(self) -> Vec<&'static str> {
-        const NAMES: [(Privileges, &str); 9] = [
-            (Privileges::AUDIT, "Datastore.Audit"),
-            (Privileges::ALLOCATE, "Datastore.Allocate"),
-            (Privileges::MODIFY, "Datastore.Modify"),
-            (Privileges::READ, "Datastore.Read"),
-            (Privileges::VERIFY, "Datastore.Verify"),
-            (Privileges::BACKUP, "Datastore.Backup"),
-            (Privileges::PRUNE, "Datastore.Prune"),
-            (Privileges::SYS_AUDIT, "Sys.Audit"),
-            (Privileges::SYS_MODIFY, "Sys.Modify"),
-        ];
         NAMES
             .iter()
             .filter(|(p, _)| self.contains(*p))
@@ -60,6 +53,33 @@ impl Privileges {
             .collect()
     }
 }
+
+/// Every privilege with its PBS name, in PBS's alphabetical order.
+const NAMES: [(Privileges, &str); 23] = [
+    (Privileges::ALLOCATE, "Datastore.Allocate"),
+    (Privileges::AUDIT, "Datastore.Audit"),
+    (Privileges::BACKUP, "Datastore.Backup"),
+    (Privileges::MODIFY, "Datastore.Modify"),
+    (Privileges::PRUNE, "Datastore.Prune"),
+    (Privileges::READ, "Datastore.Read"),
+    (Privileges::VERIFY, "Datastore.Verify"),
+    (Privileges(1 << 9), "Permissions.Modify"),
+    (Privileges(1 << 10), "Realm.Allocate"),
+    (Privileges(1 << 11), "Remote.Audit"),
+    (Privileges(1 << 12), "Remote.DatastoreBackup"),
+    (Privileges(1 << 13), "Remote.DatastoreModify"),
+    (Privileges(1 << 14), "Remote.DatastorePrune"),
+    (Privileges(1 << 15), "Remote.Modify"),
+    (Privileges(1 << 16), "Remote.Read"),
+    (Privileges::SYS_AUDIT, "Sys.Audit"),
+    (Privileges(1 << 17), "Sys.Console"),
+    (Privileges::SYS_MODIFY, "Sys.Modify"),
+    (Privileges(1 << 18), "Sys.PowerManagement"),
+    (Privileges(1 << 19), "Tape.Audit"),
+    (Privileges(1 << 20), "Tape.Modify"),
+    (Privileges(1 << 21), "Tape.Read"),
+    (Privileges(1 << 22), "Tape.Write"),
+];
 
 impl BitOr for Privileges {
     type Output = Privileges;
@@ -96,6 +116,8 @@ pub enum Role {
     DatastorePowerUser,
     DatastoreReader,
     DatastoreAudit,
+    /// Read-only everywhere (datastores and system): what monitoring tokens get.
+    Audit,
     NoAccess,
 }
 
@@ -109,6 +131,7 @@ impl Role {
             Role::DatastorePowerUser => P::BACKUP | P::PRUNE,
             Role::DatastoreReader => P::AUDIT | P::VERIFY | P::READ,
             Role::DatastoreAudit => P::AUDIT,
+            Role::Audit => P::AUDIT | P::SYS_AUDIT,
             Role::NoAccess => P::EMPTY,
         }
     }
@@ -121,6 +144,7 @@ impl Role {
             Role::DatastorePowerUser => "DatastorePowerUser",
             Role::DatastoreReader => "DatastoreReader",
             Role::DatastoreAudit => "DatastoreAudit",
+            Role::Audit => "Audit",
             Role::NoAccess => "NoAccess",
         }
     }
@@ -136,11 +160,12 @@ impl FromStr for Role {
             "DatastorePowerUser" => Role::DatastorePowerUser,
             "DatastoreReader" => Role::DatastoreReader,
             "DatastoreAudit" => Role::DatastoreAudit,
+            "Audit" => Role::Audit,
             "NoAccess" => Role::NoAccess,
             other => {
                 return Err(AuthError::Invalid(format!(
                     "unknown role '{other}' (expected Admin, DatastoreAdmin, DatastoreBackup, \
-                     DatastorePowerUser, DatastoreReader, DatastoreAudit or NoAccess)"
+                     DatastorePowerUser, DatastoreReader, DatastoreAudit, Audit or NoAccess)"
                 )))
             }
         })
@@ -167,6 +192,29 @@ mod tests {
             .privileges()
             .contains(Privileges::SYS_AUDIT));
         assert!(Role::NoAccess.privileges().is_empty());
+        // Admin holds every PBS privilege, also those of features this server lacks
+        let admin = Role::Admin.privileges().names();
+        assert_eq!(admin.len(), 23);
+        assert!(admin.contains(&"Tape.Write") && admin.contains(&"Permissions.Modify"));
+        assert!(!Role::DatastoreAdmin
+            .privileges()
+            .intersects(Privileges::FOREIGN));
+        let mut bits = Privileges::EMPTY;
+        for (p, _) in NAMES {
+            assert!(!bits.intersects(p), "{p:?} twice");
+            bits |= p;
+        }
+        assert_eq!(bits, Privileges::ALL);
+        assert_eq!(
+            Privileges::ALL,
+            Privileges::DATASTORE_ALL
+                | Privileges::SYS_AUDIT
+                | Privileges::SYS_MODIFY
+                | Privileges::FOREIGN
+        );
+        let audit = "Audit".parse::<Role>().unwrap().privileges();
+        assert!(audit.contains(Privileges::SYS_AUDIT | Privileges::AUDIT));
+        assert!(!audit.intersects(Privileges::BACKUP | Privileges::MODIFY | Privileges::READ));
         assert_eq!(
             "DatastoreReader".parse::<Role>().unwrap(),
             Role::DatastoreReader

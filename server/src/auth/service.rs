@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::acl::{self, AclEntry};
 use super::credentials::{self, Credentials};
+use super::hash_pool::{HashPool, HashPoolSize};
 use super::ids::{Authid, Userid};
 use super::password::{self, constant_time_eq};
 use super::privileges::{Privileges, Role};
@@ -48,6 +49,7 @@ pub struct UserInfo {
     pub userid: String,
     pub tenant: String,
     pub superuser: bool,
+    pub comment: Option<String>,
     /// Names of the user's API tokens.
     pub tokens: Vec<String>,
 }
@@ -64,10 +66,17 @@ pub struct AuthService {
     seed: RwLock<Arc<AuthDb>>,
     db: RwLock<AuthDb>,
     file: DbFile,
-    /// SHA-256 of the last secret that verified per token id, so token requests skip argon2.
+    /// Per token id, SHA-256 over (stored secret hash, secret) of the last secret that
+    /// verified, so that token requests skip argon2. A new or removed secret hash never
+    /// matches an old entry. At most [`TOKEN_CACHE_ENTRIES`] entries.
     token_cache: Mutex<HashMap<String, Vec<u8>>>,
+    /// Where every password and token-secret hash runs.
+    hashes: HashPool,
     failure_delay_ms: AtomicU64,
 }
+
+/// Bound of the verified-token cache (it is emptied when full).
+pub const TOKEN_CACHE_ENTRIES: usize = 4096;
 
 fn now() -> i64 {
     SystemTime::now()
@@ -97,8 +106,24 @@ impl AuthService {
             db: RwLock::new(db),
             file,
             token_cache: Mutex::new(HashMap::new()),
+            hashes: HashPool::new(HashPoolSize::default()),
             failure_delay_ms: AtomicU64::new(DEFAULT_FAILURE_DELAY.as_millis() as u64),
         })
+    }
+
+    /// Sizes the hash pool (before the first check; the serve command applies the config).
+    pub fn set_hash_pool_size(&mut self, size: HashPoolSize) {
+        self.hashes = HashPool::new(size);
+    }
+
+    /// Password and secret hashes computed so far (see `HashPool::hashes_done`).
+    pub fn hashes_done(&self) -> u64 {
+        self.hashes.hashes_done()
+    }
+
+    /// Sizes of the hash pool in force.
+    pub fn hash_pool_size(&self) -> HashPoolSize {
+        self.hashes.size()
     }
 
     /// The auth directory.
@@ -177,50 +202,65 @@ impl AuthService {
     }
 
     /// Password (or still-valid ticket) login of a user; returns a fresh ticket and CSRF token.
-    pub fn login(&self, username: &str, password: &str) -> Result<LoginResult, AuthError> {
-        self.login_at(username, password, now())
+    pub async fn login(&self, username: &str, password: &str) -> Result<LoginResult, AuthError> {
+        self.login_at(username, password, now()).await
     }
 
-    fn login_at(&self, username: &str, password: &str, now: i64) -> Result<LoginResult, AuthError> {
-        let userid: Userid = username
-            .parse()
-            .map_err(|_| AuthError::AuthenticationFailed)?;
-        let user = self
-            .user_record(&userid)
-            .ok_or(AuthError::AuthenticationFailed)?;
-        // Ticket renewal: a still-valid ticket of the same user works as password. Anything
-        // else (including a real password that merely starts with "PBS:") is a password.
-        let renewal = password.starts_with("PBS:")
-            && ticket::verify_ticket(&self.ticket_key, password, now)
-                .map(|u| u == userid)
-                .unwrap_or(false);
-        let ok = renewal
-            || user
-                .password_hash
-                .as_deref()
-                .map(|hash| password::verify_password(password, hash))
-                .unwrap_or(false);
-        if !ok {
-            return Err(AuthError::AuthenticationFailed);
+    /// Every failed password check costs one argon2 hash: against the user's hash, or against
+    /// a dummy of the same cost for unknown users and users without a password, so the answer
+    /// time does not tell which users exist.
+    async fn login_at(
+        &self,
+        username: &str,
+        password: &str,
+        now: i64,
+    ) -> Result<LoginResult, AuthError> {
+        let userid: Option<Userid> = username.parse().ok();
+        let user = userid.as_ref().and_then(|u| self.user_record(u));
+        if let (Some(userid), Some(_)) = (&userid, &user) {
+            // Ticket renewal: a still-valid ticket of the same user works as password.
+            // Anything else (including a real password that merely starts with "PBS:") is a
+            // password.
+            let renewal = password.starts_with("PBS:")
+                && ticket::verify_ticket(&self.ticket_key, password, now)
+                    .map(|u| &u == userid)
+                    .unwrap_or(false);
+            if renewal {
+                return Ok(self.issue(userid, now));
+            }
         }
-        Ok(LoginResult {
+        let stored = user.and_then(|u| u.password_hash).map(Arc::<str>::from);
+        let known = stored.is_some();
+        let ok = self
+            .hashes
+            .verify(password, stored)
+            .await
+            .map_err(AuthError::from)?;
+        match (ok && known, userid) {
+            (true, Some(userid)) => Ok(self.issue(&userid, now)),
+            _ => Err(AuthError::AuthenticationFailed),
+        }
+    }
+
+    fn issue(&self, userid: &Userid, now: i64) -> LoginResult {
+        LoginResult {
             username: userid.to_string(),
-            ticket: ticket::create_ticket(&self.ticket_key, &userid, now),
-            csrf: ticket::create_csrf(&self.csrf_key, &userid, now),
-        })
+            ticket: ticket::create_ticket(&self.ticket_key, userid, now),
+            csrf: ticket::create_csrf(&self.csrf_key, userid, now),
+        }
     }
 
     /// Authenticates a request by its ticket cookie (plus CSRF token for non-GET methods) or
     /// its API token header.
-    pub fn authenticate(
+    pub async fn authenticate(
         &self,
         headers: &HeaderMap,
         method: &Method,
     ) -> Result<Identity, AuthError> {
-        self.authenticate_at(headers, method, now())
+        self.authenticate_at(headers, method, now()).await
     }
 
-    fn authenticate_at(
+    async fn authenticate_at(
         &self,
         headers: &HeaderMap,
         method: &Method,
@@ -246,34 +286,43 @@ impl AuthService {
                 if !authid.is_token() {
                     return Err(AuthError::AuthenticationFailed);
                 }
-                self.verify_token_secret(&authid, &secret)?;
+                self.verify_token_secret(&authid, &secret).await?;
                 self.identity_for(&authid)
                     .map_err(|_| AuthError::AuthenticationFailed)
             }
         }
     }
 
-    fn verify_token_secret(&self, authid: &Authid, secret: &str) -> Result<(), AuthError> {
-        let record = self
-            .token_record(authid)
-            .ok_or(AuthError::AuthenticationFailed)?;
+    /// A cached secret costs a SHA-256; anything else one argon2 hash on the pool (a dummy one
+    /// for unknown tokens, so that a wrong token id answers like a wrong secret).
+    async fn verify_token_secret(&self, authid: &Authid, secret: &str) -> Result<(), AuthError> {
+        let record = self.token_record(authid);
         let key = authid.to_string();
-        let digest = sha256(format!("{}\0{}", record.secret_hash, secret).as_bytes());
-        {
+        let digest = record
+            .as_ref()
+            .map(|r| sha256(format!("{}\0{}", r.secret_hash, secret).as_bytes()));
+        if let Some(digest) = &digest {
             let cache = self.token_cache.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(known) = cache.get(&key) {
-                if constant_time_eq(known, &digest) {
+                if constant_time_eq(known, digest) {
                     return Ok(());
                 }
             }
         }
-        if !password::verify_password(secret, &record.secret_hash) {
+        let stored = record.map(|r| Arc::<str>::from(r.secret_hash));
+        let ok = self
+            .hashes
+            .verify(secret, stored)
+            .await
+            .map_err(AuthError::from)?;
+        let (true, Some(digest)) = (ok, digest) else {
             return Err(AuthError::AuthenticationFailed);
+        };
+        let mut cache = self.token_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= TOKEN_CACHE_ENTRIES && !cache.contains_key(&key) {
+            cache.clear();
         }
-        self.token_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, digest);
+        cache.insert(key, digest);
         Ok(())
     }
 
@@ -327,26 +376,47 @@ impl AuthService {
         }
     }
 
-    /// Whether a datastore appears in `id`'s listing: Audit or Backup on the store, or any
-    /// entry on a namespace below it (always within the caller's tenant).
-    pub fn store_visible(&self, id: &Identity, store: &str, store_tenant: &str) -> bool {
-        let seed = self.seed();
-        if !self.can_see_tenant(id, store_tenant) {
-            return false;
-        }
-        let privs = self.privileges(id, store, store_tenant, &BackupNamespace::root());
-        if privs.intersects(Privileges::AUDIT | Privileges::BACKUP) || id.superuser {
-            return true;
-        }
-        let db = self.read_db();
-        let user = Authid::from(id.authid.user().clone());
-        let user_has = acl::has_entry_below(seed.acl.iter().chain(db.acl.iter()), &user, store);
-        if id.authid.is_token() {
-            user_has
-                && acl::has_entry_below(seed.acl.iter().chain(db.acl.iter()), &id.authid, store)
+    /// Privileges of `id` at an ACL path outside the datastores (`/access`, `/system`, …),
+    /// given as components: what propagates from `/`. A token gets its own ∩ its user's.
+    pub fn privileges_at(&self, id: &Identity, path: &[String]) -> Privileges {
+        let user_privs = if id.superuser {
+            Privileges::ALL
         } else {
-            user_has
+            self.acl_privileges(&Authid::from(id.authid.user().clone()), path)
+        };
+        if id.authid.is_token() {
+            self.acl_privileges(&id.authid, path) & user_privs
+        } else {
+            user_privs
         }
+    }
+
+    /// ACL paths that carry an entry for `authid` itself (configured and stored), sorted.
+    pub fn acl_paths_of(&self, authid: &Authid) -> Vec<String> {
+        let seed = self.seed();
+        let db = self.read_db();
+        let mut paths: Vec<String> = seed
+            .acl
+            .iter()
+            .chain(db.acl.iter())
+            .filter(|e| &e.authid == authid)
+            .map(|e| e.path.clone())
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
+    /// Whether a datastore appears in `id`'s listing (see [`super::scope`]).
+    pub fn store_visible(&self, id: &Identity, store: &str, store_tenant: &str) -> bool {
+        self.scope(id).store(store, store_tenant).listed()
+    }
+
+    /// True when `authid` itself has a non-`NoAccess` entry at or below `/datastore/{store}`.
+    pub(super) fn has_acl_entry_below(&self, authid: &Authid, store: &str) -> bool {
+        let seed = self.seed();
+        let db = self.read_db();
+        acl::has_entry_below(seed.acl.iter().chain(db.acl.iter()), authid, store)
     }
 
     // ----- management -----
@@ -418,7 +488,25 @@ impl AuthService {
                 tenant: tenant.to_string(),
                 password_hash: Some(hash),
                 superuser,
+                comment: None,
             });
+            Ok(())
+        })
+    }
+
+    /// Sets or clears a stored user's comment (configured users are read-only).
+    pub fn set_user_comment(&self, userid: &str, comment: Option<&str>) -> Result<(), AuthError> {
+        let userid: Userid = userid.parse()?;
+        if self.seed().users.iter().any(|u| u.userid == userid) {
+            return Err(AuthError::ReadOnly(format!("user '{userid}'")));
+        }
+        self.modify(|db| {
+            let user = db
+                .users
+                .iter_mut()
+                .find(|u| u.userid == userid)
+                .ok_or_else(|| AuthError::UnknownUser(userid.to_string()))?;
+            user.comment = comment.filter(|c| !c.is_empty()).map(str::to_string);
             Ok(())
         })
     }
@@ -444,6 +532,15 @@ impl AuthService {
 
     /// Creates an API token for an existing user; returns its secret (shown once).
     pub fn add_token(&self, tokenid: &str) -> Result<String, AuthError> {
+        self.add_token_with_comment(tokenid, None)
+    }
+
+    /// [`add_token`](Self::add_token) keeping a comment with the token.
+    pub fn add_token_with_comment(
+        &self,
+        tokenid: &str,
+        comment: Option<&str>,
+    ) -> Result<String, AuthError> {
         let tokenid: Authid = tokenid.parse()?;
         if !tokenid.is_token() {
             return Err(AuthError::Invalid(format!(
@@ -462,6 +559,7 @@ impl AuthService {
             db.tokens.push(TokenRecord {
                 tokenid,
                 secret_hash,
+                comment: comment.map(str::to_string),
             });
             Ok(())
         })?;
@@ -484,13 +582,54 @@ impl AuthService {
         })
     }
 
+    /// Removes ACL entry `role` for `authid` on `path`; true when there was one.
+    pub fn remove_acl(&self, path: &str, authid: &str, role: &str) -> Result<bool, AuthError> {
+        let path = acl::normalize_path(path)?;
+        let authid: Authid = authid.parse()?;
+        let role = role.parse::<Role>()?;
+        self.modify(|db| {
+            let before = db.acl.len();
+            db.acl
+                .retain(|e| !(e.path == path && e.authid == authid && e.role == role));
+            Ok(db.acl.len() != before)
+        })
+    }
+
+    /// Adds an ACL entry with an explicit `propagate` flag; duplicates are ignored.
+    pub fn add_acl_entry(
+        &self,
+        path: &str,
+        authid: &str,
+        role: &str,
+        propagate: bool,
+    ) -> Result<(), AuthError> {
+        let entry = AclEntry {
+            path: acl::normalize_path(path)?,
+            authid: authid.parse()?,
+            role: role.parse::<Role>()?,
+            propagate,
+        };
+        self.modify(|db| {
+            db.acl.retain(|e| {
+                !(e.path == entry.path && e.authid == entry.authid && e.role == entry.role)
+            });
+            db.acl.push(entry);
+            Ok(())
+        })
+    }
+
+    /// The tenant of a user or of a token's user, if the user exists.
+    pub fn tenant_of(&self, authid: &Authid) -> Option<String> {
+        self.user_record(authid.user()).map(|u| u.tenant)
+    }
+
     /// True when at least one user exists (first-start bootstrap check).
     pub fn has_users(&self) -> bool {
         let seed = self.seed();
         !seed.users.is_empty() || !self.read_db().users.is_empty()
     }
 
-    /// Users, optionally only those of `tenant`, sorted by id.
+    /// Users, optionally only those of `tenant`, configured ones first, then in order of creation.
     pub fn list_users(&self, tenant: Option<&str>) -> Vec<UserInfo> {
         let seed = self.seed();
         let db = self.read_db();
@@ -501,7 +640,8 @@ impl AuthService {
             }
         }
         let tokens: Vec<&TokenRecord> = seed.tokens.iter().chain(db.tokens.iter()).collect();
-        let mut out: Vec<UserInfo> = users
+        // in the order they were made (configured users first), as PBS lists its user config
+        users
             .into_iter()
             .filter(|u| tenant.is_none_or(|t| u.tenant == t))
             .map(|u| {
@@ -516,17 +656,16 @@ impl AuthService {
                     userid: u.userid.to_string(),
                     tenant: u.tenant.clone(),
                     superuser: u.superuser,
+                    comment: u.comment.clone(),
                     tokens: names,
                 }
             })
-            .collect();
-        out.sort_by(|a, b| a.userid.cmp(&b.userid));
-        out
+            .collect()
     }
 }
 
-/// §4.1 step 8: `owner` is `authid` itself, or a token of the user `authid`. A token does not
-/// inherit its user's groups.
+/// docs/protocol.md#group-ownership: `owner` is `authid` itself, or a token of the user `authid`. A
+/// token does not inherit its user's groups.
 pub fn owner_matches(authid: &Authid, owner: &str) -> bool {
     let Ok(owner) = owner.trim().parse::<Authid>() else {
         return false;

@@ -11,7 +11,7 @@ use super::ids::{is_safe_id, Authid, Userid};
 use super::password;
 use super::AuthError;
 
-/// A tenant: the unit of isolation (DESIGN decision 9).
+/// A tenant: the unit of isolation (docs/design.md#tenants).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
     pub id: String,
@@ -30,6 +30,9 @@ pub struct UserRecord {
     /// Server operator: sees every tenant and has every privilege.
     #[serde(default)]
     pub superuser: bool,
+    /// Free text shown in the user list (PBS's `comment`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// A stored API token (only the hash of its secret).
@@ -37,6 +40,9 @@ pub struct UserRecord {
 pub struct TokenRecord {
     pub tokenid: Authid,
     pub secret_hash: String,
+    /// Free text given when the token was created through the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// Everything the auth layer stores.
@@ -141,6 +147,7 @@ impl AuthSeed {
                 tenant: u.tenant,
                 password_hash: u.password_hash,
                 superuser: u.superuser,
+                comment: None,
             });
         }
         for t in self.tokens {
@@ -154,6 +161,7 @@ impl AuthSeed {
             db.tokens.push(TokenRecord {
                 tokenid,
                 secret_hash: t.secret_hash,
+                comment: None,
             });
         }
         for a in self.acl {

@@ -1,6 +1,6 @@
-//! Login tickets and CSRF tokens (protocol.md §2.3, §2.4). Both are HMAC-SHA256 signatures
-//! with server-private keys; their textual shape matters to PVE (it reads the time field), the
-//! signature scheme does not.
+//! Login tickets and CSRF tokens (docs/protocol.md#ticket-and-csrf-token). Both are HMAC-SHA256
+//! signatures with server-private keys; their textual shape matters to PVE (it reads the time
+//! field), the signature scheme does not.
 
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;

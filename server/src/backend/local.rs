@@ -1,9 +1,9 @@
 //! Local-filesystem backend: one file per object under a root directory.
 //!
 //! Keys map 1:1 to relative paths so that a datastore directory written by PBS can be served
-//! unchanged (DESIGN decision 2). Writes go to a temp file in the target directory, are fsynced
-//! and renamed (or hard-linked for only-if-absent), then the directory is fsynced: a crash leaves
-//! the old object or the new one, never a torn file.
+//! unchanged (docs/design.md#pbs-key-layout). Writes go to a temp file in the target directory, are
+//! fsynced and renamed (or hard-linked for only-if-absent), then the directory is fsynced: a crash
+//! leaves the old object or the new one, never a torn file.
 
 use std::fs::{DirBuilder, File, FileTimes};
 use std::io::{ErrorKind, Write};
@@ -107,18 +107,81 @@ fn is_missing(e: &std::io::Error) -> bool {
     )
 }
 
-fn create_dirs(dir: &Path, key: &str) -> Result<(), BackendError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| BackendError::io(key, e))
+/// Creates `dir` and its missing parents below `root`, fsyncing each new directory's parent so
+/// that a new snapshot or group directory survives a crash together with the files written
+/// into it. Returns the directories it created (outermost first).
+fn create_dirs(root: &Path, dir: &Path, key: &str) -> Result<Vec<PathBuf>, BackendError> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d == root || !d.starts_with(root) || d.is_dir() {
+            break;
+        }
+        missing.push(d.to_path_buf());
+        cur = d.parent();
+    }
+    missing.reverse();
+    let mut created = Vec::new();
+    for d in missing {
+        match DirBuilder::new().mode(0o700).create(&d) {
+            Ok(()) => {
+                fsync_dir(d.parent().unwrap_or(root), key)?;
+                created.push(d);
+            }
+            // Created by a concurrent put meanwhile: that put syncs it into its parent.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(BackendError::io(key, e)),
+        }
+    }
+    Ok(created)
 }
 
 fn fsync_dir(dir: &Path, key: &str) -> Result<(), BackendError> {
+    #[cfg(test)]
+    tests::note_dir_sync(dir);
     File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(|e| BackendError::io(key, e))
+}
+
+/// Removes in-flight temp files (`.pbs-cloud-tmp.*`) last modified before `before` anywhere
+/// under `dir`: leftovers of a process that died while writing. Returns how many were removed.
+fn remove_temp_files(dir: &Path, before: SystemTime) -> Result<u64, BackendError> {
+    let key = dir.display().to_string();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if is_missing(&e) => return Ok(0),
+        Err(e) => return Err(BackendError::io(&key, e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| BackendError::io(&key, e))?;
+        let Ok(ft) = entry.file_type() else { continue };
+        let path = entry.path();
+        if ft.is_dir() {
+            removed += remove_temp_files(&path, before)?;
+            continue;
+        }
+        let is_temp = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(TMP_PREFIX));
+        if !ft.is_file() || !is_temp {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < before);
+        if old {
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(BackendError::io(&path.display().to_string(), e)),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Remove now-empty directories from `start` upwards, stopping at the first non-empty one and
@@ -178,7 +241,7 @@ fn put_blocking(
     // creation; retry a few times in that case.
     let mut attempt = 0;
     let mut tmp = loop {
-        create_dirs(&dir, key)?;
+        create_dirs(root, &dir, key)?;
         match tempfile::Builder::new()
             .prefix(TMP_PREFIX)
             .tempfile_in(&dir)
@@ -191,6 +254,7 @@ fn put_blocking(
     tmp.write_all(data)
         .and_then(|_| tmp.as_file().sync_all())
         .map_err(|e| BackendError::io(key, e))?;
+    crate::fault::pause_at("local-temp-written", key);
     let outcome = if opts.if_absent {
         match std::fs::hard_link(tmp.path(), &path) {
             Ok(()) => PutOutcome::Written,
@@ -327,6 +391,18 @@ impl Backend for LocalBackend {
         "filesystem"
     }
 
+    fn exclusive_to_server(&self) -> bool {
+        false
+    }
+
+    fn wants_put_checksum(&self) -> bool {
+        false
+    }
+
+    fn retention_needs_object_lock(&self) -> bool {
+        false
+    }
+
     async fn put(
         &self,
         key: &str,
@@ -424,6 +500,11 @@ impl Backend for LocalBackend {
                 .map_err(|e| BackendError::io(&k, e))
         })
         .await
+    }
+
+    async fn remove_stale_temp_files(&self, before: SystemTime) -> Result<u64, BackendError> {
+        let root = self.root.clone();
+        blocking("<root>", move || remove_temp_files(&root, before)).await
     }
 
     async fn capacity(&self) -> Result<Option<Capacity>, BackendError> {

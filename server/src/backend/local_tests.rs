@@ -249,3 +249,102 @@ async fn capacity_reports_sizes() {
     assert!(cap.used <= cap.total);
     assert_eq!(be.kind(), "filesystem");
 }
+
+thread_local! {
+    /// Directories fsynced on this thread (see `fsync_dir`).
+    static SYNCED: std::cell::RefCell<Vec<std::path::PathBuf>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+pub(super) fn note_dir_sync(dir: &Path) {
+    SYNCED.with(|s| s.borrow_mut().push(dir.to_path_buf()));
+}
+
+fn take_synced() -> Vec<std::path::PathBuf> {
+    SYNCED.with(|s| std::mem::take(&mut *s.borrow_mut()))
+}
+
+#[test]
+fn new_directories_are_synced_into_their_parents() {
+    let (_d, be) = backend();
+    let root = be.root().to_path_buf();
+    take_synced();
+    // A new group and snapshot directory: each new directory's parent is synced, then the
+    // directory holding the file.
+    put_blocking(
+        &root,
+        "vm/100/2026-01-01T00:00:00Z/index.json.blob",
+        b"m",
+        &PutOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        take_synced(),
+        [
+            root.clone(),
+            root.join("vm"),
+            root.join("vm/100"),
+            root.join("vm/100/2026-01-01T00:00:00Z"),
+        ]
+    );
+    // A second file in the existing snapshot syncs only its directory.
+    put_blocking(
+        &root,
+        "vm/100/2026-01-01T00:00:00Z/a.blob",
+        b"a",
+        &PutOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(take_synced(), [root.join("vm/100/2026-01-01T00:00:00Z")]);
+    // A new snapshot of the same group: the group directory is synced for it.
+    put_blocking(
+        &root,
+        "vm/100/2026-01-02T00:00:00Z/a.blob",
+        b"a",
+        &PutOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        take_synced(),
+        [
+            root.join("vm/100"),
+            root.join("vm/100/2026-01-02T00:00:00Z"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn temp_files_older_than_the_start_are_removed() {
+    let (_d, be) = backend();
+    put(&be, ".chunks/abcd/abcd00", b"chunk").await;
+    let dir = be.root().join(".chunks/abcd");
+    let stale = dir.join(format!("{TMP_PREFIX}crashed"));
+    let deep = be.root().join(format!("vm/1/{TMP_PREFIX}x"));
+    std::fs::create_dir_all(deep.parent().unwrap()).unwrap();
+    for path in [&stale, &deep] {
+        std::fs::write(path, b"half written").unwrap();
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(SystemTime::now() - Duration::from_secs(60))
+            .unwrap();
+    }
+    let start = SystemTime::now() - Duration::from_secs(1);
+    // A temp file of a write in progress (newer than the start) stays.
+    let busy = dir.join(format!("{TMP_PREFIX}in-progress"));
+    std::fs::write(&busy, b"being written").unwrap();
+    assert_eq!(be.remove_stale_temp_files(start).await.unwrap(), 2);
+    assert!(!stale.exists() && !deep.exists());
+    assert!(busy.exists());
+    assert!(be.root().join(".chunks/abcd/abcd00").exists());
+}
+
+/// A local directory may be changed outside the server, gains nothing from a put checksum and
+/// is guarded by the server's own retention check: the datastore acts on these answers.
+#[test]
+fn capabilities_of_a_local_directory() {
+    let (_d, be) = backend();
+    let dynamic: &dyn Backend = &be;
+    assert!(!dynamic.exclusive_to_server());
+    assert!(!dynamic.wants_put_checksum());
+    assert!(!dynamic.retention_needs_object_lock());
+    assert!(dynamic.object_lock().is_none());
+}

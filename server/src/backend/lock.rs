@@ -1,4 +1,5 @@
-//! Object Lock (WORM) and bucket lifecycle operations of a backend (DESIGN decision 8).
+//! Object Lock (WORM) and bucket lifecycle operations of a backend
+//! (docs/design.md#retention-locks).
 //!
 //! Only object stores with S3 Object Lock implement [`ObjectLock`]; the local backend has none
 //! (`Backend::object_lock` returns `None`) and the datastore enforces locks itself there.

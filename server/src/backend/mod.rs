@@ -1,4 +1,4 @@
-//! Object storage seen by the datastore (DESIGN decision 1).
+//! Object storage seen by the datastore (docs/design.md#object-storage-backends).
 //!
 //! The datastore never touches files or S3 directly: it stores immutable objects by
 //! '/'-separated key through [`Backend`]. Both the local filesystem and S3 implement the same
@@ -40,6 +40,9 @@ pub enum BackendError {
     Remote { key: String, message: String },
     #[error("backend task for '{key}' failed: {message}")]
     Internal { key: String, message: String },
+    /// The datastore may not write now (writer lease lost or not renewed, or closing).
+    #[error("refusing to write '{key}': {reason}")]
+    Fenced { key: String, reason: String },
 }
 
 impl BackendError {
@@ -183,8 +186,29 @@ pub struct BackendHealth {
 /// Immutable-object storage keyed by '/'-separated relative keys.
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// `"filesystem"` or `"s3"`, for status output and backend-specific tuning.
+    /// `"filesystem"` or `"s3"`: the name status output shows. Code that must act differently
+    /// per backend asks one of the capability methods below instead of comparing names.
     fn kind(&self) -> &'static str;
+    /// Whether nothing but this server changes the stored objects (an object-store prefix
+    /// reserved for it), so in-memory views of them (cached listings, the known-chunk set)
+    /// stay true. A local directory is not: an administrator or a stock PBS may change it.
+    /// Defaults to `false`, the answer that is never wrong.
+    fn exclusive_to_server(&self) -> bool {
+        false
+    }
+    /// Whether a SHA-256 sent with a put ([`PutOptions::sha256`]) is worth computing: the
+    /// data crosses a network to a store that checks it on arrival. A local backend would only
+    /// re-hash bytes it already holds in memory. Defaults to `true` (costs CPU, never safety).
+    fn wants_put_checksum(&self) -> bool {
+        true
+    }
+    /// Whether retention locks on this backend hold only if the store enforces them itself
+    /// (S3 Object Lock, through [`Self::object_lock`]): anyone with the store's credentials
+    /// could otherwise delete locked objects. `false` where the server's own refusal is the
+    /// enforcement (a local directory). Defaults to `true`, the answer that is never wrong.
+    fn retention_needs_object_lock(&self) -> bool {
+        true
+    }
     /// Store `data` under `key` atomically (readers see the old or the new object, never a mix).
     async fn put(
         &self,
@@ -208,6 +232,13 @@ pub trait Backend: Send + Sync + 'static {
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, BackendError>;
     /// Refresh the modified time of an existing object (GC uses it as "recently used").
     async fn touch(&self, key: &str) -> Result<(), BackendError>;
+    /// Remove leftovers of writes a crashed process never finished (temp files) that were
+    /// last changed before `before`; returns how many. Backends whose writes leave nothing
+    /// behind do nothing.
+    async fn remove_stale_temp_files(&self, before: SystemTime) -> Result<u64, BackendError> {
+        let _ = before;
+        Ok(0)
+    }
     /// Capacity of the underlying storage, if the backend can tell.
     async fn capacity(&self) -> Result<Option<Capacity>, BackendError>;
     /// Requests sent so far, for backends that talk to a remote store (`None` otherwise).

@@ -101,7 +101,7 @@ async fn import_cli(args: &ImportArgs) -> anyhow::Result<ImportSummary> {
         data_dir: args.data_dir.clone(),
     };
     let (config, data_dir) = location.resolve()?;
-    let specs = super::serve::datastore_specs(&config, &data_dir)?;
+    let specs = super::config_apply::datastore_specs(&config, &data_dir)?;
     let spec = match &args.store {
         Some(name) => specs
             .iter()
@@ -251,6 +251,7 @@ pub async fn import(source: &LocalBackend, target: &Datastore) -> anyhow::Result
             )
             .await?;
         }
+        crate::fault::pause_at_async("import-snapshot", prefix).await;
         let manifest = format!("{prefix}{MANIFEST}");
         copy_file(
             source,

@@ -20,6 +20,9 @@ pub enum UserAction {
         /// Server operator: sees and manages every tenant.
         #[arg(long)]
         superuser: bool,
+        /// Free text shown in the user list.
+        #[arg(long)]
+        comment: Option<String>,
     },
     /// Set a user's password (read from stdin, or generated and printed when stdin is empty).
     Passwd { userid: String },
@@ -57,8 +60,11 @@ fn open_auth(
     let (config, data_dir) = location.resolve()?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("unable to create data dir {}", data_dir.display()))?;
-    let auth = AuthService::open(&data_dir.join("auth"), super::serve::auth_seed_for(&config))
-        .context("unable to load users and tokens")?;
+    let auth = AuthService::open(
+        &data_dir.join("auth"),
+        super::config_apply::auth_seed_for(&config),
+    )
+    .context("unable to load users and tokens")?;
     Ok((auth, config, data_dir))
 }
 
@@ -82,11 +88,15 @@ pub fn user(location: &Location, action: UserAction) -> anyhow::Result<()> {
             userid,
             tenant,
             superuser,
+            comment,
         } => {
             let tenant = tenant.unwrap_or_else(|| config.default_tenant());
             auth.ensure_tenant(&tenant, None)?;
             let (password, generated) = password_from_stdin()?;
             auth.add_user(&userid, &tenant, &password, superuser)?;
+            if comment.is_some() {
+                auth.set_user_comment(&userid, comment.as_deref())?;
+            }
             println!("added user {userid} (tenant {tenant})");
             if generated {
                 println!("password: {password}");

@@ -2,6 +2,7 @@
 //! ACLs in a data dir (while the server is stopped, or followed by a restart).
 
 mod compliance;
+mod config_apply;
 pub mod import;
 mod manage;
 mod reload;

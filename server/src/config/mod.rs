@@ -1,5 +1,5 @@
-//! The server's one configuration file (DESIGN decision 11): TOML, validated completely at load.
-//! A bad file is refused with the file, line and field at fault; nothing is half-applied.
+//! The server's one configuration file (docs/design.md#configuration): TOML, validated completely
+//! at load. A bad file is refused with the file, line and field at fault; nothing is half-applied.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -11,13 +11,17 @@ use toml::Spanned;
 use crate::format::names::is_safe_id;
 
 mod jobs;
+mod limits;
 mod storage;
+mod upload_limits;
 
 pub use jobs::{
     LifecycleConfig, PruneJobConfig, RetentionLockConfig, VerifyJobConfig, WebhookConfig,
     LOCK_MODES, VERIFY_MODES,
 };
+pub use limits::LimitsConfig;
 pub use storage::{S3Config, StorageConfig, ARCHIVE_STORAGE_CLASSES};
+pub use upload_limits::UploadLimitsConfig;
 
 /// Default listen address: all IPv4 interfaces on PBS's port.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8007";
@@ -81,6 +85,11 @@ pub struct Config {
     pub verify_jobs: Vec<VerifyJobConfig>,
     /// Billing webhook: usage reports and events, HMAC-signed.
     pub webhook: Option<WebhookConfig>,
+    /// Memory budget of backup sessions (needs a restart to change).
+    pub upload_limits: Option<Spanned<UploadLimitsConfig>>,
+    /// Connection timeouts and limits, and the cost of authentication.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,6 +126,9 @@ pub struct DatastoreConfig {
     pub gc_schedule: Option<Spanned<String>>,
     /// Physical-bytes quota of this datastore (bytes); backups past it are refused.
     pub quota_bytes: Option<u64>,
+    /// Nominal size (bytes) the status reports as `total` (= `used` + `avail`) when no quota
+    /// is tighter; for object-store datastores, which have no size of their own.
+    pub capacity_bytes: Option<u64>,
     /// Hours after which the objects of a snapshot that never got a manifest (an abandoned
     /// backup) are removed by GC (default 24).
     pub abandoned_after_hours: Option<u64>,
@@ -490,6 +502,14 @@ impl Validator<'_> {
                 }
             }
         }
+        if let Some(limits) = &config.upload_limits {
+            limits.get_ref().check().map_err(|(field, message)| {
+                self.error(limits, &format!("upload_limits.{field}"), message)
+            })?;
+        }
+        config.limits.check().map_err(|(field, message, at)| {
+            self.error_at(at, &format!("limits.{field}"), message)
+        })?;
         if let Some(hook) = &config.webhook {
             let url = hook.url.get_ref();
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -545,7 +565,7 @@ impl Validator<'_> {
     }
 }
 
-/// PBS's roles (protocol.md §6.4).
+/// PBS's roles (docs/protocol.md#privileges-and-roles).
 pub const KNOWN_ROLES: &[&str] = &[
     "Admin",
     "DatastoreAdmin",

@@ -1,5 +1,5 @@
-//! The chunk store (`.chunks/<4 hex>/<64 hex>`): deduplicating insert (formats.md §1.8 step 7)
-//! and reads.
+//! The chunk store (`.chunks/<4 hex>/<64 hex>`): deduplicating insert
+//! (docs/formats.md#deduplicating-insert) and reads.
 
 use bytes::Bytes;
 
@@ -8,6 +8,7 @@ use crate::format::blob::BlobView;
 use crate::format::{digest_to_hex, sha256, Digest};
 
 use super::layout::chunk_key;
+use super::verify_chunks::bad_chunk_key;
 use super::{Datastore, DatastoreError};
 
 /// Result of [`Datastore::insert_chunk`].
@@ -37,7 +38,7 @@ impl Datastore {
         let key = chunk_key(digest);
         let _shared = self.chunk_lock.read().await;
         let duplicate = ChunkInsertOutcome { duplicate: true };
-        // Object storage: a known digest needs no request at all (DESIGN decision 5).
+        // Object storage: a known digest needs no request at all (docs/design.md#known-chunk-set).
         if self.known.contains(digest) {
             self.known.note_use(digest);
             return Ok(duplicate);
@@ -67,31 +68,52 @@ impl Datastore {
         encrypted: bool,
     ) -> Result<ChunkInsertOutcome, DatastoreError> {
         let key = key.to_string();
-        let checksum = match self.backend.kind() {
-            // The local backend would only re-hash what it just received.
-            "filesystem" => None,
-            _ => Some(sha256(&raw)),
-        };
+        let checksum = self.backend.wants_put_checksum().then(|| sha256(&raw));
         let opts = PutOptions {
             if_absent: true,
             sha256: checksum,
         };
-        if self.backend.put(&key, raw.clone(), opts).await? == PutOutcome::Written {
-            return Ok(ChunkInsertOutcome { duplicate: false });
-        }
         let replace = PutOptions {
             if_absent: false,
             sha256: checksum,
         };
         let written = ChunkInsertOutcome { duplicate: false };
         let duplicate = ChunkInsertOutcome { duplicate: true };
-
-        let Some(meta) = self.backend.head(&key).await? else {
-            // Removed between the two calls: store ours.
-            self.backend.put(&key, raw, replace).await?;
-            return Ok(written);
+        // On a filesystem a stat is cheap and a duplicate must not be written and synced in
+        // full before it is noticed: look first. Object stores write only-if-absent at once
+        // (known chunks never get here).
+        let present = match checksum {
+            None => self.backend.head(&key).await?,
+            Some(_) => None,
+        };
+        let meta = match present {
+            Some(meta) => meta,
+            None => {
+                if self.backend.put(&key, raw.clone(), opts).await? == PutOutcome::Written {
+                    crate::fault::pause_at_async("chunk-stored", &key).await;
+                    return Ok(written);
+                }
+                let Some(meta) = self.backend.head(&key).await? else {
+                    // Removed between the two calls: store ours.
+                    self.backend.put(&key, raw, replace).await?;
+                    return Ok(written);
+                };
+                meta
+            }
         };
         if meta.size == raw.len() as u64 {
+            // A verify that moved this chunk aside as corrupt may have been cut short between
+            // its copy to the `.bad` name and the removal: the stored copy is then the corrupt
+            // one, and the validated upload replaces it (same size: counted once, as before).
+            if self
+                .backend
+                .head(&bad_chunk_key(digest, 0))
+                .await?
+                .is_some()
+            {
+                self.backend.put(&key, raw, replace).await?;
+                return Ok(duplicate);
+            }
             self.backend.touch(&key).await?;
             return Ok(duplicate);
         }

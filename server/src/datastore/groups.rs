@@ -162,6 +162,7 @@ impl Datastore {
         ns: &BackupNamespace,
         group: &BackupGroup,
     ) -> Result<GroupRemoveStats, DatastoreError> {
+        self.check_writable()?;
         let prefix = group_prefix(ns, group);
         if !self.group_exists(ns, group).await? {
             return Err(DatastoreError::NotFound(format!(

@@ -1,9 +1,11 @@
-//! Known chunk digests (DESIGN decision 5): deduplication without a request per known chunk.
+//! Known chunk digests (docs/design.md#known-chunk-set): deduplication without a request per known
+//! chunk.
 //!
 //! On object storage the set of stored digests is loaded at open from a compact persisted
 //! object, `.chunks/.index` (magic + sorted 32-byte digests), plus small journal objects
 //! `.chunks/.index-delta/<seq>` written as new chunks arrive (at every finished backup and
-//! periodically). Only when `.chunks/.index` is absent is the chunk store listed to rebuild it.
+//! periodically), or naming chunks taken out of service (verify's move of a bad chunk), applied
+//! in sequence order. Only when `.chunks/.index` is absent is the chunk store listed to rebuild it.
 //!
 //! Invariant: every digest in the set (and in the persisted index) is stored. Digests are
 //! added only after a successful write; GC writes a new full index without its deletion
@@ -30,6 +32,8 @@ pub const KNOWN_INDEX: &str = ".chunks/.index";
 /// Journal of digests added since the full index was written.
 pub const KNOWN_DELTA_PREFIX: &str = ".chunks/.index-delta/";
 const MAGIC: &[u8; 8] = b"PBSCKIX1";
+/// Magic of a journal object listing digests that are no longer stored.
+const REMOVED_MAGIC: &[u8; 8] = b"PBSCKRM1";
 /// Journal objects before they are folded into a new full index.
 const MAX_DELTAS: usize = 64;
 
@@ -51,10 +55,14 @@ pub(crate) struct KnownChunks {
 }
 
 fn encode(digests: &mut Vec<Digest>) -> Bytes {
+    encode_with(MAGIC, digests)
+}
+
+fn encode_with(magic: &[u8; 8], digests: &mut Vec<Digest>) -> Bytes {
     digests.sort_unstable();
     digests.dedup();
-    let mut out = Vec::with_capacity(MAGIC.len() + digests.len() * 32);
-    out.extend_from_slice(MAGIC);
+    let mut out = Vec::with_capacity(magic.len() + digests.len() * 32);
+    out.extend_from_slice(magic);
     for d in digests.iter() {
         out.extend_from_slice(d);
     }
@@ -62,8 +70,19 @@ fn encode(digests: &mut Vec<Digest>) -> Bytes {
 }
 
 fn decode(key: &str, data: &[u8]) -> Result<Vec<Digest>, DatastoreError> {
-    let body = data
-        .strip_prefix(MAGIC.as_slice())
+    decode_body(key, data.strip_prefix(MAGIC.as_slice()))
+}
+
+/// A journal object: `(added, digests)`.
+fn decode_delta(key: &str, data: &[u8]) -> Result<(bool, Vec<Digest>), DatastoreError> {
+    match data.strip_prefix(REMOVED_MAGIC.as_slice()) {
+        Some(body) => Ok((false, decode_body(key, Some(body))?)),
+        None => Ok((true, decode(key, data)?)),
+    }
+}
+
+fn decode_body(key: &str, body: Option<&[u8]>) -> Result<Vec<Digest>, DatastoreError> {
+    let body = body
         .filter(|b| b.len() % 32 == 0)
         .ok_or_else(|| DatastoreError::Internal(format!("'{key}' is not a known-chunk index")))?;
     Ok(body
@@ -138,7 +157,14 @@ impl KnownChunks {
                 .and_then(|s| u64::from_str_radix(s, 16).ok());
             let Some(seq) = seq else { continue };
             match backend.get(&obj.key).await {
-                Ok(data) => set.extend(decode(&obj.key, &data)?),
+                Ok(data) => match decode_delta(&obj.key, &data)? {
+                    (true, added) => set.extend(added),
+                    (false, removed) => {
+                        for d in &removed {
+                            set.remove(d);
+                        }
+                    }
+                },
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -229,6 +255,44 @@ impl KnownChunks {
         if fold {
             self.write_full(backend, &HashSet::new()).await?;
         }
+        Ok(())
+    }
+
+    /// Forget `digests` and journal that they are gone before the caller deletes them, so a
+    /// crash right after the delete cannot bring them back as "stored".
+    pub async fn journal_removal(
+        &self,
+        backend: &dyn Backend,
+        digests: &[Digest],
+    ) -> Result<(), DatastoreError> {
+        if !self.enabled || digests.is_empty() {
+            return Ok(());
+        }
+        let mut state = self.persisted.lock().await;
+        {
+            let mut set = lock_write(&self.set);
+            for d in digests {
+                set.remove(d);
+            }
+        }
+        // A pending addition written after this record would undo it.
+        lock_std(&self.pending).retain(|d| !digests.contains(d));
+        let key = format!("{KNOWN_DELTA_PREFIX}{:016x}", state.next_seq);
+        let mut list = digests.to_vec();
+        backend
+            .put(
+                &key,
+                encode_with(REMOVED_MAGIC, &mut list),
+                PutOptions::default(),
+            )
+            .await
+            .map_err(|e| {
+                DatastoreError::Internal(format!(
+                    "writing the known-chunk journal '{key}' failed: {e}"
+                ))
+            })?;
+        state.next_seq += 1;
+        state.deltas.push(key);
         Ok(())
     }
 

@@ -1,5 +1,5 @@
-//! Object keys of PBS's datastore layout (formats.md §4.1), built and parsed in one place so
-//! that no other file concatenates key strings.
+//! Object keys of PBS's datastore layout (docs/formats.md#datastore-layout), built and parsed in
+//! one place so that no other file concatenates key strings.
 
 use crate::format::names::{BackupDir, BackupGroup, BackupNamespace};
 use crate::format::{digest_to_hex, parse_digest_hex, Digest};

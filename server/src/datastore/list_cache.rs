@@ -1,5 +1,5 @@
 //! Listings served from memory: snapshot, group and namespace listings do not send a bucket
-//! LIST per API request (DESIGN decision 3 makes this process the only writer).
+//! LIST per API request (docs/design.md#single-writer-lease makes this process the only writer).
 //!
 //! [`CachedBackend`] wraps the datastore's backend. Listings outside the chunk store are
 //! cached by (prefix, delimiter); every write or delete through the wrapper drops the cached
@@ -71,6 +71,18 @@ impl CachedBackend {
 impl Backend for CachedBackend {
     fn kind(&self) -> &'static str {
         self.inner.kind()
+    }
+
+    fn exclusive_to_server(&self) -> bool {
+        self.inner.exclusive_to_server()
+    }
+
+    fn wants_put_checksum(&self) -> bool {
+        self.inner.wants_put_checksum()
+    }
+
+    fn retention_needs_object_lock(&self) -> bool {
+        self.inner.retention_needs_object_lock()
     }
 
     async fn put(

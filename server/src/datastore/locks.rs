@@ -1,5 +1,5 @@
-//! In-process locks with PBS's semantics (formats.md §4.4): an exclusive lock per group for a
-//! running backup, exclusive or shared locks per snapshot, and a per-snapshot async mutex for
+//! In-process locks with PBS's semantics (docs/formats.md#locking): an exclusive lock per group for
+//! a running backup, exclusive or shared locks per snapshot, and a per-snapshot async mutex for
 //! manifest edits. Locks are non-blocking ("try"): a conflict is reported to the client at once,
 //! like PBS does for backups.
 

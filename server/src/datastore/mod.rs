@@ -1,11 +1,14 @@
 //! One datastore: snapshots, groups, namespaces and the chunk store on top of a [`Backend`],
-//! using PBS's key layout (DESIGN decision 2, formats.md §4).
+//! using PBS's key layout (docs/design.md#pbs-key-layout, docs/formats.md#datastore-layout).
 //!
 //! Concurrency rules of PBS (one backup per group, shared locks for readers and for the previous
 //! snapshot of a running backup, serialised manifest edits) are enforced with in-process locks:
-//! one server process owns a datastore (DESIGN decision 3).
+//! one server process owns a datastore (docs/design.md#single-writer-lease).
 
+pub mod archive_source;
+mod capacity;
 mod chunks;
+mod fence;
 mod gc;
 mod groups;
 pub mod history;
@@ -13,6 +16,7 @@ mod known;
 pub mod layout;
 mod list_cache;
 mod locks;
+mod moves;
 mod namespaces;
 pub mod prune;
 pub mod retention;
@@ -30,24 +34,29 @@ mod writer_lease;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::backend::{Backend, BackendError, Capacity};
+use crate::backend::{Backend, BackendError};
 use crate::format::FormatError;
 
+pub use archive_source::DidxSource;
 pub use chunks::ChunkInsertOutcome;
-pub use gc::{GcStatus, DEFAULT_ABANDONED_AFTER, DEFAULT_GC_CUTOFF, DEFAULT_INDEX_CACHE_DIGESTS};
+pub use gc::{
+    GcCacheStats, GcStatus, DEFAULT_ABANDONED_AFTER, DEFAULT_GC_CUTOFF, DEFAULT_INDEX_CACHE_DIGESTS,
+};
 pub use groups::GroupRemoveStats;
 pub use history::{JobKind, JobRecord};
 pub use known::{KNOWN_DELTA_PREFIX, KNOWN_INDEX};
 pub use list_cache::CachedBackend;
+pub use moves::NamespaceMoveStats;
 pub use namespaces::NamespaceDeleteStats;
 pub use prune::{compute_prune, compute_prune_with_tz, KeepOptions, PruneCandidate, PruneMark};
-pub use retention_hooks::{RetentionStatus, SnapshotLockInfo};
+pub use retention::SnapshotLockInfo;
+pub use retention_hooks::RetentionStatus;
 pub use session::{BackupLease, ReaderLease};
 pub use snapshots::SnapshotInfo;
 pub use usage::{TenantMeter, UsageCounters, UsageObserver, DEFAULT_QUOTA_WARN_PERCENT};
 pub use verify::{verify_due, VerifyOptions, VerifySummary};
 pub use verify_chunks::{ChunkCheck, ChunkVerdict};
-pub use writer_lease::{LEASE, LEASE_RENEW, LEASE_TTL};
+pub use writer_lease::{LeaseTiming, LEASE, LEASE_MARGIN, LEASE_PREFIX, LEASE_RENEW, LEASE_TTL};
 
 /// Errors of the datastore layer; messages name the namespace, group, snapshot or chunk.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +107,12 @@ impl DatastoreError {
 /// A datastore served by this process.
 pub struct Datastore {
     name: String,
+    /// The store, fenced by the writer lease: every write and delete goes through it.
     backend: Arc<dyn Backend>,
+    /// The same store without the fence, for the final flushes of `close`.
+    unfenced: Arc<dyn Backend>,
+    /// Writes in flight; closed by `close` before the lease is released.
+    gate: Arc<fence::WriteGate>,
     /// Group and snapshot locks (in-process).
     locks: Arc<locks::LockTable>,
     /// Serialises manifest and `.protected` edits per snapshot.
@@ -114,7 +128,7 @@ pub struct Datastore {
     /// GC settings and the index cache.
     gc_state: gc::GcState,
     /// This server's single-writer lease on the datastore.
-    writer: writer_lease::WriterLease,
+    writer: Arc<writer_lease::WriterLease>,
     /// Digests known to be stored (object stores) and chunk reuse times (all backends).
     known: known::KnownChunks,
     /// Retention locks in force (see `retention_hooks.rs`).
@@ -147,13 +161,37 @@ impl Datastore {
         backend: Arc<dyn Backend>,
         holder: &str,
     ) -> Result<Arc<Self>, DatastoreError> {
-        let local = backend.kind() == "filesystem";
-        // A local directory may be changed by hand or by PBS; an object store only by us.
-        let backend: Arc<dyn Backend> = match local {
+        let timing = crate::fault::lease_timing()
+            .map(|(ttl, renew, margin)| LeaseTiming { ttl, renew, margin })
+            .unwrap_or_default();
+        Self::open_with(name, backend, holder, timing).await
+    }
+
+    /// [`Self::open_as`] with a lease TTL, renewal interval and margin of its own (tests).
+    pub async fn open_with(
+        name: &str,
+        backend: Arc<dyn Backend>,
+        holder: &str,
+        timing: LeaseTiming,
+    ) -> Result<Arc<Self>, DatastoreError> {
+        let opened_at = std::time::SystemTime::now();
+        // A local directory may be changed by hand or by PBS; an object-store prefix only by us,
+        // so only there may listings be cached and the known-chunk set be trusted.
+        let local = !backend.exclusive_to_server();
+        // The lease reads other servers' writes: never from the listing cache.
+        let writer = Arc::new(
+            writer_lease::WriterLease::acquire(backend.clone(), name, holder, timing).await?,
+        );
+        let unfenced: Arc<dyn Backend> = match local {
             true => backend,
             false => Arc::new(CachedBackend::new(backend)),
         };
-        let writer = writer_lease::WriterLease::acquire(backend.as_ref(), name, holder).await?;
+        let gate = Arc::new(fence::WriteGate::default());
+        let backend: Arc<dyn Backend> = Arc::new(fence::FencedBackend::new(
+            unfenced.clone(),
+            writer.clone(),
+            gate.clone(),
+        ));
         let known = match local {
             true => known::KnownChunks::disabled(),
             false => known::KnownChunks::load(backend.as_ref(), name).await?,
@@ -164,6 +202,8 @@ impl Datastore {
         let ds = Arc::new(Self {
             name: name.to_string(),
             backend,
+            unfenced,
+            gate,
             locks: Arc::new(locks::LockTable::default()),
             manifest_locks: locks::KeyedMutex::default(),
             chunk_lock: tokio::sync::RwLock::new(()),
@@ -177,8 +217,32 @@ impl Datastore {
             retention,
             usage,
         });
-        writer_lease::spawn_maintenance(Arc::downgrade(&ds));
+        writer_lease::spawn_maintenance(Arc::downgrade(&ds), ds.writer.renew_interval());
+        ds.spawn_temp_file_cleanup(opened_at);
         Ok(ds)
+    }
+
+    /// Removes, in the background, temp files a crashed process left (those older than the
+    /// open: newer ones are this process's writes in progress).
+    fn spawn_temp_file_cleanup(self: &Arc<Self>, before: std::time::SystemTime) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let ds = Arc::downgrade(self);
+        handle.spawn(async move {
+            let Some(ds) = ds.upgrade() else { return };
+            match ds.backend.remove_stale_temp_files(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    "datastore '{}': removed {n} temp files left by an earlier crash",
+                    ds.name
+                ),
+                Err(e) => tracing::warn!(
+                    "datastore '{}': removing temp files left by a crash failed: {e}",
+                    ds.name
+                ),
+            }
+        });
     }
 
     /// Holder id of this datastore's writer lease.
@@ -186,17 +250,45 @@ impl Datastore {
         self.writer.holder()
     }
 
-    /// Refuse writes after the writer lease was lost to another server.
+    /// Refuse writes after the writer lease was lost to another server, while it could not be
+    /// renewed in time, or once the datastore is closing.
     pub fn check_writable(&self) -> Result<(), DatastoreError> {
-        self.writer.check(&self.name)
+        if self.gate.is_closing() {
+            return Err(DatastoreError::Busy(format!(
+                "datastore '{}' is closing; refusing to write",
+                self.name
+            )));
+        }
+        self.writer.check().map_err(DatastoreError::Busy)
     }
 
-    /// Persist pending known-chunk journal entries and give up the writer lease (clean
-    /// shutdown); the datastore refuses writes afterwards.
+    /// Clean shutdown: refuse new writes, wait (at most `drain`) for the writes in flight,
+    /// persist pending known-chunk journal entries and the usage counters, then give up the
+    /// writer lease. When writes are still in flight after `drain`, the lease is kept and
+    /// left to expire, so no other server can start writing next to them.
+    pub async fn close_within(&self, drain: Duration) -> Result<(), DatastoreError> {
+        if !self.gate.close(drain).await {
+            return Err(DatastoreError::Busy(format!(
+                "datastore '{}': writes still in progress after {}s; its lease is left to \
+                 expire instead of being released",
+                self.name,
+                drain.as_secs()
+            )));
+        }
+        self.writer.check().map_err(DatastoreError::Busy)?;
+        self.known.flush(self.unfenced.as_ref()).await?;
+        self.usage_flush_to(self.unfenced.as_ref(), true).await?;
+        self.writer.release().await
+    }
+
+    /// [`Self::close_within`] with one minute for writes in flight.
     pub async fn close(&self) -> Result<(), DatastoreError> {
-        self.known.flush(self.backend.as_ref()).await?;
-        self.usage_flush(true).await?;
-        self.writer.release(self.backend.as_ref()).await
+        self.close_within(Duration::from_secs(60)).await
+    }
+
+    /// Whether `close` has begun (writes are refused).
+    pub fn is_closing(&self) -> bool {
+        self.gate.is_closing()
     }
 
     /// Number of chunk digests held in memory for deduplication (0 on the local backend).
@@ -217,11 +309,6 @@ impl Datastore {
     /// The backend, for layers that need raw object access (usage accounting, import).
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
-    }
-
-    /// Storage capacity, if the backend knows it.
-    pub async fn capacity(&self) -> Result<Option<Capacity>, DatastoreError> {
-        Ok(self.backend.capacity().await?)
     }
 
     /// Change GC's minimum chunk age (default 24 h 5 min; tests use 0).
@@ -253,6 +340,8 @@ pub(crate) fn lock_std<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+#[cfg(test)]
+mod moves_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

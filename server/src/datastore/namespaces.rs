@@ -141,6 +141,7 @@ impl Datastore {
                 "cannot delete the root namespace".to_string(),
             ));
         }
+        self.check_writable()?;
         let tree = self.list_namespaces(ns, None).await?;
         if !delete_groups {
             for sub in &tree {

@@ -1,4 +1,4 @@
-//! Prune selection (formats.md §5.2): which snapshots of one group to keep.
+//! Prune selection (docs/formats.md#prune-selection): which snapshots of one group to keep.
 //!
 //! Pure: takes backup times and flags, returns one mark per snapshot. Bucketing uses the
 //! server's local time zone like PBS (PVE shows the result, so it must match); tests pass an

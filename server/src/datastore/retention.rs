@@ -1,5 +1,5 @@
-//! Retention-lock state of one datastore (DESIGN decision 8): the rules in force, the lock of
-//! every locked snapshot, and the retain-until date each chunk is known to carry.
+//! Retention-lock state of one datastore (docs/design.md#retention-locks): the rules in force, the
+//! lock of every locked snapshot, and the retain-until date each chunk is known to carry.
 //!
 //! Persisted outside snapshot directories (clients list those), under `.retention/`:
 //! * `.retention/snapshots/<snapshot prefix>lock.json`: one [`SnapshotLockInfo`] per locked
@@ -23,7 +23,19 @@ use crate::format::names::{BackupGroup, BackupNamespace};
 use crate::format::Digest;
 
 use super::lock_std;
-use super::retention_hooks::SnapshotLockInfo;
+
+/// How a snapshot is locked, for status and compliance reports.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SnapshotLockInfo {
+    /// `governance` or `compliance`.
+    pub mode: String,
+    /// Unix seconds.
+    pub retain_until: i64,
+    pub legal_hold: bool,
+    /// `s3-object-lock`, or `server` where only this server enforces it (local backend).
+    pub enforced_by: String,
+}
 
 /// Where the retention state lives.
 pub const RETENTION_PREFIX: &str = ".retention/";

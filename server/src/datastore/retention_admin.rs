@@ -5,8 +5,8 @@ use crate::backend::lock::LockMode;
 use crate::format::names::{BackupDir, BackupNamespace};
 
 use super::layout::{snapshot_label, snapshot_prefix};
+use super::retention::SnapshotLockInfo;
 use super::retention::{round_up_to_generation, SnapshotLock};
-use super::retention_hooks::SnapshotLockInfo;
 use super::{Datastore, DatastoreError};
 
 impl Datastore {

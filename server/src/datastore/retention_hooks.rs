@@ -1,7 +1,7 @@
-//! Where retention locks (WORM, DESIGN decisions 8–9) meet the rest of the datastore: the
-//! checks that removal paths (forget, prune, group and namespace removal, GC) call before they
-//! delete anything, the lock set when a backup in scope finishes, and the admin path that
-//! bypasses a governance lock.
+//! Where retention locks (WORM, docs/design.md#retention-locks, #tenants) meet the rest of the
+//! datastore: the checks that removal paths (forget, prune, group and namespace removal, GC) call
+//! before they delete anything, the lock set when a backup in scope finishes, and the admin path
+//! that bypasses a governance lock.
 //!
 //! On S3 every object of a locked snapshot and every chunk it references carries an Object
 //! Lock retain-until at least as late as the snapshot's, so the bucket refuses version deletes
@@ -21,7 +21,7 @@ use super::layout::{
     chunk_key, is_index_name, snapshot_file_key, snapshot_label, snapshot_prefix, MANIFEST,
 };
 pub use super::retention::RetentionState;
-use super::retention::{lock_for, ChunkLock, LockRule, SnapshotLock};
+use super::retention::{lock_for, ChunkLock, LockRule, SnapshotLock, SnapshotLockInfo};
 use super::{Datastore, DatastoreError};
 
 /// Object Lock requests in flight while a finished backup's chunks are extended.
@@ -34,19 +34,6 @@ type LockRequest<'a> = std::pin::Pin<
 pub const ENFORCED_BY_S3: &str = "s3-object-lock";
 /// `enforced-by` on the local backend.
 pub const ENFORCED_BY_SERVER: &str = "server";
-
-/// How a snapshot is locked, for status and compliance reports.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct SnapshotLockInfo {
-    /// `governance` or `compliance`.
-    pub mode: String,
-    /// Unix seconds.
-    pub retain_until: i64,
-    pub legal_hold: bool,
-    /// `s3-object-lock`, or `server` where only this server enforces it (local backend).
-    pub enforced_by: String,
-}
 
 /// Retention locks of a datastore, for its status.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -74,9 +61,9 @@ impl Datastore {
 
     /// `s3-object-lock` on object stores, `server` on the local backend.
     pub fn retention_enforced_by(&self) -> &'static str {
-        match self.backend.kind() == "filesystem" {
-            true => ENFORCED_BY_SERVER,
-            false => ENFORCED_BY_S3,
+        match self.backend.retention_needs_object_lock() {
+            true => ENFORCED_BY_S3,
+            false => ENFORCED_BY_SERVER,
         }
     }
 
@@ -87,7 +74,7 @@ impl Datastore {
         rules: Vec<LockRule>,
         generation_days: u64,
     ) -> Result<(), DatastoreError> {
-        if !rules.is_empty() && self.backend.kind() != "filesystem" {
+        if !rules.is_empty() && self.backend.retention_needs_object_lock() {
             let enabled = match self.object_lock() {
                 Some(ol) => ol.object_lock_enabled().await?,
                 None => false,

@@ -1,10 +1,11 @@
-//! Backup and reader leases: the datastore side of protocol sessions (protocol.md §4.1, §4.5;
-//! formats.md §4.5).
+//! Backup and reader leases: the datastore side of protocol sessions
+//! (docs/protocol.md#backup-upgrade-checks, #session-end;
+//! docs/formats.md#backup-session-semantics).
 //!
 //! A [`BackupLease`] holds the group lock, the new snapshot exclusively and the previous
 //! snapshot shared; it is registered for GC with its start time and known chunks. Dropping it
 //! without [`BackupLease::commit`] deletes everything written under the snapshot, so a dropped
-//! connection never leaves a snapshot behind (DESIGN decision 4).
+//! connection never leaves a snapshot behind (docs/design.md#manifest-last).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,8 +102,8 @@ impl std::fmt::Debug for BackupLease {
 }
 
 impl Datastore {
-    /// Begin a backup of `group` at `time` (protocol.md §4.1 steps 5, 7, 9, 10). The caller
-    /// checks ownership against [`BackupLease::owner`].
+    /// Begin a backup of `group` at `time` (docs/protocol.md#backup-upgrade-checks steps 5, 8 and
+    /// 9). The caller checks ownership against [`BackupLease::owner`].
     pub async fn start_backup(
         self: &Arc<Self>,
         ns: &BackupNamespace,
@@ -337,6 +338,7 @@ impl BackupLease {
         self.ds.check_writable()?;
         let lock = self.ds.retention_prepare(&self.ns, &self.dir).await?;
         let key = snapshot_file_key(&self.ns, &self.dir, MANIFEST)?;
+        crate::fault::pause_at_async("finish-commit", &key).await;
         self.ds
             .backend
             .put(&key, manifest_blob, PutOptions::default())

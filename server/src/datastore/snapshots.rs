@@ -146,9 +146,10 @@ impl Datastore {
         let key = snapshot_file_key(ns, dir, name)?;
         match self.backend.get(&key).await {
             Ok(data) => Ok(data),
+            // PBS's text, with the datastore name where PBS shows its directory
             Err(e) if e.is_not_found() => Err(DatastoreError::NotFound(format!(
-                "file '{name}' not found in snapshot {}",
-                snapshot_label(ns, dir)
+                "open file \"{}/{key}\" failed - not found",
+                self.name()
             ))),
             Err(e) => Err(e.into()),
         }
@@ -265,6 +266,13 @@ impl Datastore {
             )));
         }
         self.check_snapshot_removal(ns, dir).await?;
+        self.check_writable()?;
+        // The manifest goes first: a removal cut short leaves an unfinished snapshot (cleaned
+        // up by GC), never a finished one with files missing.
+        self.backend
+            .delete(&snapshot_file_key(ns, dir, MANIFEST)?)
+            .await?;
+        crate::fault::pause_at_async("snapshot-remove", &prefix).await;
         self.backend.delete_prefix(&prefix).await?;
         self.usage_snapshot_removed(&prefix);
         Ok(())

@@ -1,8 +1,9 @@
-//! Datastore behaviour, one suite for both backends (DESIGN decision 1): each scenario written
-//! as `async fn name(kind: Kind)` and listed in [`on_both_backends!`] runs as `name::local` on a
-//! temporary directory and as `name::s3` on the real S3 server that `e2e/run-tests.sh` starts
-//! (under its own bucket prefix). Plain `#[tokio::test]`s are local-only on purpose: each says
-//! why (file times, directories PBS leaves on disk, files planted behind the backend's back).
+//! Datastore behaviour, one suite for both backends (docs/design.md#object-storage-backends): each
+//! scenario written as `async fn name(kind: Kind)` and listed in [`on_both_backends!`] runs as
+//! `name::local` on a temporary directory and as `name::s3` on the real S3 server that
+//! `e2e/run-tests.sh` starts (under its own bucket prefix). Plain `#[tokio::test]`s are local-only
+//! on purpose: each says why (file times, directories PBS leaves on disk, files planted behind the
+//! backend's back).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -166,8 +167,100 @@ async fn all_keys(backend: &dyn Backend) -> Vec<String> {
         .objects
         .into_iter()
         .map(|o| o.key)
-        .filter(|k| k != LEASE && !k.starts_with(".chunks/.index"))
+        .filter(|k| !k.starts_with(LEASE) && !k.starts_with(".chunks/.index"))
         .collect()
+}
+
+/// A backend that counts chunk puts and, while `hold` is set, makes them wait until the test
+/// lets them go.
+struct ProbeBackend {
+    inner: Arc<dyn Backend>,
+    hold: std::sync::atomic::AtomicBool,
+    chunk_puts: std::sync::atomic::AtomicU64,
+    started: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl ProbeBackend {
+    fn new(inner: Arc<dyn Backend>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            hold: Default::default(),
+            chunk_puts: Default::default(),
+            started: tokio::sync::Notify::new(),
+            release: tokio::sync::Notify::new(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for ProbeBackend {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    fn exclusive_to_server(&self) -> bool {
+        self.inner.exclusive_to_server()
+    }
+
+    fn wants_put_checksum(&self) -> bool {
+        self.inner.wants_put_checksum()
+    }
+
+    fn retention_needs_object_lock(&self) -> bool {
+        self.inner.retention_needs_object_lock()
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        opts: crate::backend::PutOptions,
+    ) -> Result<crate::backend::PutOutcome, crate::backend::BackendError> {
+        use std::sync::atomic::Ordering;
+        if key.starts_with(".chunks/") {
+            self.chunk_puts.fetch_add(1, Ordering::SeqCst);
+        }
+        if key.starts_with(".chunks/") && self.hold.load(Ordering::SeqCst) {
+            let go = self.release.notified();
+            self.started.notify_one();
+            go.await;
+        }
+        self.inner.put(key, data, opts).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, crate::backend::BackendError> {
+        self.inner.get(key).await
+    }
+    async fn head(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::backend::ObjectMeta>, crate::backend::BackendError> {
+        self.inner.head(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: Option<char>,
+    ) -> Result<crate::backend::ListResult, crate::backend::BackendError> {
+        self.inner.list(prefix, delimiter).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), crate::backend::BackendError> {
+        self.inner.delete(key).await
+    }
+    async fn delete_many(&self, keys: &[String]) -> Result<(), crate::backend::BackendError> {
+        self.inner.delete_many(keys).await
+    }
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, crate::backend::BackendError> {
+        self.inner.delete_prefix(prefix).await
+    }
+    async fn touch(&self, key: &str) -> Result<(), crate::backend::BackendError> {
+        self.inner.touch(key).await
+    }
+    async fn capacity(
+        &self,
+    ) -> Result<Option<crate::backend::Capacity>, crate::backend::BackendError> {
+        self.inner.capacity().await
+    }
 }
 
 /// Poll until `f` holds (the drop cleanup runs in a spawned task).
@@ -478,3 +571,6 @@ mod store;
 
 #[path = "tests_backends.rs"]
 mod backends;
+
+#[path = "tests_fencing.rs"]
+mod fencing;

@@ -252,6 +252,19 @@ async fn gc_after_prune_frees_exactly_unreferenced_chunks(kind: Kind) {
         + sizes(&[shared.clone(), payload("g2", 0)]);
     assert_eq!(status.index_data_bytes, original);
     assert!(status.dedup_factor().is_some());
+    // 8 chunk references, 5 distinct chunks: the shared one is met again twice, g1's 4th once
+    assert_eq!(
+        status.cache_stats,
+        Some(GcCacheStats { hits: 3, misses: 5 })
+    );
+    // PBS's keys only, as the datastore usage list shows them
+    let pbs = status.pbs_json();
+    assert_eq!(
+        pbs["cache-stats"],
+        serde_json::json!({"hits": 3, "misses": 5})
+    );
+    assert_eq!(pbs["removed-chunks"], 3);
+    assert!(pbs.get("mark-duration-ms").is_none() && pbs.get("abandoned-bytes").is_none());
 
     // The run is in the job history with its statistics, and in `.gc-status`.
     let history =
@@ -404,4 +417,41 @@ async fn second_gc_reads_indexes_from_the_cache(kind: Kind) {
     e.ds.set_index_cache_capacity(0);
     let fourth = e.ds.garbage_collect(&|_| {}).await.unwrap();
     assert_eq!((fourth.index_cache_hits, fourth.index_cache_misses), (0, 5));
+}
+
+/// A stop request (the task's abort) reaches GC while it marks: it ends with an error before
+/// sweeping, so an unreferenced chunk is still there and no GC status is recorded; the next
+/// GC runs normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_stop_request_ends_it_before_anything_is_swept() {
+    let e = env().await;
+    snapshot_with(
+        &e.ds,
+        &vm("1"),
+        T0,
+        &[payload("kept", 0), payload("kept", 1)],
+    )
+    .await;
+    let (orphan, raw) = chunk(&payload("orphan", 0));
+    e.ds.insert_chunk(&orphan, raw, false).await.unwrap();
+    age_file(
+        &e.root.join(layout::chunk_key(&orphan)),
+        Duration::from_secs(3600),
+    );
+    e.ds.set_gc_cutoff(Duration::from_secs(60));
+
+    let ds = e.ds.clone();
+    let stop_when_marking = move |line: String| {
+        if line.starts_with("Start GC phase1") {
+            ds.request_gc_abort();
+        }
+    };
+    let err = e.ds.garbage_collect(&stop_when_marking).await.unwrap_err();
+    assert!(err.to_string().contains("aborted"), "{err}");
+    assert!(stored_chunks(&e.backend).await.contains(&orphan));
+    assert!(e.ds.last_gc_status().await.is_none());
+
+    let status = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    assert_eq!(status.removed_chunks, 1);
+    assert!(!stored_chunks(&e.backend).await.contains(&orphan));
 }

@@ -123,8 +123,8 @@ async fn insert_chunk_deduplicates(kind: Kind) {
         assert!(!out.duplicate);
         assert_eq!(e.ds.load_chunk(&digest).await.unwrap(), small);
     } else {
-        // On S3 a known digest costs no request at all (DESIGN decision 5): the first copy
-        // stays, which is as valid as the smaller one.
+        // On S3 a known digest costs no request at all (docs/design.md#known-chunk-set): the first
+        // copy stays, which is as valid as the smaller one.
         assert!(out.duplicate);
         assert_eq!(e.ds.load_chunk(&digest).await.unwrap(), plain);
     }
@@ -198,6 +198,49 @@ async fn insert_chunk_deduplicates(kind: Kind) {
 
 /// Local only: it ages chunk files by setting their modification time, which S3 cannot do (the
 /// both-backends form, with a zero cutoff instead, is `gc_removes_only_unreferenced`).
+/// Like PBS's chunk store, the local insert looks before it writes: a duplicate is never
+/// written (and synced) in full a second time.
+#[tokio::test]
+async fn local_insert_of_a_duplicate_writes_nothing() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let local: Arc<dyn Backend> = Arc::new(LocalBackend::open(&dir.path().join("s")).unwrap());
+    let probe = ProbeBackend::new(local);
+    let ds = Datastore::open("test", probe.clone()).await.unwrap();
+    let (digest, raw) = chunk(b"stored once");
+    assert!(
+        !ds.insert_chunk(&digest, raw.clone(), false)
+            .await
+            .unwrap()
+            .duplicate
+    );
+    assert_eq!(probe.chunk_puts.load(Ordering::SeqCst), 1);
+    let path = dir.path().join("s").join(layout::chunk_key(&digest));
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    for _ in 0..3 {
+        assert!(
+            ds.insert_chunk(&digest, raw.clone(), false)
+                .await
+                .unwrap()
+                .duplicate
+        );
+    }
+    assert_eq!(
+        probe.chunk_puts.load(Ordering::SeqCst),
+        1,
+        "no second write"
+    );
+    // The duplicate still counts as a reuse for GC (the file's time moved forward).
+    let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+    assert!(modified > old + Duration::from_secs(3000));
+}
+
 #[tokio::test]
 async fn gc_sweeps_only_unreferenced_old_chunks() {
     let e = env().await;

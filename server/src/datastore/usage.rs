@@ -1,7 +1,7 @@
-//! Usage metering of one datastore (DESIGN decision 10): physical bytes and chunk count of the
-//! chunk store, and per finished snapshot its logical bytes (the archive sizes its manifest
-//! lists). Counters follow every chunk insert, GC removal, backup commit and snapshot removal,
-//! and are persisted in `.usage/counters.json` so that a restart needs no scan.
+//! Usage metering of one datastore (docs/design.md#usage-and-compliance): physical bytes and chunk
+//! count of the chunk store, and per finished snapshot its logical bytes (the archive sizes its
+//! manifest lists). Counters follow every chunk insert, GC removal, backup commit and snapshot
+//! removal, and are persisted in `.usage/counters.json` so that a restart needs no scan.
 //!
 //! Reconciliation is by scan: a full listing of the chunk store and of the snapshots replaces
 //! the counters. It runs at open when the persisted counters are missing or were not written
@@ -205,9 +205,17 @@ pub struct UsageState {
     meter: Mutex<Option<Arc<TenantMeter>>>,
     /// Per-datastore quota (`[[datastore]] quota_bytes`).
     store_limit: Mutex<Option<u64>>,
+    /// Nominal capacity for the status figures (`[[datastore]] capacity_bytes`).
+    pub(super) capacity_limit: Mutex<Option<u64>>,
     /// A recount holds (or waits for) GC's lock: a GC asked for meanwhile waits for it
     /// instead of being refused as "already running".
     rescan_waiting_or_running: std::sync::atomic::AtomicBool,
+    /// One recount at a time; callers arriving while one runs take its result.
+    recount: tokio::sync::Mutex<()>,
+    /// Recounts completed so far.
+    recounts_done: std::sync::atomic::AtomicU64,
+    /// A background recount was asked for and has not ended yet.
+    recount_queued: AtomicBool,
 }
 
 impl std::fmt::Debug for UsageState {
@@ -322,14 +330,44 @@ impl Datastore {
     }
 
     /// Refuse a new backup when the tenant (or this datastore) is already at its quota. Counters
-    /// not trusted yet (just after a crash) are recounted first when a quota applies.
-    pub async fn check_quota_for_backup(&self) -> Result<(), DatastoreError> {
+    /// not trusted yet (just after a crash) are the last ones persisted until the background
+    /// recount this starts has finished: a request never waits for a recount.
+    pub async fn check_quota_for_backup(self: &Arc<Self>) -> Result<(), DatastoreError> {
         let limited =
             self.store_quota().is_some() || self.meter().is_some_and(|m| m.quota().is_some());
         if limited && self.usage_needs_rescan() {
-            self.usage_rescan().await?;
+            self.request_usage_recount();
         }
         self.quota_check(0, "new backup")
+    }
+
+    /// Starts a recount in the background unless one is already asked for or running; the
+    /// counters stay readable (with their last values) meanwhile.
+    pub fn request_usage_recount(self: &Arc<Self>) {
+        if self.usage.recount_queued.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            self.usage.recount_queued.store(false, Ordering::SeqCst);
+            return;
+        };
+        let ds = self.clone();
+        handle.spawn(async move {
+            match ds.usage_rescan().await {
+                Ok(u) => tracing::info!(
+                    store = %ds.name,
+                    "usage counted: {} physical bytes in {} chunks, {} snapshots",
+                    u.physical_bytes, u.chunks, u.snapshots
+                ),
+                Err(e) => tracing::warn!(store = %ds.name, "usage recount failed: {e}"),
+            }
+            ds.usage.recount_queued.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Whether a background recount is asked for or running.
+    pub fn usage_recount_pending(&self) -> bool {
+        self.usage.recount_queued.load(Ordering::SeqCst)
     }
 
     pub(super) fn quota_check(&self, size: u64, what: &str) -> Result<(), DatastoreError> {
@@ -418,6 +456,24 @@ impl Datastore {
         }
     }
 
+    /// A snapshot moved from key prefix `old` to `new` (group or namespace move): same bytes,
+    /// new place; not a removal and not a new backup for metering.
+    pub(crate) fn usage_snapshot_moved(&self, old: &str, new: &str) {
+        let mut inner = lock_std(&self.usage.inner);
+        // Unfinished snapshots are not counted, here or there.
+        let Some(logical) = inner.snapshots.remove(old) else {
+            return;
+        };
+        inner.snapshots.insert(new.to_string(), logical);
+        inner.dirty = true;
+        if let Some(scan) = inner.scan.as_mut() {
+            scan.added.remove(old);
+            scan.removed.insert(old.to_string());
+            scan.removed.remove(new);
+            scan.added.insert(new.to_string());
+        }
+    }
+
     /// S3 requests sent for this datastore over all server runs (`None` on local storage).
     pub fn s3_request_totals(&self) -> Option<RequestCounts> {
         let this_run = self.backend.request_counts()?;
@@ -429,6 +485,15 @@ impl Datastore {
     /// Persist the counters if they changed (or always with `clean`, at shutdown); request
     /// counts alone are written at most every [`REQUESTS_PERSIST_INTERVAL`].
     pub async fn usage_flush(&self, clean: bool) -> Result<(), DatastoreError> {
+        self.usage_flush_to(self.backend.as_ref(), clean).await
+    }
+
+    /// [`Self::usage_flush`] through `backend` (`close` writes past the closed write gate).
+    pub(super) async fn usage_flush_to(
+        &self,
+        backend: &dyn Backend,
+        clean: bool,
+    ) -> Result<(), DatastoreError> {
         let this_run = self.backend.request_counts().unwrap_or_default();
         let data = {
             let mut inner = lock_std(&self.usage.inner);
@@ -445,10 +510,7 @@ impl Datastore {
             // Counters that still await their first scan are never declared clean.
             encode(&inner, clean && !inner.needs_rescan, &totals)
         };
-        let result = self
-            .backend
-            .put(USAGE_OBJECT, data, PutOptions::default())
-            .await;
+        let result = backend.put(USAGE_OBJECT, data, PutOptions::default()).await;
         let mut inner = lock_std(&self.usage.inner);
         match &result {
             Ok(_) => {
@@ -463,9 +525,15 @@ impl Datastore {
         result.map(|_| ()).map_err(DatastoreError::from)
     }
 
-    /// Recount everything by listing (excludes GC while it runs; see the module docs).
+    /// Recount everything by listing (excludes GC while it runs; see the module docs). One
+    /// recount at a time: a caller that arrives while one runs waits for it and takes its
+    /// result instead of starting another.
     pub async fn usage_rescan(&self) -> Result<UsageCounters, DatastoreError> {
-        use std::sync::atomic::Ordering;
+        let asked = self.usage.recounts_done.load(Ordering::SeqCst);
+        let _one = self.usage.recount.lock().await;
+        if self.usage.recounts_done.load(Ordering::SeqCst) != asked {
+            return Ok(self.usage());
+        }
         let flag = &self.usage.rescan_waiting_or_running;
         flag.store(true, Ordering::SeqCst);
         let result = {
@@ -473,6 +541,9 @@ impl Datastore {
             self.usage_rescan_locked().await
         };
         flag.store(false, Ordering::SeqCst);
+        if result.is_ok() {
+            self.usage.recounts_done.fetch_add(1, Ordering::SeqCst);
+        }
         result
     }
 

@@ -1,5 +1,5 @@
-//! Verify (formats.md §7): check the snapshots of a datastore and record the result in each
-//! manifest's `unprotected.verify_state` (`{"state":"ok"|"failed","upid":...}`).
+//! Verify (docs/formats.md#verify): check the snapshots of a datastore and record the result in
+//! each manifest's `unprotected.verify_state` (`{"state":"ok"|"failed","upid":...}`).
 //!
 //! Per snapshot: a shared snapshot lock (a snapshot being removed is skipped and counts OK),
 //! the manifest, the `ignore-verified` / `outdated-after` filter, then every listed file: blobs
@@ -341,7 +341,10 @@ impl Datastore {
     }
 }
 
-/// Blob files: CRC, raw length and SHA-256 as listed; plain ones must decode.
+/// Blob files: CRC, raw length and SHA-256 as listed; plain ones must decode. The blob's own
+/// magic decides whether it can be decoded, not the manifest's crypt mode: clients list
+/// `rsa-encrypted.key.blob` with the backup's crypt mode (`encrypt`) but store it as a plain
+/// blob, and PBS's verify accepts that.
 fn verify_blob(file: &FileInfo, raw: &[u8]) -> Result<(), String> {
     let view = BlobView::parse(raw).map_err(|e| format!("not a valid blob: {e}"))?;
     view.verify_crc()
@@ -356,17 +359,12 @@ fn verify_blob(file: &FileInfo, raw: &[u8]) -> Result<(), String> {
     if digest_to_hex(&sha256(raw)) != file.csum {
         return Err("checksum differs from the manifest".to_string());
     }
-    match file.crypt_mode {
-        CryptMode::SignOnly => Err("invalid crypt mode 'sign-only' for a blob".to_string()),
-        CryptMode::Encrypt if !view.kind().is_encrypted() => {
-            Err("unencrypted blob listed as encrypted".to_string())
-        }
-        CryptMode::Encrypt => Ok(()),
-        CryptMode::None => view
-            .decode(MAX_BLOB_SIZE)
-            .map(|_| ())
-            .map_err(|e| format!("cannot decode: {e}")),
+    if view.kind().is_encrypted() {
+        return Ok(());
     }
+    view.decode(MAX_BLOB_SIZE)
+        .map(|_| ())
+        .map_err(|e| format!("cannot decode: {e}"))
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
-//! Chunk checks of verify (formats.md §7 step 4) and PBS's bad-chunk handling.
+//! Chunk checks of verify (docs/formats.md#verify-chunk-checks) and PBS's bad-chunk handling.
 //!
 //! * cheap: the chunk exists and is not empty; on object storage the store's recorded SHA-256
-//!   (checked by the store at upload, DESIGN decision 6) is read from the object's attributes,
-//!   no download. Stores that return no checksum (Ceph RGW before Squid, the local filesystem)
-//!   only tell existence and size; such chunks are counted as "present" in the summary.
+//!   (checked by the store at upload, docs/design.md#verify-without-egress) is read from the
+//!   object's attributes, no download. Stores that return no checksum (Ceph RGW before Squid, the
+//!   local filesystem) only tell existence and size; such chunks are counted as "present" in the
+//!   summary.
 //! * deep: download, check CRC and the crypt mode of the magic against the index; plain chunks
 //!   are decoded and re-hashed (digest = SHA-256 of the data) and their length compared.
 //!
@@ -142,6 +143,11 @@ impl Datastore {
         self.backend
             .put(&target, data, PutOptions::default())
             .await?;
+        // Durably not "stored" any more before the original goes.
+        self.known
+            .journal_removal(self.backend.as_ref(), std::slice::from_ref(digest))
+            .await?;
+        crate::fault::pause_at_async("verify-move-bad", &key).await;
         self.backend.delete(&key).await?;
         self.usage_chunk_moved_aside(digest, size);
         tracing::warn!(

@@ -300,3 +300,26 @@ fn chunk_bytes_are_checked_against_digest_mode_and_length() {
         .unwrap_err()
         .contains("CRC"));
 }
+
+#[test]
+fn blobs_are_judged_by_their_own_magic() {
+    // `rsa-encrypted.key.blob`: plain and uncompressed, listed with crypt mode `encrypt`
+    let raw = encode_blob(&[7u8; 256], false);
+    let file = |crypt_mode| FileInfo {
+        filename: "rsa-encrypted.key.blob".into(),
+        crypt_mode,
+        size: raw.len() as u64,
+        csum: digest_to_hex(&sha256(&raw)),
+    };
+    assert_eq!(verify_blob(&file(CryptMode::Encrypt), &raw), Ok(()));
+    assert_eq!(verify_blob(&file(CryptMode::None), &raw), Ok(()));
+    let mut wrong_size = file(CryptMode::Encrypt);
+    wrong_size.size += 1;
+    assert!(verify_blob(&wrong_size, &raw).unwrap_err().contains("size"));
+    let mut flipped = raw.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert!(verify_blob(&file(CryptMode::Encrypt), &flipped)
+        .unwrap_err()
+        .contains("CRC"));
+}

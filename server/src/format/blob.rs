@@ -1,4 +1,5 @@
-//! DataBlob container (formats.md §1): the envelope of every chunk and every `.blob` file.
+//! DataBlob container (docs/formats.md#datablob): the envelope of every chunk and every `.blob`
+//! file.
 //!
 //! Layout: magic(8) ‖ crc32 LE(4) ‖ [iv(16) ‖ tag(16) if encrypted] ‖ payload. The CRC covers
 //! only the payload. Parsing is zero-copy; decoding is bounded so a zstd bomb cannot exhaust
@@ -9,7 +10,7 @@ use std::io::Read;
 use super::digest::{digest_to_hex, sha256, Digest};
 use super::FormatError;
 
-/// Largest blob the encoder accepts (client-side library limit, formats.md §1.7).
+/// Largest blob the encoder accepts (client-side library limit, docs/formats.md#size-limits).
 pub const MAX_BLOB_SIZE: usize = 128 * 1024 * 1024;
 /// Largest decoded chunk the backup API accepts (`size` parameter upper bound).
 pub const MAX_CHUNK_SIZE: u64 = 16 * 1024 * 1024;
@@ -26,7 +27,8 @@ pub const MAGIC_COMPRESSED: [u8; 8] = [49, 185, 88, 66, 111, 182, 163, 127];
 pub const MAGIC_ENCRYPTED: [u8; 8] = [123, 103, 133, 190, 34, 45, 76, 240];
 /// sha256("Proxmox Backup zstd compressed encrypted blob v1.0")[..8]
 pub const MAGIC_ENCRYPTED_COMPRESSED: [u8; 8] = [230, 89, 27, 191, 11, 191, 216, 11];
-/// Removed pre-1.0 "authenticated" blob; recognised only to reject it clearly (§1.9).
+/// Removed pre-1.0 "authenticated" blob; recognised only to reject it clearly
+/// (docs/formats.md#legacy-signed-blobs).
 pub const MAGIC_LEGACY_AUTHENTICATED: [u8; 8] = [31, 135, 238, 226, 145, 206, 5, 2];
 /// Removed pre-1.0 "zstd compressed authenticated" blob; recognised only to reject it.
 pub const MAGIC_LEGACY_AUTHENTICATED_COMPRESSED: [u8; 8] = [126, 166, 15, 190, 145, 31, 169, 96];
@@ -224,7 +226,8 @@ fn assemble(magic: [u8; 8], extra_header: &[u8], payload: &[u8]) -> Vec<u8> {
 }
 
 /// Encode a plain blob. With `compress`, zstd level 1 is used only if the result is not larger
-/// than the input (PBS rule, §1.4). Callers keep `data` within [`MAX_BLOB_SIZE`].
+/// than the input (PBS rule, docs/formats.md#compression). Callers keep `data` within
+/// [`MAX_BLOB_SIZE`].
 pub fn encode_blob(data: &[u8], compress: bool) -> Vec<u8> {
     if compress {
         if let Ok(z) = zstd::bulk::compress(data, 1) {
@@ -254,7 +257,8 @@ pub fn assemble_encrypted_blob(
     assemble(magic, &extra, ciphertext)
 }
 
-/// Recompute the payload CRC and store it; the server never trusts a client's chunk CRC (§1.8).
+/// Recompute the payload CRC and store it; the server never trusts a client's chunk CRC
+/// (docs/formats.md#chunk-upload-checks).
 pub fn rewrite_crc(raw: &mut [u8]) -> Result<(), FormatError> {
     let crc = BlobView::parse(raw)?.compute_crc();
     raw[8..12].copy_from_slice(&crc.to_le_bytes());
@@ -268,10 +272,10 @@ pub struct CheckedChunk {
     pub raw_len: usize,
 }
 
-/// Server-side checks of an uploaded chunk body, formats.md §1.8 steps 1–5: length equals
-/// `encoded_size`; known magic and minimum length; plain chunks are decoded (bounded by `size`)
-/// and must hash to `digest` with exactly `size` bytes; encrypted chunks are accepted as-is;
-/// finally the CRC is rewritten in place.
+/// Server-side checks of an uploaded chunk body, docs/formats.md#chunk-upload-checks steps 1–5:
+/// length equals `encoded_size`; known magic and minimum length; plain chunks are decoded (bounded
+/// by `size`) and must hash to `digest` with exactly `size` bytes; encrypted chunks are accepted
+/// as-is; finally the CRC is rewritten in place.
 pub fn check_uploaded_chunk(
     raw: &mut [u8],
     encoded_size: u64,

@@ -1,13 +1,14 @@
 //! SHA-256 chunk digests, their hex form, and the client-side key derivations that PBS
-//! builds on them (id key, keyed chunk digest, key fingerprint; formats.md §1.5–§1.6).
+//! builds on them (id key, keyed chunk digest, key fingerprint;
+//! docs/formats.md#encryption-and-keys, #chunk-digests).
 
 use super::FormatError;
 
 /// A chunk digest (SHA-256); the chunk's identity and its file/object name.
 pub type Digest = [u8; 32];
 
-/// Digest of a 4 MiB all-zero plain chunk (formats.md §1.6); PBS uses it for the atime self-test
-/// and QEMU references it for every zero block.
+/// Digest of a 4 MiB all-zero plain chunk (docs/formats.md#chunk-digests); PBS uses it for the
+/// atime self-test and QEMU references it for every zero block.
 pub const ZERO_CHUNK_4M_DIGEST: &str =
     "bb9f8df61474d25e71fa00722318cd387396ca1736605e1248821cc0de3d3af8";
 

@@ -1,7 +1,8 @@
-//! Dynamic index `.didx` (formats.md §2.2, §2.3): variable-size chunks of a stream.
+//! Dynamic index `.didx` (docs/formats.md#dynamic-index, #index-checksum): variable-size chunks of
+//! a stream.
 
 use super::digest::{Digest, Sha256};
-use super::index::INDEX_HEADER_LEN;
+use super::index_header::INDEX_HEADER_LEN;
 use super::FormatError;
 
 /// sha256("Proxmox Backup dynamic sized chunk index v1.0")[..8]

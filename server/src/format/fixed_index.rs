@@ -1,7 +1,8 @@
-//! Fixed index `.fidx` (formats.md §2.1, §2.3): block images split into equal-size chunks.
+//! Fixed index `.fidx` (docs/formats.md#fixed-index, #index-checksum): block images split into
+//! equal-size chunks.
 
 use super::digest::{Digest, Sha256};
-pub use super::index::INDEX_HEADER_LEN;
+use super::index_header::INDEX_HEADER_LEN;
 use super::FormatError;
 
 /// Chunk size the server always uses when it creates a `.fidx`.

@@ -1,13 +1,11 @@
-//! Shared index definitions and the `AnyIndex` wrapper used by verify, GC and the reader
-//! session, which need the chunk list of an index without caring about its kind.
+//! Which index kind a file holds, and the `AnyIndex` wrapper used by verify, GC and the reader
+//! session, which need the chunk list of an index without caring about its kind. The header
+//! both kinds share lives in [`super::index_header`].
 
 use super::digest::Digest;
 use super::dynamic_index::DynamicIndex;
 use super::fixed_index::FixedIndex;
 use super::FormatError;
-
-/// Both index formats start with a 4096-byte header (formats.md §2).
-pub const INDEX_HEADER_LEN: usize = 4096;
 
 /// Which index format a snapshot file uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -25,15 +23,6 @@ pub fn index_kind_of(file_name: &str) -> Option<IndexKind> {
     } else {
         None
     }
-}
-
-/// The index_csum stored in a header (bytes 32..64). Informational only: readers must
-/// recompute it from the entries and never trust this field.
-pub fn stored_header_csum(bytes: &[u8]) -> Option<Digest> {
-    let s = bytes.get(32..64)?;
-    let mut d = [0u8; 32];
-    d.copy_from_slice(s);
-    Some(d)
 }
 
 /// A parsed index of either kind.
@@ -116,6 +105,7 @@ mod tests {
     use super::*;
     use crate::format::digest::sha256;
     use crate::format::dynamic_index::DynamicEntry;
+    use crate::format::index_header::stored_header_csum;
 
     #[test]
     fn kind_from_name() {

@@ -1,4 +1,4 @@
-//! Snapshot manifest `index.json.blob` (formats.md §3): JSON schema, the server-owned
+//! Snapshot manifest `index.json.blob` (docs/formats.md#manifest): JSON schema, the server-owned
 //! `unprotected` section, canonical JSON and the HMAC signature over the protected part.
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,8 @@ pub const MAX_MANIFEST_SIZE: usize = 16 * 1024 * 1024;
 /// Name of the manifest file inside a snapshot.
 pub const MANIFEST_BLOB_NAME: &str = "index.json.blob";
 
-/// Per-file crypt mode (§3.2); absent in pre-0.8 manifests, hence the default.
+/// Per-file crypt mode (docs/formats.md#crypt-modes); absent in pre-0.8 manifests, hence the
+/// default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum CryptMode {
@@ -146,7 +147,8 @@ impl Manifest {
             .and_then(Value::as_str)
     }
 
-    /// Canonical JSON of the manifest without `unprotected` and `signature` (§3.3).
+    /// Canonical JSON of the manifest without `unprotected` and `signature`
+    /// (docs/formats.md#manifest-signature).
     pub fn signed_canonical_json(&self) -> Result<String, FormatError> {
         let mut v =
             serde_json::to_value(self).map_err(|e| FormatError::CanonicalJson(e.to_string()))?;
@@ -187,8 +189,8 @@ fn to_value_infallible<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-/// Canonical JSON (§3.3): keys sorted byte-wise, no whitespace, serde_json's compact scalars;
-/// `null` anywhere is an error.
+/// Canonical JSON (docs/formats.md#manifest-signature): keys sorted byte-wise, no whitespace,
+/// serde_json's compact scalars; `null` anywhere is an error.
 pub fn canonical_json(v: &Value) -> Result<String, FormatError> {
     let mut out = String::new();
     write_canonical(v, &mut out)?;
@@ -311,6 +313,23 @@ mod tests {
         );
         let n: Value = serde_json::from_str(r#"{"a": [null]}"#).unwrap();
         assert!(canonical_json(&n).is_err());
+    }
+
+    /// Found by the manifest_parse fuzz target: a float that serde_json's fast parser rounded
+    /// off by one unit in the last place came back different after a rewrite, so the canonical
+    /// form was not stable and a rewritten manifest changed a client's value.
+    #[test]
+    fn floats_survive_a_rewrite_unchanged() {
+        let text = "999999999929999999999929999999999999999999999999999999999999999999999";
+        let v: Value = serde_json::from_str(text).unwrap();
+        let canon = canonical_json(&v).unwrap();
+        let again: Value = serde_json::from_str(&canon).unwrap();
+        assert_eq!(again, v);
+        assert_eq!(canonical_json(&again).unwrap(), canon);
+
+        let mut m = pbs_vector_manifest();
+        m.unprotected.insert("client-value".into(), v);
+        assert_eq!(Manifest::from_blob(&m.to_blob()).unwrap(), m);
     }
 
     #[test]

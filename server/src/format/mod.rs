@@ -1,15 +1,19 @@
-//! Pure PBS on-disk/wire formats: blobs, digests, indexes, manifests and names.
+//! Pure PBS on-disk/wire formats: blobs, digests, indexes, manifests, names, pxar archives and
+//! their catalogs.
 //!
 //! Everything in this layer works on byte slices and values only (no I/O), so it can be
 //! fuzzed and unit-tested in isolation and shared by the datastore, protocol and API layers.
 
 pub mod blob;
+pub mod catalog;
 pub mod digest;
 pub mod dynamic_index;
 pub mod fixed_index;
 pub mod index;
+pub mod index_header;
 pub mod manifest;
 pub mod names;
+pub mod pxar;
 
 pub use digest::{digest_to_hex, parse_digest_hex, sha256, Digest, Sha256};
 

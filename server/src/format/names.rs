@@ -1,4 +1,4 @@
-//! Identifier validation (formats.md §4.2–4.3, protocol.md §7.1). Every name that ends up in a
+//! Identifier validation (docs/formats.md#names). Every name that ends up in a
 //! path or object key passes through here, so path tricks ('/', "..", leading '.') are
 //! impossible by construction.
 

@@ -1,4 +1,4 @@
-//! Scheduled datastore jobs (DESIGN: the `jobs/` layer, above `datastore/` and `tasks/`):
+//! Scheduled datastore jobs (ARCHITECTURE.md: the `jobs/` layer, above `datastore/` and `tasks/`):
 //! PBS calendar events, the scheduler that starts prune, verify and GC jobs as tasks, and the
 //! per-job state that makes a run missed while the server was down happen once after start.
 

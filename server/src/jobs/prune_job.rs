@@ -1,7 +1,7 @@
-//! Prune jobs (formats.md §5.3): every group in a namespace subtree that passes the group
-//! filters is pruned with the job's keep options; task log lines as PBS writes them
-//! (`[would ]keep|keep protected|keep partial|remove <snapshot>`), snapshots removed oldest
-//! first, a failed removal logged and skipped.
+//! Prune jobs (docs/formats.md#prune-execution): every group in a namespace subtree that passes the
+//! group filters is pruned with the job's keep options; task log lines as PBS writes them
+//! (`[would ]keep|keep protected|keep partial|remove <snapshot>`), snapshots removed oldest first,
+//! a failed removal logged and skipped.
 
 use regex::Regex;
 use serde::Serialize;

@@ -262,12 +262,23 @@ async fn execute(
                 Err(e) => (Value::Null, Err(e.to_string())),
             }
         }
-        JobBody::GarbageCollection => match store
-            .garbage_collect_as(Some(log.upid().to_string()), &sink)
-            .await
-        {
-            Ok(status) => (json!(status), Ok(())),
-            Err(e) => (Value::Null, Err(e.to_string())),
-        },
+        JobBody::GarbageCollection => {
+            // A stop request reaches GC as a flag it checks at safe points.
+            let watcher = {
+                let (log, store) = (log.clone(), store.clone());
+                tokio::spawn(async move {
+                    log.aborted().await;
+                    store.request_gc_abort();
+                })
+            };
+            let result = store
+                .garbage_collect_as(Some(log.upid().to_string()), &sink)
+                .await;
+            watcher.abort();
+            match result {
+                Ok(status) => (json!(status), Ok(())),
+                Err(e) => (Value::Null, Err(e.to_string())),
+            }
+        }
     }
 }

@@ -1,9 +1,11 @@
-//! Compliance report of a tenant's datastores (DESIGN decision 10): every finished snapshot with
-//! its encryption mode, verify state and time, protection and retention lock, plus the prune
-//! and GC history. JSON for machines, CSV (one row per snapshot or job run) for auditors.
+//! Compliance report of a tenant's datastores (docs/design.md#usage-and-compliance): every finished
+//! snapshot with its encryption mode, verify state and time, protection and retention lock, plus
+//! the prune and GC history. JSON for machines, CSV (one row per snapshot or job run) for auditors.
+//! A report holds what its caller may see (see `auth::scope`), nothing more.
 
 use serde::Serialize;
 
+use crate::auth::{GroupAccess, StoreScope};
 use crate::datastore::{Datastore, DatastoreError, JobKind, JobRecord};
 use crate::format::manifest::CryptMode;
 use crate::format::names::BackupNamespace;
@@ -68,14 +70,28 @@ fn encryption_of(modes: &[CryptMode]) -> String {
     }
 }
 
-/// Collect the report of one datastore.
-pub async fn store_report(store: &Datastore) -> Result<StoreReport, DatastoreError> {
+/// Collect the report of one datastore as the caller of `scope` may see it: the snapshots of
+/// the groups it sees in each namespace, and the job history only with store figures.
+pub async fn store_report(
+    store: &Datastore,
+    scope: &StoreScope<'_>,
+) -> Result<StoreReport, DatastoreError> {
     let mut snapshots = Vec::new();
     for ns in store
         .list_namespaces(&BackupNamespace::root(), None)
         .await?
     {
+        let access = scope.groups(&ns);
+        if access == GroupAccess::Nothing {
+            continue;
+        }
         for group in store.list_groups(&ns).await? {
+            if access.needs_owner() {
+                let owner = store.group_owner(&ns, &group).await?;
+                if !access.admits(scope.caller(), owner.as_deref()) {
+                    continue;
+                }
+            }
             for snap in store.list_snapshots(&ns, &group).await? {
                 if !snap.finished {
                     continue;
@@ -115,9 +131,12 @@ pub async fn store_report(store: &Datastore) -> Result<StoreReport, DatastoreErr
             }
         }
     }
-    let mut jobs = store.job_history(Some(JobKind::Prune)).await?;
-    jobs.extend(store.job_history(Some(JobKind::GarbageCollection)).await?);
-    jobs.sort_by_key(|j| (j.started, j.finished));
+    let mut jobs = Vec::new();
+    if scope.figures() {
+        jobs = store.job_history(Some(JobKind::Prune)).await?;
+        jobs.extend(store.job_history(Some(JobKind::GarbageCollection)).await?);
+        jobs.sort_by_key(|j| (j.started, j.finished));
+    }
     Ok(StoreReport {
         store: store.name().to_string(),
         backend_type: store.backend_kind().to_string(),

@@ -38,8 +38,10 @@ impl Family<'_> {
     }
 }
 
-/// The exposition for `tenants` (already filtered to what the caller may see), the event
-/// counters, and the number of undelivered webhook events when a webhook is configured.
+/// The exposition for `tenants` and `events` (both already filtered to what the caller may
+/// see: per-datastore series for the datastores in each usage document, tenant-wide series for
+/// the documents that carry the tenant's quota block), and the number of undelivered webhook
+/// events when it is given.
 pub fn render(
     tenants: &[TenantUsage],
     events: &BTreeMap<(String, String), EventCounts>,
@@ -88,7 +90,8 @@ pub fn render(
         "gauge",
         "Physical bytes over all datastores of the tenant (what the quota limits).",
     );
-    for t in tenants {
+    let tenant_wide = || tenants.iter().filter_map(|t| t.quota.map(|q| (t, q)));
+    for (t, _) in tenant_wide() {
         f.sample(
             "pbs_cloud_tenant_physical_bytes",
             &[("tenant", &t.tenant)],
@@ -100,8 +103,8 @@ pub fn render(
         "gauge",
         "Quota on physical bytes (tenants with a quota only).",
     );
-    for t in tenants {
-        if let Some(q) = t.quota_bytes {
+    for (t, quota) in tenant_wide() {
+        if let Some(q) = quota.quota_bytes {
             f.sample("pbs_cloud_tenant_quota_bytes", &[("tenant", &t.tenant)], q);
         }
     }
@@ -110,11 +113,11 @@ pub fn render(
         "gauge",
         "1 when physical usage reached the quota's warning threshold (quota_warn_percent).",
     );
-    for t in tenants {
+    for (t, quota) in tenant_wide() {
         f.sample(
             "pbs_cloud_tenant_quota_warning",
             &[("tenant", &t.tenant)],
-            t.quota_warning as u64,
+            quota.quota_warning as u64,
         );
     }
     f.header(
@@ -141,7 +144,6 @@ pub fn render(
             }
         }
     }
-    let visible = |tenant: &str| tenants.iter().any(|t| t.tenant == tenant);
     type GetEvent = fn(&EventCounts) -> u64;
     let event_counters: [(&str, &str, GetEvent); 3] = [
         (
@@ -162,7 +164,7 @@ pub fn render(
     ];
     for (name, help, get) in event_counters {
         f.header(name, "counter", help);
-        for ((tenant, store), counts) in events.iter().filter(|((t, _), _)| visible(t)) {
+        for ((tenant, store), counts) in events {
             f.sample(name, &[("tenant", tenant), ("store", store)], get(counts));
         }
     }
@@ -181,7 +183,7 @@ pub fn render(
 mod tests {
     use super::*;
     use crate::datastore::UsageCounters;
-    use crate::metering::usage::{S3Requests, StoreUsage};
+    use crate::metering::usage::{S3Requests, StoreUsage, TenantQuota};
 
     #[test]
     fn exposition_has_typed_families_and_escaped_labels() {
@@ -191,9 +193,11 @@ mod tests {
                 physical_bytes: 7,
                 ..Default::default()
             },
-            quota_bytes: Some(10),
-            quota_warning: true,
-            quota_warn_percent: 50,
+            quota: Some(TenantQuota {
+                quota_bytes: Some(10),
+                quota_warning: true,
+                quota_warn_percent: 50,
+            }),
             datastores: vec![StoreUsage {
                 store: "s1".into(),
                 counters: UsageCounters {
@@ -206,9 +210,10 @@ mod tests {
                     ..Default::default()
                 },
                 store_quota_bytes: None,
+                recount_pending: false,
             }],
         };
-        let text = render(&[t], &BTreeMap::new(), Some(0));
+        let text = render(std::slice::from_ref(&t), &BTreeMap::new(), Some(0));
         assert!(text.contains("# TYPE pbs_cloud_physical_bytes gauge\n"));
         assert!(text.contains("pbs_cloud_physical_bytes{tenant=\"ac\\\"me\",store=\"s1\"} 7\n"));
         assert!(text.contains("pbs_cloud_tenant_quota_bytes{tenant=\"ac\\\"me\"} 10\n"));
@@ -217,5 +222,13 @@ mod tests {
             "pbs_cloud_s3_requests_total{tenant=\"ac\\\"me\",store=\"s1\",type=\"put\"} 3\n"
         ));
         assert!(text.contains("pbs_cloud_webhook_pending_events 0\n"));
+
+        // Without the quota block (no tenant figures for this reader): store series only.
+        let t = TenantUsage { quota: None, ..t };
+        let text = render(&[t], &BTreeMap::new(), None);
+        assert!(text.contains("pbs_cloud_physical_bytes{tenant=\"ac\\\"me\",store=\"s1\"} 7\n"));
+        assert!(!text.contains("pbs_cloud_tenant_physical_bytes{"), "{text}");
+        assert!(!text.contains("pbs_cloud_tenant_quota_warning{"), "{text}");
+        assert!(!text.contains("pbs_cloud_webhook_pending_events"), "{text}");
     }
 }

@@ -1,8 +1,8 @@
 //! Usage metering, quotas, Prometheus metrics, the billing webhook and compliance reports
-//! (DESIGN decisions 9–10). The datastore layer counts (see `datastore/usage.rs`); this module
-//! holds one [`TenantMeter`] per tenant (quota, event sink), turns datastore events into
-//! webhook events and metric counters, and runs the background loops (counter persistence,
-//! webhook delivery, usage reports).
+//! (docs/design.md#tenants, #usage-and-compliance). The datastore layer counts (see
+//! `datastore/usage.rs`); this module holds one [`TenantMeter`] per tenant (quota, event sink),
+//! turns datastore events into webhook events and metric counters, and runs the background loops
+//! (counter persistence, webhook delivery, usage reports).
 
 pub mod compliance;
 pub mod metrics;
@@ -41,6 +41,8 @@ pub struct Metering {
     meters: Mutex<BTreeMap<String, Arc<TenantMeter>>>,
     /// Per-datastore quotas from the configuration.
     store_quotas: Mutex<BTreeMap<String, u64>>,
+    /// Per-datastore nominal capacities (`capacity_bytes`) for the status figures.
+    store_capacities: Mutex<BTreeMap<String, u64>>,
     events: Mutex<BTreeMap<(String, String), EventCounts>>,
     outbox: OnceLock<Arc<Outbox>>,
     me: OnceLock<Weak<Metering>>,
@@ -72,19 +74,26 @@ impl Metering {
         entry.store.attach_meter(self.tenant(&entry.tenant));
         let quota = lock_std(&self.store_quotas).get(&entry.name).copied();
         entry.store.set_store_quota(quota);
+        let capacity = lock_std(&self.store_capacities).get(&entry.name).copied();
+        entry.store.set_capacity_limit(capacity);
     }
 
-    /// Apply the quotas of the configuration (at start and on reload).
+    /// Apply the quotas and capacities of the configuration (at start and on reload).
     pub fn apply_quotas(&self, config: &Config) {
         for t in &config.tenants {
             self.tenant(t.id.get_ref())
                 .set_quota(t.quota_bytes, t.quota_warn_percent);
         }
         let mut quotas = lock_std(&self.store_quotas);
+        let mut capacities = lock_std(&self.store_capacities);
         quotas.clear();
+        capacities.clear();
         for ds in &config.datastores {
             if let Some(q) = ds.quota_bytes {
                 quotas.insert(ds.name.get_ref().clone(), q);
+            }
+            if let Some(c) = ds.capacity_bytes {
+                capacities.insert(ds.name.get_ref().clone(), c);
             }
         }
     }

@@ -34,6 +34,20 @@ pub struct StoreUsage {
     /// This datastore's own quota, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_quota_bytes: Option<u64>,
+    /// The counters are the last persisted ones and a recount is on its way (after an
+    /// unclean stop): exact once this is false.
+    pub recount_pending: bool,
+}
+
+/// The tenant-wide part of the usage document: the quota and whether usage reached its
+/// warning threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TenantQuota {
+    /// `null` when the tenant has no quota.
+    pub quota_bytes: Option<u64>,
+    pub quota_warning: bool,
+    pub quota_warn_percent: u8,
 }
 
 /// Usage of one tenant over its datastores.
@@ -41,19 +55,22 @@ pub struct StoreUsage {
 #[serde(rename_all = "kebab-case")]
 pub struct TenantUsage {
     pub tenant: String,
+    /// Sums over `datastores`.
     #[serde(flatten)]
     pub totals: UsageCounters,
-    pub quota_bytes: Option<u64>,
-    pub quota_warning: bool,
-    pub quota_warn_percent: u8,
+    /// Present for readers allowed to see tenant-wide figures (absent from the document
+    /// otherwise).
+    #[serde(flatten)]
+    pub quota: Option<TenantQuota>,
     pub datastores: Vec<StoreUsage>,
 }
 
-/// Usage of one datastore; counts it first if its counters are not trusted yet.
+/// Usage of one datastore as last counted. Counters not trusted yet (after an unclean stop)
+/// start a background recount; the answer never waits for it.
 pub async fn store_usage(entry: &DatastoreEntry) -> Result<StoreUsage, DatastoreError> {
     let store = &entry.store;
     if store.usage_needs_rescan() {
-        store.usage_rescan().await?;
+        store.request_usage_recount();
     }
     let s3 = store
         .s3_request_totals()
@@ -71,14 +88,17 @@ pub async fn store_usage(entry: &DatastoreEntry) -> Result<StoreUsage, Datastore
         counters: store.usage(),
         s3_requests: s3,
         store_quota_bytes: store.store_quota(),
+        recount_pending: store.usage_needs_rescan() || store.usage_recount_pending(),
     })
 }
 
-/// Usage of `tenant` over the given datastores (the caller filters what may be seen).
+/// Usage of `tenant` over the given datastores, with the tenant-wide quota block when
+/// `with_quota` (the caller decides what may be seen).
 pub async fn tenant_usage(
     state: &AppState,
     tenant: &str,
     entries: &[Arc<DatastoreEntry>],
+    with_quota: bool,
 ) -> Result<TenantUsage, DatastoreError> {
     let meter = state.meter.tenant(tenant);
     let mut totals = UsageCounters::default();
@@ -88,12 +108,15 @@ pub async fn tenant_usage(
         totals.add(&usage.counters);
         datastores.push(usage);
     }
-    Ok(TenantUsage {
-        tenant: tenant.to_string(),
-        totals,
+    let quota = with_quota.then(|| TenantQuota {
         quota_bytes: meter.quota(),
         quota_warning: meter.warning(),
         quota_warn_percent: meter.warn_percent(),
+    });
+    Ok(TenantUsage {
+        tenant: tenant.to_string(),
+        totals,
+        quota,
         datastores,
     })
 }
@@ -106,7 +129,7 @@ pub async fn all_tenants(state: &AppState) -> Vec<TenantUsage> {
     ids.extend(entries.iter().map(|e| e.tenant.clone()));
     let mut out = Vec::new();
     for id in ids {
-        match tenant_usage(state, &id, &entries).await {
+        match tenant_usage(state, &id, &entries, true).await {
             Ok(u) => out.push(u),
             Err(e) => tracing::warn!("usage of tenant '{id}' unavailable: {e}"),
         }

@@ -1,5 +1,5 @@
 //! The error every HTTP handler returns. PBS sends errors as plain message text with a status
-//! code (protocol.md §3.4), labelled `application/json` for historical reasons.
+//! code (docs/protocol.md#errors), labelled `application/json` for historical reasons.
 
 use http::{Response, StatusCode};
 
@@ -54,12 +54,9 @@ impl HttpError {
         Self::bad_request(format!("parameter '{name}': {why}"))
     }
 
+    /// The message as it is, without a trailing newline (as PBS sends it).
     pub fn into_response(self) -> Response<Body> {
-        let mut message = self.message;
-        if !message.ends_with('\n') {
-            message.push('\n');
-        }
-        text(self.status, JSON_CONTENT_TYPE, message)
+        text(self.status, JSON_CONTENT_TYPE, self.message)
     }
 }
 

@@ -1,6 +1,6 @@
-//! Request parameters with PBS's transport rules (protocol.md §3.2): a JSON body, or a form body
-//! plus the query string. Values from forms and queries are strings and are converted on access,
-//! so `true`, `1`, `yes`, `on` all read as booleans and `"42"` reads as a number. Unknown
+//! Request parameters with PBS's transport rules (docs/protocol.md#parameters): a JSON body, or a
+//! form body plus the query string. Values from forms and queries are strings and are converted on
+//! access, so `true`, `1`, `yes`, `on` all read as booleans and `"42"` reads as a number. Unknown
 //! parameters are accepted and ignored.
 
 use serde_json::{Map, Value};

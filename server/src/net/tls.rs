@@ -1,6 +1,6 @@
-//! TLS for the listener (DESIGN decision 12): a provided certificate, or a self-signed one made
+//! TLS for the listener (docs/design.md#tls): a provided certificate, or a self-signed one made
 //! on first start and kept in the data dir. Clients pin the leaf's SHA-256 fingerprint
-//! (protocol.md §1.2), which is printed at start in their format.
+//! (docs/protocol.md#certificate-fingerprint), which is printed at start in their format.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -1,5 +1,6 @@
 //! The protocol layer's error type and its mapping to HTTP answers. Messages are the texts the
-//! stock client shows its user (protocol.md §4, §5), so most variants carry a finished message.
+//! stock client shows its user (docs/protocol.md#backup-session, #reader-session), so most variants
+//! carry a finished message.
 
 use http::StatusCode;
 
@@ -23,6 +24,9 @@ pub enum ProtocolError {
     Datastore(#[from] DatastoreError),
     #[error(transparent)]
     Format(#[from] FormatError),
+    /// A memory budget of the server, a tenant or the session is spent (503).
+    #[error(transparent)]
+    Budget(#[from] super::backup::budget::BudgetError),
     /// An already finished HTTP answer (parameter errors from `net::Params`).
     #[error(transparent)]
     Http(#[from] HttpError),
@@ -50,6 +54,7 @@ impl From<ProtocolError> for HttpError {
             ProtocolError::NotAllowed(msg) => HttpError::unauthorized_msg(msg),
             ProtocolError::Datastore(e) => HttpError::new(datastore_status(&e), e.to_string()),
             ProtocolError::Format(e) => HttpError::bad_request(e.to_string()),
+            ProtocolError::Budget(e) => e.into(),
             ProtocolError::Http(e) => e,
         }
     }

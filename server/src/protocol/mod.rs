@@ -1,6 +1,7 @@
 //! PBS backup and reader sessions: the HTTP/1.1 → HTTP/2 upgrade and everything spoken inside
-//! it (protocol.md §1.3, §1.4, §4, §5). The api router authenticates the upgrade request and
-//! hands it to [`backup::upgrade`] or [`reader::upgrade`].
+//! it (docs/protocol.md#session-upgrade, #http2-inside-a-session, #backup-session,
+//! #reader-session). The api router authenticates the upgrade request and hands it to
+//! [`backup::upgrade`] or [`reader::upgrade`].
 
 pub mod backup;
 pub mod body;

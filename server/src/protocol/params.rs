@@ -1,5 +1,5 @@
-//! Parameter schema of the session endpoints (protocol.md §4.3 "Schema limits"): writer ids,
-//! chunk sizes, digests and archive names, with PBS-style error texts.
+//! Parameter schema of the session endpoints (docs/protocol.md#backup-endpoints, "Parameter
+//! limits"): writer ids, chunk sizes, digests and archive names, with PBS-style error texts.
 
 use crate::format::blob::{ENCRYPTED_HEADER_LEN, PLAIN_HEADER_LEN};
 use crate::format::names::check_archive_name;

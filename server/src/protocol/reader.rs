@@ -1,6 +1,6 @@
-//! Reader session (`proxmox-backup-reader-protocol-v1`, protocol.md §5): upgrade checks, then
-//! `download` of snapshot files, `chunk` downloads limited to chunks of indexes downloaded in
-//! this session, and `speedtest`.
+//! Reader session (`proxmox-backup-reader-protocol-v1`, docs/protocol.md#reader-session): upgrade
+//! checks, then `download` of snapshot files, `chunk` downloads limited to chunks of indexes
+//! downloaded in this session, and `speedtest`.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -13,14 +13,15 @@ use crate::auth::{owner_matches, Identity, Privileges};
 use crate::datastore::ReaderLease;
 use crate::format::index::{index_kind_of, AnyIndex};
 use crate::format::{digest_to_hex, Digest};
-use crate::net::{json_data, octet_stream, Body, HttpError, Params};
+use crate::net::{json_data, octet_stream, streamed, Body, HttpError, Params};
 use crate::state::AppState;
+use crate::tasks::TaskLog;
 
 use super::error::ProtocolError;
 use super::params::{archive_name, digest};
 use super::upgrade::{
     acl_path, check_upgrade_request, endpoint, path_not_found, serve_h2, switching_protocols,
-    READER_PROTOCOL_ID,
+    SessionLink, READER_PROTOCOL_ID,
 };
 use super::visible_datastore;
 
@@ -33,6 +34,10 @@ struct ReaderSession {
     /// Digests of every index downloaded in this session; only these may be fetched.
     allowed: Mutex<HashSet<Digest>>,
     label: String,
+    /// The session's task (worker type `reader`).
+    log: TaskLog,
+    /// Key path of the snapshot in the datastore, for task log lines.
+    rel_dir: String,
 }
 
 impl ReaderSession {
@@ -51,7 +56,8 @@ impl ReaderSession {
     }
 }
 
-/// `GET /api2/json/reader` with `Upgrade: proxmox-backup-reader-protocol-v1` (§5.1).
+/// `GET /api2/json/reader` with `Upgrade: proxmox-backup-reader-protocol-v1`
+/// (docs/protocol.md#reader-upgrade-checks).
 pub async fn upgrade(
     state: Arc<AppState>,
     identity: Identity,
@@ -84,7 +90,7 @@ pub async fn upgrade(
     let store = entry.store.clone();
     let not_found = || HttpError::not_found(format!("snapshot {} does not exist.", dir.path()));
     if !priv_read {
-        // Datastore.Backup alone: only groups the caller owns (§4.1 step 8).
+        // Datastore.Backup alone: only groups the caller owns (docs/protocol.md#group-ownership).
         let owner = store
             .group_owner(&ns, &dir.group)
             .await
@@ -109,27 +115,62 @@ pub async fn upgrade(
         format!("{store_name}:{}/{}", ns.display_path(), dir.path())
     };
     tracing::info!("reader session started: {label} by {}", identity.authid);
+    let rel_dir = crate::datastore::layout::snapshot_prefix(&ns, &dir)
+        .map_err(ProtocolError::from)?
+        .trim_end_matches('/')
+        .to_string();
+    // PBS's reader worker id: store, group and the backup time in hex (no namespace).
+    let task = state.tasks.start(
+        "reader",
+        Some(&format!(
+            "{store_name}:{}/{:08X}",
+            dir.group.path(),
+            dir.time
+        )),
+        &identity.authid.to_string(),
+    );
+    task.log().log(format!(
+        "starting new backup reader datastore '{store_name}': \"{rel_dir}\""
+    ));
     let session = Arc::new(ReaderSession {
         lease,
         allowed: Mutex::new(HashSet::new()),
         label,
+        log: task.log().clone(),
+        rel_dir,
     });
+    let link = SessionLink::take(&mut req, &state.limits);
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        let result = match on_upgrade.await {
-            Ok(upgraded) => {
-                let handler_session = session.clone();
-                serve_h2(upgraded, move |req| handle(handler_session.clone(), req))
+        let serve = async {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let handler_session = session.clone();
+                    serve_h2(upgraded, link, move |req| {
+                        handle(handler_session.clone(), req)
+                    })
                     .await
                     .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(format!("upgrade failed: {e}")),
             }
-            Err(e) => Err(format!("upgrade failed: {e}")),
+        };
+        let result = tokio::select! {
+            result = serve => result,
+            () = session.log.aborted() => {
+                session.log.log("reader failed: task aborted");
+                task.finish(Err("task aborted".to_string()));
+                tracing::info!("reader session aborted: {}", session.label);
+                return;
+            }
         };
         match result {
             Ok(()) => tracing::info!("reader session ended: {}", session.label),
             // Clients just drop the connection when done; that is not a failure.
             Err(e) => tracing::info!("reader session ended: {} ({e})", session.label),
         }
+        session.log.log("reader finished successfully");
+        task.finish(Ok(()));
     });
     Ok(switching_protocols(READER_PROTOCOL_ID))
 }
@@ -170,6 +211,9 @@ async fn download(
             "unknown archive type '{name}'"
         )));
     }
+    session
+        .log
+        .log(format!("download \"{}/{name}\"", session.rel_dir));
     let bytes = session
         .lease
         .read_file(&name)
@@ -178,9 +222,13 @@ async fn download(
     if let Some(kind) = kind {
         let index = AnyIndex::parse(kind, &bytes)
             .map_err(|e| HttpError::bad_request(format!("unable to open index '{name}': {e}")))?;
+        session
+            .log
+            .log(format!("register chunks in '{name}' as downloadable."));
         session.allow(index.chunks().into_iter().map(|(digest, _)| digest));
     }
-    Ok(octet_stream(bytes))
+    // PBS streams file downloads (chunks have a content-length)
+    Ok(streamed(octet_stream(bytes)))
 }
 
 /// `GET chunk?digest=D`: the stored chunk blob, if an index of this session lists it.

@@ -1,16 +1,20 @@
-//! The HTTP/1.1 → HTTP/2 switch shared by backup and reader sessions (protocol.md §1.3, §1.4):
-//! Upgrade header and HTTP version checks, the 101 answer, and an HTTP/2 server with prior
-//! knowledge on the upgraded byte stream with PBS's window and frame settings.
+//! The HTTP/1.1 → HTTP/2 switch shared by backup and reader sessions
+//! (docs/protocol.md#session-upgrade, #http2-inside-a-session): Upgrade header and HTTP version
+//! checks, the 101 answer, and an HTTP/2 server with prior knowledge on the upgraded byte stream
+//! with PBS's window and frame settings.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::time::Duration;
 
 use http::{header, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::format::names::BackupNamespace;
+use crate::net::conn_limit::HeldSlot;
+use crate::net::limits::EdgeLimits;
 use crate::net::{Body, HttpError};
 
 /// Upgrade protocol id of backup sessions.
@@ -22,8 +26,9 @@ pub const READER_PROTOCOL_ID: &str = "proxmox-backup-reader-protocol-v1";
 pub const H2_WINDOW_SIZE: u32 = 32 * 1024 * 1024;
 /// Largest HTTP/2 frame accepted (4 MiB, what PBS and the client use).
 pub const H2_MAX_FRAME_SIZE: u32 = 4 * 1024 * 1024;
-/// Concurrent streams allowed per session; the client pipelines many chunk uploads.
-pub const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Concurrent streams allowed per session, PBS 4.2's value (the client pipelines chunk
+/// uploads well below it).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 200;
 
 /// Checks the `Upgrade` header (value compared byte-exactly) and the HTTP version (< 2).
 pub fn check_upgrade_request<B>(req: &Request<B>, protocol: &str) -> Result<(), HttpError> {
@@ -63,10 +68,38 @@ pub fn acl_path(store: &str, ns: &BackupNamespace) -> String {
     path
 }
 
+/// What an upgraded session keeps of its HTTP/1.1 connection: its place in the connection
+/// limits (so that the session stays counted until it ends) and the keep-alive settings.
+pub struct SessionLink {
+    _slot: Option<HeldSlot>,
+    keepalive: Option<Duration>,
+    keepalive_timeout: Duration,
+}
+
+impl SessionLink {
+    /// Takes the connection's slot out of the upgrade request.
+    pub fn take<B>(req: &mut Request<B>, limits: &EdgeLimits) -> Self {
+        Self {
+            _slot: req.extensions_mut().remove::<HeldSlot>(),
+            keepalive: limits.session_keepalive,
+            keepalive_timeout: limits.session_keepalive_timeout,
+        }
+    }
+}
+
 /// Serves HTTP/2 (server side, prior knowledge) on an upgraded connection until the client
 /// goes away. `handler` answers every request; errors are already turned into responses.
 /// `Upgraded` already implements hyper's I/O traits, so it needs no `TokioIo` adapter.
-pub async fn serve_h2<F, Fut>(upgraded: Upgraded, handler: F) -> Result<(), hyper::Error>
+///
+/// A session is never cut for being busy or quiet: a client that sends nothing for the
+/// keep-alive interval gets a PING, and only one that leaves it unanswered (a vanished peer)
+/// is disconnected. Quiet sessions are normal (a mounted archive, a client reading a large
+/// unchanged file), and a busy upload keeps frames flowing, so it is never pinged.
+pub async fn serve_h2<F, Fut>(
+    upgraded: Upgraded,
+    link: SessionLink,
+    handler: F,
+) -> Result<(), hyper::Error>
 where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
@@ -76,18 +109,24 @@ where
         let handler = handler.clone();
         async move { Ok::<_, Infallible>(handler(req).await) }
     });
-    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+    let result = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(link.keepalive)
+        .keep_alive_timeout(link.keepalive_timeout)
         .initial_stream_window_size(H2_WINDOW_SIZE)
         .initial_connection_window_size(H2_WINDOW_SIZE)
         .max_frame_size(H2_MAX_FRAME_SIZE)
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
         .serve_connection(upgraded, service)
-        .await
+        .await;
+    drop(link);
+    result
 }
 
-/// The path of a session request without its leading '/' (`:authority` is ignored).
+/// The path of a session request without slashes around it and with empty segments ignored,
+/// as PBS routes it (`:authority` is ignored).
 pub fn endpoint<B>(req: &Request<B>) -> String {
-    req.uri().path().trim_start_matches('/').to_string()
+    crate::net::path::normalized(req.uri().path())
 }
 
 /// PBS's answer for an unknown path.

@@ -1,7 +1,7 @@
 //! In-process wire tests: a plain-TCP HTTP/1.1 server with upgrades that calls the session
 //! entry points, and a hyper client doing the upgrade and speaking HTTP/2 on the upgraded
-//! stream like the stock client (protocol.md §1.3, §4.6 A, §5). TLS and authentication are the
-//! api layer's job and are left out here.
+//! stream like the stock client (docs/protocol.md#session-upgrade, #client-call-sequences A,
+//! #reader-session). TLS and authentication are the api layer's job and are left out here.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -309,7 +309,7 @@ async fn backup_then_restore_over_the_wire() {
         err,
         (
             StatusCode::BAD_REQUEST,
-            "backup timestamp is older than last backup.\n".into()
+            "backup timestamp is older than last backup.".into()
         )
     );
 
@@ -335,7 +335,7 @@ async fn backup_then_restore_over_the_wire() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         &body[..],
-        format!("download chunk {hex} not allowed\n").as_bytes()
+        format!("download chunk {hex} not allowed").as_bytes()
     );
     let (status, _) = call(
         &mut h2,
@@ -468,7 +468,7 @@ async fn dropped_connection_removes_snapshot_and_bad_uploads_fail() {
             (status, &body[..]),
             (
                 StatusCode::BAD_REQUEST,
-                &b"detected chunk with wrong digest.\n"[..]
+                &b"detected chunk with wrong digest."[..]
             )
         );
         let path = format!(
@@ -488,13 +488,13 @@ async fn dropped_connection_removes_snapshot_and_bad_uploads_fail() {
             (status, &body[..]),
             (
                 StatusCode::BAD_REQUEST,
-                &b"uploaded chunk has unexpected size.\n"[..]
+                &b"uploaded chunk has unexpected size."[..]
             )
         );
         let err = json_call(&mut h2, Method::POST, "/finish", None)
             .await
             .unwrap_err();
-        assert_eq!(err.1, "found open index writer - unable to finish backup\n");
+        assert_eq!(err.1, "found open index writer - unable to finish backup");
         let (status, _) = call(
             &mut h2,
             Method::GET,
@@ -542,7 +542,7 @@ async fn dropped_connection_removes_snapshot_and_bad_uploads_fail() {
     .unwrap();
     assert_eq!(
         err,
-        (StatusCode::BAD_REQUEST, "invalid protocol name\n".into())
+        (StatusCode::BAD_REQUEST, "invalid protocol name".into())
     );
     let q = "store=nope&backup-type=host&backup-id=h1&backup-time=5";
     let err = connect(fx.addr, "/api2/json/backup", BACKUP_PROTOCOL_ID, q)

@@ -40,6 +40,8 @@ struct Task {
     upid_text: String,
     state: Mutex<TaskState>,
     abort: AtomicBool,
+    /// Wakes tasks that wait for an abort request instead of polling for it.
+    abort_notify: tokio::sync::Notify,
 }
 
 impl Task {
@@ -52,6 +54,21 @@ impl Task {
         for part in line.split('\n') {
             state.lines.push(format!("{ts}: {part}"));
         }
+    }
+
+    /// Writes the final `TASK …` line and the end state (once).
+    fn end(&self, result: Result<(), String>) {
+        if self.state().end.is_some() {
+            return;
+        }
+        let warnings = self.state().warnings;
+        let exit = match result {
+            Ok(()) if warnings > 0 => format!("WARNINGS: {warnings}"),
+            Ok(()) => "OK".to_string(),
+            Err(msg) => format!("ERROR: {msg}"),
+        };
+        self.push_line(&format!("TASK {exit}"));
+        self.state().end = Some((now(), exit));
     }
 }
 
@@ -77,6 +94,44 @@ impl TaskLog {
     }
     pub fn upid(&self) -> &str {
         &self.task.upid_text
+    }
+    /// Resolves once someone asked to abort the task (at once if that already happened).
+    pub async fn aborted(&self) {
+        loop {
+            let notified = self.task.abort_notify.notified();
+            if self.is_aborted() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A task driven by its caller rather than by a spawned future (backup and reader sessions):
+/// it runs until [`RunningTask::finish`]; dropping the handle ends it as an error.
+pub struct RunningTask {
+    log: TaskLog,
+}
+
+impl RunningTask {
+    /// The task's log (cheap to clone into the code that does the work).
+    pub fn log(&self) -> &TaskLog {
+        &self.log
+    }
+    pub fn upid(&self) -> &str {
+        self.log.upid()
+    }
+    /// Ends the task: `Ok` as `OK` (or `WARNINGS: n`), `Err(msg)` as `ERROR: msg`.
+    pub fn finish(self, result: Result<(), String>) {
+        self.log.task.end(result);
+    }
+}
+
+impl Drop for RunningTask {
+    fn drop(&mut self) {
+        self.log
+            .task
+            .end(Err("task ended without a final state".to_string()));
     }
 }
 
@@ -175,19 +230,8 @@ impl TaskRegistry {
         self.tasks().iter().find(|t| t.upid_text == upid).cloned()
     }
 
-    /// Starts `job` on the tokio runtime and returns its UPID. `Ok(())` ends as `OK` (or
-    /// `WARNINGS: n`), `Err(msg)` as `ERROR: msg`; a panic counts as an error.
-    pub fn spawn<F, Fut>(
-        &self,
-        worker_type: &str,
-        worker_id: Option<&str>,
-        authid: &str,
-        job: F,
-    ) -> String
-    where
-        F: FnOnce(TaskLog) -> Fut,
-        Fut: Future<Output = Result<(), String>> + Send + 'static,
-    {
+    /// Registers a task whose progress the caller reports through the returned handle.
+    pub fn start(&self, worker_type: &str, worker_id: Option<&str>, authid: &str) -> RunningTask {
         let upid = Upid {
             node: self.node.clone(),
             pid: self.pid,
@@ -203,6 +247,7 @@ impl TaskRegistry {
             upid,
             state: Mutex::new(TaskState::default()),
             abort: AtomicBool::new(false),
+            abort_notify: tokio::sync::Notify::new(),
         });
         {
             let mut tasks = self.tasks();
@@ -216,23 +261,34 @@ impl TaskRegistry {
                 }
             }
         }
-        let upid_text = task.upid_text.clone();
-        let log = TaskLog { task: task.clone() };
-        let handle = tokio::spawn(job(log));
+        RunningTask {
+            log: TaskLog { task },
+        }
+    }
+
+    /// Starts `job` on the tokio runtime and returns its UPID. `Ok(())` ends as `OK` (or
+    /// `WARNINGS: n`), `Err(msg)` as `ERROR: msg`; a panic counts as an error.
+    pub fn spawn<F, Fut>(
+        &self,
+        worker_type: &str,
+        worker_id: Option<&str>,
+        authid: &str,
+        job: F,
+    ) -> String
+    where
+        F: FnOnce(TaskLog) -> Fut,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let running = self.start(worker_type, worker_id, authid);
+        let upid_text = running.upid().to_string();
+        let handle = tokio::spawn(job(running.log().clone()));
         tokio::spawn(async move {
             let result = match handle.await {
                 Ok(result) => result,
                 Err(err) if err.is_panic() => Err("task panicked".to_string()),
                 Err(_) => Err("task was cancelled".to_string()),
             };
-            let warnings = task.state().warnings;
-            let exit = match result {
-                Ok(()) if warnings > 0 => format!("WARNINGS: {warnings}"),
-                Ok(()) => "OK".to_string(),
-                Err(msg) => format!("ERROR: {msg}"),
-            };
-            task.push_line(&format!("TASK {exit}"));
-            task.state().end = Some((now(), exit));
+            running.finish(result);
         });
         upid_text
     }
@@ -294,9 +350,9 @@ impl TaskRegistry {
     pub fn abort(&self, upid: &str) -> Option<bool> {
         let task = self.find(upid)?;
         let running = task.state().end.is_none();
-        if running {
-            task.abort.store(true, Ordering::Relaxed);
+        if running && !task.abort.swap(true, Ordering::Relaxed) {
             task.push_line("received abort request");
+            task.abort_notify.notify_waiters();
         }
         Some(running)
     }
@@ -411,5 +467,36 @@ mod tests {
         let ok = reg.spawn("x", None, "root@pam", |_| async { Ok(()) });
         assert_eq!(wait_done(&reg, &ok).await.exitstatus.as_deref(), Some("OK"));
         assert_eq!(reg.list()[0].upid, ok, "newest first");
+    }
+
+    #[tokio::test]
+    async fn running_task_handle_wakes_on_abort_and_ends_once() {
+        let reg = TaskRegistry::new("n");
+        let running = reg.start("backup", Some("s1:host/a"), "alice@pbs");
+        let upid = running.upid().to_string();
+        let log = running.log().clone();
+        let waiter = tokio::spawn(async move { log.aborted().await });
+        assert_eq!(reg.status(&upid).unwrap().status, "running");
+        assert_eq!(reg.abort(&upid), Some(true));
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("abort wakes the waiter")
+            .unwrap();
+        // A second abort request is not logged twice.
+        assert_eq!(reg.abort(&upid), Some(true));
+        running.log().log("backup failed: task aborted");
+        running.finish(Err("task aborted".into()));
+        let st = reg.status(&upid).unwrap();
+        assert_eq!(st.exitstatus.as_deref(), Some("ERROR: task aborted"));
+        let text = reg.log_text(&upid).unwrap();
+        assert_eq!(text.matches("received abort request").count(), 1);
+        assert!(text.trim_end().ends_with(": TASK ERROR: task aborted"));
+
+        let dropped = reg.start("reader", None, "alice@pbs");
+        let upid = dropped.upid().to_string();
+        drop(dropped);
+        let st = reg.status(&upid).unwrap();
+        assert_eq!(st.status, "stopped");
+        assert!(st.exitstatus.unwrap().starts_with("ERROR: "));
     }
 }

@@ -1,4 +1,4 @@
-//! Unique process ids of tasks (protocol.md §3.5):
+//! Unique process ids of tasks (docs/protocol.md#tasks-and-upids):
 //! `UPID:<node>:<pid>:<pstart>:<task id>:<starttime>:<type>:<escaped id>:<authid>:`.
 
 use std::fmt;

@@ -27,11 +27,9 @@ pub async fn start(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, 
 }
 
 pub async fn status(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, HttpError> {
-    ctx.require_any(
-        entry,
-        &BackupNamespace::root(),
-        Privileges::AUDIT | Privileges::MODIFY,
-    )?;
+    if !ctx.store_scope(entry).figures() {
+        return Err(HttpError::forbidden());
+    }
     let mut value = match entry.store.last_gc_status().await {
         Some(gc) => serde_json::to_value(gc)
             .map_err(|e| HttpError::internal(format!("cannot encode gc status: {e}")))?,

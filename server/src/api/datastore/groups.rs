@@ -5,23 +5,22 @@ use serde_json::json;
 
 use super::records::group_item;
 use crate::api::context::{ds_error, Ctx};
-use crate::auth::{owner_matches, Privileges};
+use crate::auth::{GroupAccess, Privileges};
 use crate::net::{json_data, Body, HttpError};
 use crate::state::DatastoreEntry;
 
-/// Groups of a namespace; with only Backup privilege, just the caller's own groups.
+/// Groups of a namespace the caller sees (all, or with only Backup privilege its own).
 pub async fn list(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, HttpError> {
     let ns = ctx.params.namespace("ns")?;
-    let privs = ctx.require_any(entry, &ns, Privileges::AUDIT | Privileges::BACKUP)?;
+    let access = ctx.store_scope(entry).groups(&ns);
+    if access == GroupAccess::Nothing {
+        return Err(HttpError::forbidden());
+    }
     let store = &entry.store;
     let mut items = Vec::new();
     for group in store.list_groups(&ns).await.map_err(ds_error)? {
         let owner = store.group_owner(&ns, &group).await.map_err(ds_error)?;
-        if !privs.contains(Privileges::AUDIT)
-            && !owner
-                .as_deref()
-                .is_some_and(|o| owner_matches(&ctx.id.authid, o))
-        {
+        if !access.admits(&ctx.id.authid, owner.as_deref()) {
             continue;
         }
         let snapshots = store.list_snapshots(&ns, &group).await.map_err(ds_error)?;
@@ -34,8 +33,9 @@ pub async fn list(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, H
     Ok(json_data(items))
 }
 
-/// Removes a group's snapshots (protected ones stay; then an error unless
-/// `error-on-protected=false`).
+/// Removes a group's snapshots (protected ones stay; then PBS 4.2's error unless
+/// `error-on-protected=false`) and answers `{"removed-groups","protected-snapshots",
+/// "removed-snapshots"}`.
 pub async fn delete(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, HttpError> {
     let ns = ctx.params.namespace("ns")?;
     let group = ctx.params.group()?;
@@ -51,7 +51,7 @@ pub async fn delete(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>,
     let stats = store.remove_group(&ns, &group).await.map_err(ds_error)?;
     if stats.protected_snapshots > 0 && error_on_protected {
         return Err(HttpError::bad_request(format!(
-            "group '{group}' still contains {} protected snapshot(s)",
+            "group only partially deleted due to protected snapshots ({} of group '{group}' kept)",
             stats.protected_snapshots
         )));
     }

@@ -5,18 +5,14 @@
 use http::Response;
 
 use crate::api::context::{ds_error, Ctx};
-use crate::auth::Privileges;
 use crate::datastore::JobKind;
-use crate::format::names::BackupNamespace;
 use crate::net::{json_data, Body, HttpError};
 use crate::state::DatastoreEntry;
 
 pub async fn list(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, HttpError> {
-    ctx.require_any(
-        entry,
-        &BackupNamespace::root(),
-        Privileges::AUDIT | Privileges::MODIFY,
-    )?;
+    if !ctx.store_scope(entry).figures() {
+        return Err(HttpError::forbidden());
+    }
     let kind = match ctx.params.str("kind")? {
         None => None,
         Some(text) => Some(

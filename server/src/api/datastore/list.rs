@@ -1,4 +1,5 @@
-//! `GET /admin/datastore`: the stores the caller may see (DataStoreListItem, §6.2).
+//! `GET /admin/datastore`: the stores the caller may see (DataStoreListItem,
+//! docs/protocol.md#record-shapes).
 
 use http::Response;
 use serde::Serialize;
@@ -10,7 +11,7 @@ use crate::net::{json_data, Body};
 #[serde(rename_all = "kebab-case")]
 pub struct DataStoreListItem {
     pub store: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `null` when unset, as PBS lists it.
     pub comment: Option<String>,
     pub mount_status: &'static str,
     pub backend_type: String,

@@ -1,16 +1,21 @@
-//! `/admin/datastore/...` (protocol.md §6.1): one module per operation.
+//! `/admin/datastore/...` (docs/protocol.md#rest-endpoints): one module per operation.
 
+pub mod archive;
+pub mod catalog;
 pub mod change_owner;
+pub mod dir_archive;
 pub mod download;
 pub mod files;
 pub mod gc;
 pub mod groups;
 pub mod job_history;
 pub mod list;
+pub mod moves;
 pub mod namespace;
 pub mod notes;
 pub mod protected;
 pub mod prune;
+pub mod pxar_download;
 pub mod records;
 pub mod retention_lock;
 pub mod snapshots;
@@ -57,10 +62,14 @@ pub async fn call(
         (Op::Gc, &Method::GET) => gc::status(ctx, e).await,
         (Op::Download, &Method::GET) => download::raw(ctx, e).await,
         (Op::DownloadDecoded, &Method::GET) => download::decoded(ctx, e).await,
+        (Op::Catalog, &Method::GET) => catalog::get(ctx, e).await,
+        (Op::PxarFileDownload, &Method::GET) => pxar_download::get(ctx, e).await,
         (Op::RetentionLock, &Method::GET) => retention_lock::get(ctx, e).await,
         (Op::RetentionLock, &Method::PUT) => retention_lock::put(ctx, e).await,
         (Op::Verify, &Method::POST) => verify::start(ctx, e).await,
         (Op::JobHistory, &Method::GET) => job_history::list(ctx, e).await,
+        (Op::MoveGroup, &Method::POST) => moves::move_group(ctx, e).await,
+        (Op::MoveNamespace, &Method::POST) => moves::move_namespace(ctx, e).await,
         (_, m) => Err(HttpError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {m} not allowed on this path"),

@@ -25,9 +25,10 @@ pub async fn list(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, H
         .list_namespaces(&parent, max_depth)
         .await
         .map_err(ds_error)?;
+    let scope = ctx.store_scope(entry);
     let items: Vec<_> = namespaces
         .iter()
-        .filter(|ns| !ctx.privs(entry, ns).is_empty())
+        .filter(|ns| scope.namespace_listed(ns))
         .map(|ns| json!({ "ns": ns.display_path() }))
         .collect();
     Ok(json_data(items))

@@ -1,5 +1,5 @@
-//! `POST /admin/datastore/{store}/prune` (protocol.md §6.3, formats.md §5.3): per-group prune
-//! with PBS's selection, oldest-first results and deletions, dry-run and task mode.
+//! `POST /admin/datastore/{store}/prune` (docs/formats.md#prune-selection, #prune-execution):
+//! per-group prune with PBS's selection, oldest-first results and deletions, dry-run and task mode.
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! Builders for the record layouts of protocol.md §6.2 (kebab-case JSON).
+//! Builders for the record layouts of docs/protocol.md#record-shapes (kebab-case JSON).
 
 use serde::Serialize;
 

@@ -1,7 +1,7 @@
-//! `/admin/datastore/{store}/retention-lock` (DESIGN decision 8): the lock of one snapshot.
-//! `GET` shows it (mode, retain-until, legal hold, enforced by); `PUT` is for superusers
-//! only: `legal-hold=0|1` sets or lifts the legal hold, `retain-until=<Unix time>` extends the
-//! lock (rounded up to a generation boundary; shortening is refused).
+//! `/admin/datastore/{store}/retention-lock` (docs/design.md#retention-locks): the lock of one
+//! snapshot. `GET` shows it (mode, retain-until, legal hold, enforced by); `PUT` is for superusers
+//! only: `legal-hold=0|1` sets or lifts the legal hold, `retain-until=<Unix time>` extends the lock
+//! (rounded up to a generation boundary; shortening is refused).
 
 use http::{Response, StatusCode};
 

@@ -4,15 +4,19 @@ use http::Response;
 
 use super::records::snapshot_item;
 use crate::api::context::{ds_error, Ctx};
-use crate::auth::{owner_matches, Privileges};
+use crate::auth::{GroupAccess, Privileges};
 use crate::format::names::{BackupGroup, BackupType};
-use crate::net::{json_data, Body, HttpError};
+use crate::net::{json_data, streamed, Body, HttpError};
 use crate::state::DatastoreEntry;
 
-/// All snapshots (including unfinished ones) of a namespace, optionally filtered by type/id.
+/// Snapshots (including unfinished ones) of the groups of a namespace the caller sees,
+/// optionally filtered by type/id.
 pub async fn list(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, HttpError> {
     let ns = ctx.params.namespace("ns")?;
-    let privs = ctx.require_any(entry, &ns, Privileges::AUDIT | Privileges::BACKUP)?;
+    let access = ctx.store_scope(entry).groups(&ns);
+    if access == GroupAccess::Nothing {
+        return Err(HttpError::forbidden());
+    }
     let ty: Option<BackupType> = match ctx.params.str("backup-type")? {
         Some(t) => Some(
             t.parse()
@@ -37,11 +41,7 @@ pub async fn list(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, H
     let mut items = Vec::new();
     for group in groups {
         let owner = store.group_owner(&ns, &group).await.map_err(ds_error)?;
-        if !privs.contains(Privileges::AUDIT)
-            && !owner
-                .as_deref()
-                .is_some_and(|o| owner_matches(&ctx.id.authid, o))
-        {
+        if !access.admits(&ctx.id.authid, owner.as_deref()) {
             continue;
         }
         let snapshots = match store.list_snapshots(&ns, &group).await {
@@ -65,7 +65,8 @@ pub async fn list(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, H
             items.push(snapshot_item(&info, m, owner.clone()));
         }
     }
-    Ok(json_data(items))
+    // PBS streams this list (HTTP/1.1: chunked)
+    Ok(streamed(json_data(items)))
 }
 
 /// Forgets one snapshot; protected snapshots are refused.
@@ -85,9 +86,8 @@ pub async fn delete(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>,
         return Err(HttpError::not_found(format!("snapshot '{dir}' not found")));
     }
     if store.is_protected(&ns, &dir).await.map_err(ds_error)? {
-        return Err(HttpError::bad_request(format!(
-            "cannot remove protected snapshot '{dir}'"
-        )));
+        // PBS's exact text (the stock client shows it as is)
+        return Err(HttpError::bad_request("cannot remove protected snapshot"));
     }
     // `bypass-governance=1`: the explicit admin path past a governance retention lock.
     if ctx.params.bool_or("bypass-governance", false)? {

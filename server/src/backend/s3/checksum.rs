@@ -1,5 +1,6 @@
-//! Stored checksums of S3 objects (DESIGN decision 6): HeadObject with checksum mode enabled
-//! returns the SHA-256 the store checked at upload, so a cheap verify needs no download.
+//! Stored checksums of S3 objects (docs/design.md#verify-without-egress): HeadObject with checksum
+//! mode enabled returns the SHA-256 the store checked at upload, so a cheap verify needs no
+//! download.
 
 use aws_sdk_s3::types::ChecksumMode;
 use base64::Engine;

@@ -1,9 +1,9 @@
 //! Building the aws-sdk-s3 client: rustls with ring, optional extra CA bundle, credentials,
 //! timeouts and retries, and the checksum settings real S3 servers need.
 //!
-//! SDK defaults that break real servers (TESTING.md): request checksums are computed only when
-//! an operation requires them, and response checksums are validated only when required. The
-//! body's SHA-256, which we compute once per upload anyway, is sent both as
+//! SDK defaults that break real servers (docs/design.md#s3-client-settings): request checksums are
+//! computed only when an operation requires them, and response checksums are validated only when
+//! required. The body's SHA-256, which we compute once per upload anyway, is sent both as
 //! `x-amz-checksum-sha256` (the store checks the bytes) and as the precomputed SigV4 payload hash
 //! (so the signer does not hash the body a second time).
 //!

@@ -2,7 +2,7 @@
 //!
 //! * Only-if-absent puts use `If-None-Match: *` (412 = already there). Stores that ignore the
 //!   header (Garage) are detected at open by a probe and fall back to HEAD-before-PUT, which is
-//!   safe because one server owns a datastore (DESIGN decision 3).
+//!   safe because one server owns a datastore (docs/design.md#single-writer-lease).
 //! * Each put carries the body's SHA-256 as `x-amz-checksum-sha256` and as the SigV4 payload
 //!   hash: one hashing pass per uploaded byte, and the store rejects damaged bodies.
 //! * [`Backend::touch`] is a no-op: refreshing an object's time would cost a CopyObject per
@@ -22,8 +22,9 @@
 //! checksums `WhenRequired`, no aws-chunked trailer, no Content-MD5). The body is handed to the
 //! HTTP client as the same reference-counted `Bytes` (no copy in our code); the kernel copies
 //! it once into the socket. So per uploaded blob byte: 2 SHA-256 passes in all, 1 of them for
-//! S3, which is the minimum for a store that verifies the object with SHA-256 (DESIGN
-//! decision 6); the digest check over the decoded data is PBS's own rule and not S3's.
+//! S3, which is the minimum for a store that verifies the object with SHA-256
+//! (docs/design.md#verify-without-egress); the digest check over the decoded data is PBS's own rule
+//! and not S3's.
 
 mod checksum;
 mod client;
@@ -303,6 +304,18 @@ impl S3Backend {
 impl Backend for S3Backend {
     fn kind(&self) -> &'static str {
         "s3"
+    }
+
+    fn exclusive_to_server(&self) -> bool {
+        true
+    }
+
+    fn wants_put_checksum(&self) -> bool {
+        true
+    }
+
+    fn retention_needs_object_lock(&self) -> bool {
+        true
     }
 
     async fn put(

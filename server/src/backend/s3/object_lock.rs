@@ -1,7 +1,7 @@
-//! Object Lock and lifecycle requests of the S3 backend (DESIGN decision 8): the bucket's
-//! Object Lock configuration, per-object retention and legal hold, version listing and
-//! version deletes (with governance bypass only when the caller asks), and lifecycle rules
-//! for this backend's prefix merged into the bucket's other rules.
+//! Object Lock and lifecycle requests of the S3 backend (docs/design.md#retention-locks): the
+//! bucket's Object Lock configuration, per-object retention and legal hold, version listing and
+//! version deletes (with governance bypass only when the caller asks), and lifecycle rules for this
+//! backend's prefix merged into the bucket's other rules.
 
 use std::sync::atomic::Ordering;
 

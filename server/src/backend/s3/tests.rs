@@ -318,3 +318,15 @@ async fn health_is_reported_and_healthy_after_connect() {
             .is_none()
     );
 }
+
+/// An object-store prefix is reserved for the server, data crosses the network, and retention
+/// locks need the bucket's Object Lock, which the backend offers.
+#[tokio::test]
+async fn capabilities_of_an_object_store() {
+    let b = backend("capabilities").await;
+    let dynamic: &dyn Backend = b.as_ref();
+    assert!(dynamic.exclusive_to_server());
+    assert!(dynamic.wants_put_checksum());
+    assert!(dynamic.retention_needs_object_lock());
+    assert!(dynamic.object_lock().is_some());
+}

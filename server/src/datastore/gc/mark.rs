@@ -1,4 +1,4 @@
-//! GC phase 1 (formats.md §6.2): every digest of every `*.fidx`/`*.didx` stored outside the
+//! GC phase 1 (docs/formats.md#gc-mark): every digest of every `*.fidx`/`*.didx` stored outside the
 //! chunk store (all namespaces, finished or not), plus every chunk known to a running backup.
 //!
 //! Index files are fetched with bounded parallelism and their digest lists are cached between
@@ -17,7 +17,7 @@ use crate::format::Digest;
 use super::super::layout::is_index_name;
 use super::super::{Datastore, DatastoreError};
 use super::index_cache::ParsedIndex;
-use super::{GcStatus, Progress};
+use super::{GcCacheStats, GcStatus, Progress};
 
 /// Index downloads in flight at once.
 const FETCH_PARALLELISM: usize = 16;
@@ -56,11 +56,14 @@ impl Datastore {
         let total = indexes.len() as u64;
         let progress = Progress::new("marked", total, "index files");
         let mut marked = HashSet::new();
+        let mut cache = GcCacheStats::default();
         let mut done = 0u64;
         // Futures built up front (not in a stream closure) so the task stays `Send`.
         let fetches: Vec<_> = indexes.iter().map(|obj| self.parsed_index(obj)).collect();
         let mut fetched = futures::stream::iter(fetches).buffer_unordered(FETCH_PARALLELISM);
         while let Some(found) = fetched.try_next().await? {
+            // Stopping here is safe: nothing was deleted yet.
+            self.check_gc_abort()?;
             done += 1;
             if let Some((parsed, hit)) = found {
                 match hit {
@@ -69,10 +72,16 @@ impl Datastore {
                 }
                 status.index_file_count += 1;
                 status.index_data_bytes += parsed.data_size;
-                marked.extend(parsed.digests.iter().copied());
+                for digest in &parsed.digests {
+                    match marked.insert(*digest) {
+                        true => cache.misses += 1,
+                        false => cache.hits += 1,
+                    }
+                }
             }
             progress.report(done, say);
         }
+        status.cache_stats = Some(cache);
         self.leases.collect_chunks(&mut marked);
         Ok(marked)
     }

@@ -1,4 +1,5 @@
-//! Garbage collection (DESIGN decision 7, formats.md §6) on object semantics.
+//! Garbage collection (docs/design.md#garbage-collection, docs/formats.md#garbage-collection) on
+//! object semantics.
 //!
 //! Order of one run: remove abandoned backups (`abandoned.rs`), mark every digest of every
 //! index plus every chunk known to a running backup (`mark.rs`), sweep unmarked chunks whose
@@ -32,8 +33,8 @@ pub const DEFAULT_GC_CUTOFF: Duration = Duration::from_secs(24 * 3600 + 5 * 60);
 /// Safety margin before the oldest running backup's start.
 const WRITER_MARGIN: Duration = Duration::from_secs(300);
 
-/// Result of one GC run; stored as `.gc-status` (formats.md §6.5, kebab-case keys) and shown
-/// as `gc-status` by the datastore status. Fields after `still-bad` are ours.
+/// Result of one GC run; stored as `.gc-status` (docs/formats.md#gc-status, kebab-case keys) and
+/// shown as `gc-status` by the datastore status. Fields after `cache-stats` are ours.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
 pub struct GcStatus {
@@ -49,6 +50,10 @@ pub struct GcStatus {
     pub pending_chunks: u64,
     pub removed_bad: u64,
     pub still_bad: u64,
+    /// Chunk references met while marking: already marked in this run (`hits`) or marked the
+    /// first time (`misses`), PBS's counters of its marking cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_stats: Option<GcCacheStats>,
     /// Phase 1 (abandoned-backup cleanup and marking), milliseconds.
     pub mark_duration_ms: u64,
     /// Phase 2 (sweep), milliseconds.
@@ -61,7 +66,36 @@ pub struct GcStatus {
     pub abandoned_bytes: u64,
 }
 
+/// `cache-stats` of a [`GcStatus`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GcCacheStats {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// Keys of [`GcStatus`] that PBS does not have.
+const OWN_STATUS_KEYS: [&str; 6] = [
+    "mark-duration-ms",
+    "sweep-duration-ms",
+    "index-cache-hits",
+    "index-cache-misses",
+    "abandoned-snapshots",
+    "abandoned-bytes",
+];
+
 impl GcStatus {
+    /// The status with PBS's keys only, as the datastore usage list of PBS shows it
+    /// (monitoring tools read it there).
+    pub fn pbs_json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            for key in OWN_STATUS_KEYS {
+                map.remove(key);
+            }
+        }
+        value
+    }
+
     /// `index-data-bytes / disk-bytes` (what PBS prints as "Deduplication factor").
     pub fn dedup_factor(&self) -> Option<f64> {
         (self.disk_bytes > 0).then(|| self.index_data_bytes as f64 / self.disk_bytes as f64)
@@ -71,6 +105,10 @@ impl GcStatus {
 /// GC settings and caches of one datastore.
 #[derive(Debug)]
 pub(crate) struct GcState {
+    /// Group or namespace moves running; GC waits for them (see `moves.rs`).
+    pub(crate) moves: std::sync::atomic::AtomicUsize,
+    /// Set by a stop request; the running GC checks it between safe steps.
+    abort: std::sync::atomic::AtomicBool,
     index_cache: index_cache::IndexCache,
     abandoned_after: Mutex<Duration>,
     writer_margin: Mutex<Duration>,
@@ -79,6 +117,8 @@ pub(crate) struct GcState {
 impl Default for GcState {
     fn default() -> Self {
         Self {
+            moves: std::sync::atomic::AtomicUsize::new(0),
+            abort: std::sync::atomic::AtomicBool::new(false),
             index_cache: index_cache::IndexCache::default(),
             abandoned_after: Mutex::new(DEFAULT_ABANDONED_AFTER),
             writer_margin: Mutex::new(WRITER_MARGIN),
@@ -142,6 +182,29 @@ impl Datastore {
         *lock_std(&self.gc_state.writer_margin) = margin;
     }
 
+    /// Asks a running GC to stop at its next safe point: between index files while marking
+    /// (nothing deleted yet) or between delete batches while sweeping. No effect otherwise.
+    pub fn request_gc_abort(&self) {
+        if self.gc_running.try_lock().is_err() {
+            self.gc_state
+                .abort
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    pub(super) fn check_gc_abort(&self) -> Result<(), DatastoreError> {
+        if self
+            .gc_state
+            .abort
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(DatastoreError::Internal(
+                "garbage collection aborted on request".to_string(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Run GC; log lines go to `log` (the task log).
     pub async fn garbage_collect(
         &self,
@@ -164,6 +227,11 @@ impl Datastore {
                 log("waiting for the usage recount of this datastore to finish".to_string());
                 self.gc_running.lock().await
             }
+            // A group or namespace move keeps GC out while indexes change their keys.
+            Err(_) if self.move_active() => {
+                log("waiting for a running group or namespace move to finish".to_string());
+                self.gc_running.lock().await
+            }
             Err(_) => {
                 return Err(DatastoreError::Busy(format!(
                     "garbage collection already running on datastore '{}'",
@@ -171,6 +239,9 @@ impl Datastore {
                 )))
             }
         };
+        self.gc_state
+            .abort
+            .store(false, std::sync::atomic::Ordering::Release);
         let say = |line: String| {
             tracing::info!(store = %self.name, "{line}");
             log(line);

@@ -1,4 +1,4 @@
-//! GC phase 2 (formats.md §6.4, §8.5): list the chunk store and delete every chunk that no
+//! GC phase 2 (docs/formats.md#gc-sweep): list the chunk store and delete every chunk that no
 //! index or running backup marked and whose last write or reuse lies before `min_mtime`.
 //!
 //! Race with a concurrent insert: inserts hold the chunk lock shared and record the reuse of a
@@ -22,7 +22,7 @@ const DELETE_BATCH: usize = 1000;
 /// Delete requests in flight at once (all under one hold of the exclusive chunk lock).
 const DELETE_PARALLELISM: usize = 4;
 
-/// Time limits of one sweep (formats.md §6.3).
+/// Time limits of one sweep (docs/formats.md#gc-cutoff).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct SweepLimits {
     /// Unmarked chunks last written or reused before this are removed.
@@ -95,6 +95,8 @@ impl Datastore {
         progress.report(kept, say);
         let mut done = kept;
         for group in candidates.chunks(DELETE_BATCH * DELETE_PARALLELISM) {
+            // Between batches every decision made so far is complete.
+            self.check_gc_abort()?;
             self.delete_group(group, limits, status, &mut remaining)
                 .await?;
             done += group.len() as u64;
@@ -145,6 +147,9 @@ impl Datastore {
         remaining: &mut HashMap<Digest, u64>,
     ) -> Result<(), DatastoreError> {
         let _exclusive = self.chunk_lock.write().await;
+        crate::fault::pause_at_async("gc-delete-batch", &self.name).await;
+        // Fenced again right before the deletes (the backend refuses them too).
+        self.check_writable()?;
         let mut doomed: Vec<&Candidate> = Vec::with_capacity(group.len());
         for c in group {
             let meta = ObjectMeta {
@@ -198,7 +203,7 @@ fn keep(remaining: &mut HashMap<Digest, u64>, bad: bool, digest: Digest, size: u
     }
 }
 
-/// A marked chunk (formats.md §6.4 "in use"): bad files add only their bytes.
+/// A marked chunk (docs/formats.md#gc-sweep "in use"): bad files add only their bytes.
 fn count_in_use(status: &mut GcStatus, bad: bool, size: u64) {
     status.disk_bytes += size;
     if !bad {

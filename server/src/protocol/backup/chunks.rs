@@ -1,5 +1,6 @@
-//! `POST {fixed,dynamic}_chunk` and `POST blob` (protocol.md §4.3, formats.md §1.8): bounded
-//! body reading, chunk validation, storing, and registering the chunk with its writer.
+//! `POST {fixed,dynamic}_chunk` and `POST blob` (docs/protocol.md#backup-endpoints,
+//! docs/formats.md#chunk-upload-checks): bounded body reading, chunk validation, storing, and
+//! registering the chunk with its writer.
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -64,7 +65,13 @@ pub(super) async fn upload_chunk(
     )?;
     session.state().ensure_active()?;
 
-    // Bounded by the schema limit above (≤ 16 MiB + 44).
+    // The body (≤ 16 MiB + 44) and, for a compressed chunk, its decoded copy (≤ 16 MiB) are
+    // held in memory only with budget for both.
+    let _buffer = session
+        .budget()
+        .buffer(encoded_size + size)
+        .await
+        .map_err(ProtocolError::from)?;
     let raw = read_exact(req.into_body(), encoded_size as usize)
         .await
         .map_err(chunk_body_error)?;
@@ -86,6 +93,12 @@ pub(super) async fn upload_chunk(
         .map_err(ProtocolError::from)?;
 
     let lease = session.lease().await?;
+    if lease.known_chunk_size(&digest).is_none() {
+        session
+            .budget()
+            .check_known_chunks(lease.known_chunk_count(), 1)
+            .map_err(ProtocolError::from)?;
+    }
     session
         .state()
         .register_chunk(kind, wid, size, encoded_size, outcome.duplicate)?;
@@ -114,6 +127,11 @@ pub(super) async fn upload_blob(
     }
     session.state().ensure_active()?;
 
+    let buffer = session
+        .budget()
+        .buffer(encoded_size)
+        .await
+        .map_err(ProtocolError::from)?;
     let expected = encoded_size as usize;
     let data = read_exact(req.into_body(), expected)
         .await
@@ -128,8 +146,20 @@ pub(super) async fn upload_blob(
         .freeze();
     check_blob(&file_name, &data)?;
 
+    let logged = format!(
+        "add blob {} ({} bytes, comp: {})",
+        session.file_path(&file_name),
+        data.len(),
+        data.len()
+    );
     if file_name == MANIFEST_BLOB_NAME {
         session.state().add_blob(&file_name, Some(data))?;
+        // Kept until `finish`: so is its budget (a re-upload replaces both).
+        *session
+            .manifest_budget
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(buffer);
+        session.log.log(logged);
         return Ok(json_data(serde_json::Value::Null));
     }
     let lease = session.lease().await?;
@@ -139,6 +169,7 @@ pub(super) async fn upload_blob(
         .await
         .map_err(ProtocolError::from)?;
     session.state().add_blob(&file_name, None)?;
+    session.log.log(logged);
     Ok(json_data(serde_json::Value::Null))
 }
 

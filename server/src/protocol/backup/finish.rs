@@ -1,7 +1,7 @@
-//! `POST finish` (protocol.md §4.3): the last call of a successful session. It checks the
-//! session state, that the base snapshot still exists and that the uploaded manifest parses,
-//! records the chunk upload statistics in the manifest and commits the snapshot, which makes
-//! it visible (the manifest is written last, DESIGN decision 4).
+//! `POST finish` (docs/protocol.md#backup-endpoints): the last call of a successful session. It
+//! checks the session state, that the base snapshot still exists and that the uploaded manifest
+//! parses, records the chunk upload statistics in the manifest and commits the snapshot, which
+//! makes it visible (the manifest is written last, docs/design.md#manifest-last).
 
 use bytes::Bytes;
 use http::Response;
@@ -28,6 +28,7 @@ pub(super) async fn finish(session: &BackupSession) -> Result<Response<Body>, Ht
         Ok(()) => {
             session.state().mark_finished();
             tracing::info!("backup session {}: finish successful", session.label);
+            session.log.log("successfully finished backup");
         }
         Err(e) => {
             session.state().cancel_finish();
@@ -76,7 +77,8 @@ async fn finish_locked(
         .take()
         .ok_or_else(|| HttpError::bad_request("backup already marked as finished."))?;
     if session.benchmark {
-        // Benchmark snapshots are never kept (§4.5): dropping the lease removes it.
+        // Benchmark snapshots are never kept (docs/protocol.md#session-end): dropping the lease
+        // removes it.
         drop(lease);
         return Ok(());
     }

@@ -1,8 +1,9 @@
-//! Index writer endpoints (protocol.md §4.3): `POST {fixed,dynamic}_index` (create),
-//! `PUT {fixed,dynamic}_index` (append) and `POST {fixed,dynamic}_close`.
+//! Index writer endpoints (docs/protocol.md#backup-endpoints): `POST {fixed,dynamic}_index`
+//! (create), `PUT {fixed,dynamic}_index` (append) and `POST {fixed,dynamic}_close`.
 
 use bytes::Bytes;
 use http::{header, Request, Response};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use serde_json::Value;
 
@@ -13,22 +14,47 @@ use crate::net::{json_data, Body, HttpError, Params};
 
 use super::index_writers::{FixedWriter, IndexHeaderInfo};
 use super::session::WriterKind;
-use super::BackupSession;
+use super::{task_log, BackupSession};
 use crate::protocol::body::{read_up_to, BodyError};
 use crate::protocol::error::ProtocolError;
 use crate::protocol::params::{
     archive_name, digest, optional_ranged_u64, parse_digest, ranged_u64, wid,
 };
 
-/// Parameters of a non-upload request: query string, or a JSON/form body (PBS rules, §3.2).
-async fn request_params(req: Request<Incoming>) -> Result<Params, HttpError> {
+/// Memory a parsed parameter body may take per body byte: a JSON array of one-digit numbers
+/// or a form of one-letter values becomes ~16× its size as values, plus the lists built from
+/// them.
+const PARAM_MEMORY_FACTOR: u64 = 24;
+/// Least budget reserved for a parameter request (query-only requests allocate too).
+const PARAM_MEMORY_MIN: u64 = 16 * 1024;
+
+/// Parameters of a non-upload request: query string, or a JSON/form body (PBS rules,
+/// docs/protocol.md#parameters). Reading and parsing the body are charged to the session's buffer
+/// budget (by the announced length, or the largest accepted body when none is announced).
+async fn request_params(
+    session: &BackupSession,
+    req: Request<Incoming>,
+) -> Result<Params, HttpError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let announced = match req.body().is_end_stream() {
+        true => 0,
+        false => hyper::body::Body::size_hint(req.body())
+            .upper()
+            .unwrap_or(MAX_PARAM_BODY as u64)
+            .min(MAX_PARAM_BODY as u64),
+    };
+    let _buffer = session
+        .budget()
+        .buffer((announced * PARAM_MEMORY_FACTOR).max(PARAM_MEMORY_MIN))
+        .await
+        .map_err(ProtocolError::from)?;
+    let limit = (MAX_PARAM_BODY - 1).min(announced as usize);
     let query = req.uri().query().map(str::to_string);
-    let body = read_up_to(req.into_body(), MAX_PARAM_BODY - 1)
+    let body = read_up_to(req.into_body(), limit.max(1))
         .await
         .map_err(|e| match e {
             BodyError::TooLarge { .. } => {
@@ -54,10 +80,14 @@ pub(super) async fn create_dynamic(
     session: &BackupSession,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, HttpError> {
-    let params = request_params(req).await?;
+    let params = request_params(session, req).await?;
     let name = archive_name(&params, "archive-name")?;
     check_extension(&name, ".didx")?;
+    let path = session.file_path(&name);
     let wid = session.state().create_dynamic(name)?;
+    session
+        .log
+        .log(format!("created new dynamic index {wid} ({path})"));
     Ok(json_data(wid))
 }
 
@@ -66,7 +96,7 @@ pub(super) async fn create_fixed(
     session: &BackupSession,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, HttpError> {
-    let params = request_params(req).await?;
+    let params = request_params(session, req).await?;
     let name = archive_name(&params, "archive-name")?;
     let size = optional_ranged_u64(&params, "size", 1, u64::MAX)?;
     let reuse_csum = match params.str("reuse-csum")? {
@@ -101,7 +131,11 @@ pub(super) async fn create_fixed(
             FixedWriter::incremental(name, size, previous.digests, header)?
         }
     };
+    let path = session.file_path(writer.name());
     let wid = session.state().create_fixed(writer)?;
+    session
+        .log
+        .log(format!("created new fixed index {wid} ({path})"));
     Ok(json_data(wid))
 }
 
@@ -154,7 +188,7 @@ pub(super) async fn append(
     kind: WriterKind,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, HttpError> {
-    let params = request_params(req).await?;
+    let params = request_params(session, req).await?;
     let wid = wid(&params)?;
     if params.raw("digest-list").is_none() {
         return Err(HttpError::missing_param("digest-list"));
@@ -179,7 +213,7 @@ pub(super) async fn close(
     kind: WriterKind,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, HttpError> {
-    let params = request_params(req).await?;
+    let params = request_params(session, req).await?;
     let wid = wid(&params)?;
     let min = match kind {
         WriterKind::Dynamic => 1,
@@ -190,11 +224,20 @@ pub(super) async fn close(
     let csum = digest(&params, "csum")?;
 
     let lease = session.lease().await?;
-    let (name, bytes) = session.state().close(kind, wid, chunk_count, size, &csum)?;
+    let (name, bytes, held) = session.state().close(kind, wid, chunk_count, size, &csum)?;
+    let stats = session.state().writer_stats(wid);
+    let uuid = task_log::index_uuid(&bytes);
     lease
         .write_file(&name, Bytes::from(bytes))
         .await
         .map_err(ProtocolError::from)?;
+    drop(held);
+    for line in task_log::upload_statistics(&name, &uuid, &csum, size, chunk_count, &stats) {
+        session.log.log(line);
+    }
+    session
+        .log
+        .log(format!("successfully closed {} index {wid}", kind.label()));
     Ok(json_data(Value::Null))
 }
 

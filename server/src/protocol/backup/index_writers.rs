@@ -1,9 +1,16 @@
-//! In-memory index writers of a backup session (protocol.md §4.2–§4.4).
+//! In-memory index writers of a backup session (docs/protocol.md#session-state, #backup-endpoints,
+//! docs/formats.md#index-checksum).
 //!
 //! A writer collects the entries the client appends with `PUT {fixed,dynamic}_index` and, at
 //! close, checks the client's chunk count, size and csum against its own state before it
 //! produces the final `.fidx`/`.didx` bytes. The bytes are built in memory because the
-//! datastore stores whole immutable objects (DESIGN decision 1). Pure code: no I/O.
+//! datastore stores whole immutable objects (docs/design.md#object-storage-backends). Pure code: no
+//! I/O.
+//!
+//! Memory: a writer holds one entry per distinct appended position (plus, for `reuse-csum`,
+//! the previous index's entries); the session charges them to its budget (`budget.rs`).
+
+use std::collections::BTreeMap;
 
 use crate::format::dynamic_index::{DynamicEntry, DynamicIndex};
 use crate::format::fixed_index::{FixedIndex, FIXED_CHUNK_SIZE};
@@ -60,6 +67,11 @@ impl DynamicWriter {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Entries this writer holds in memory.
+    pub fn entries(&self) -> u64 {
+        self.entries.len() as u64
     }
 
     /// Appends one known chunk; `offset` is the chunk's start and must equal the running offset.
@@ -123,6 +135,10 @@ impl DynamicWriter {
 }
 
 /// Writer of a `.fidx`: fixed 4 MiB chunks, appended in any order by offset.
+///
+/// Entries are kept sparsely (by chunk index) until close, so memory follows the number of
+/// entries appended, never the offsets or the declared size a client sends. An incremental
+/// writer starts from the previous index's digests (a list exactly as long as that index).
 #[derive(Debug)]
 pub struct FixedWriter {
     name: String,
@@ -130,8 +146,10 @@ pub struct FixedWriter {
     chunk_size: u64,
     /// Image size: declared at creation, or fixed by the short end chunk when it was not.
     size: Option<u64>,
-    /// Entry slots; `None` = not appended yet (only possible without `reuse-csum`).
-    digests: Vec<Option<Digest>>,
+    /// Incremental writers: the previous index's digests, overwritten in place by appends.
+    base: Vec<Digest>,
+    /// Non-incremental writers: appended entries by chunk index.
+    appended: BTreeMap<u64, Digest>,
     /// Created with `reuse-csum`: digests were copied from the previous index.
     incremental: bool,
     chunk_count: u64,
@@ -153,7 +171,8 @@ impl FixedWriter {
             header,
             chunk_size: FIXED_CHUNK_SIZE,
             size,
-            digests: Vec::new(),
+            base: Vec::new(),
+            appended: BTreeMap::new(),
             incremental: false,
             chunk_count: 0,
             small_chunk_count: 0,
@@ -182,7 +201,8 @@ impl FixedWriter {
             header,
             chunk_size: FIXED_CHUNK_SIZE,
             size: Some(size),
-            digests: previous.into_iter().map(Some).collect(),
+            base: previous,
+            appended: BTreeMap::new(),
             incremental: true,
             chunk_count: 0,
             small_chunk_count: 0,
@@ -191,6 +211,11 @@ impl FixedWriter {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Entries this writer holds in memory (copied from the previous index or appended).
+    pub fn entries(&self) -> u64 {
+        (self.base.len() + self.appended.len()) as u64
     }
 
     /// Upload-time check of a chunk for this writer: no chunk larger than the chunk size and at
@@ -214,9 +239,20 @@ impl FixedWriter {
         Ok(())
     }
 
+    /// One past the highest chunk index appended so far (non-incremental writers).
+    fn appended_end(&self) -> u64 {
+        self.appended.last_key_value().map_or(0, |(idx, _)| idx + 1)
+    }
+
     /// Places one known chunk at `offset` (a multiple of the chunk size); entries may arrive in
-    /// any order and overwrite earlier ones.
-    pub fn append(&mut self, digest: Digest, offset: u64, size: u64) -> Result<(), ProtocolError> {
+    /// any order and overwrite earlier ones. Returns whether a new entry was stored (an
+    /// overwrite stores none).
+    pub fn append(
+        &mut self,
+        digest: Digest,
+        offset: u64,
+        size: u64,
+    ) -> Result<bool, ProtocolError> {
         let cs = self.chunk_size;
         if offset % cs != 0 {
             return Err(invalid(format!(
@@ -255,7 +291,7 @@ impl FixedWriter {
             None => {
                 if size < cs {
                     // The short end chunk fixes the image size of an undeclared-size writer.
-                    if self.digests.len() as u64 > idx + 1 {
+                    if self.appended_end() > idx + 1 {
                         return Err(invalid(format!(
                             "fixed writer '{}' - end chunk at offset {} precedes appended chunks",
                             self.name, offset
@@ -268,13 +304,15 @@ impl FixedWriter {
                 }
             }
         }
-        let idx = idx as usize;
-        if self.digests.len() <= idx {
-            self.digests.resize(idx + 1, None);
-        }
-        self.digests[idx] = Some(digest);
+        let stored_new = if self.incremental {
+            // The image size equals the previous index's, so `idx` is inside it.
+            self.base[idx as usize] = digest;
+            false
+        } else {
+            self.appended.insert(idx, digest).is_none()
+        };
         self.chunk_count += 1;
-        Ok(())
+        Ok(stored_new)
     }
 
     /// Checks the client's totals and returns the finished index file bytes. Incremental
@@ -295,7 +333,7 @@ impl FixedWriter {
         let cs = self.chunk_size;
         let final_size = match self.size {
             Some(size) => size,
-            None => (self.digests.len() as u64).saturating_mul(cs),
+            None => self.appended_end().saturating_mul(cs),
         };
         let length = final_size.div_ceil(cs);
         if !self.incremental {
@@ -318,18 +356,31 @@ impl FixedWriter {
                 self.name
             )));
         }
-        let mut digests = Vec::with_capacity(length as usize);
-        for i in 0..length as usize {
-            match self.digests.get(i).copied().flatten() {
-                Some(d) => digests.push(d),
-                None => {
+        let digests = match self.incremental {
+            true => self.base.clone(),
+            false => {
+                // Keys are distinct and ascending: the first key that differs from its
+                // position is the first missing entry. Nothing is allocated before this check
+                // passed, so the list below is as long as what was appended.
+                let missing = self
+                    .appended
+                    .keys()
+                    .zip(0u64..)
+                    .find(|(key, pos)| *key != pos)
+                    .map(|(_, pos)| pos)
+                    .or_else(|| {
+                        let len = self.appended.len() as u64;
+                        (len < length).then_some(len)
+                    });
+                if let Some(i) = missing {
                     return Err(invalid(format!(
                         "fixed writer '{}' close failed - missing chunk at index {}",
                         self.name, i
-                    )))
+                    )));
                 }
+                self.appended.values().copied().collect()
             }
-        }
+        };
         let index = FixedIndex {
             uuid: self.header.uuid,
             ctime: self.header.ctime,
@@ -537,6 +588,60 @@ mod tests {
         let bytes = w.close(1, CS, &fixed_csum(&ds)).unwrap();
         assert_eq!(FixedIndex::parse(&bytes).unwrap().digests, ds.to_vec());
         assert!(w.close(3, 3 * CS, &fixed_csum(&ds)).is_err());
+    }
+
+    #[test]
+    fn far_offsets_cost_one_entry_each() {
+        // The hostile probe: one known chunk appended at the last possible position.
+        let last = (MAX_INDEX_ENTRIES - 1) * CS;
+        let mut w = FixedWriter::new("p.img.fidx".into(), None, hdr()).unwrap();
+        assert!(w.append(d(1), last, CS).unwrap());
+        assert_eq!(w.entries(), 1);
+        assert!(w
+            .append(d(1), last + CS, CS)
+            .unwrap_err()
+            .to_string()
+            .contains("exceeds the supported maximum"));
+        // Closing reports the first hole without building the index.
+        let err = w.close(1, last + CS, &d(0)).unwrap_err().to_string();
+        assert!(err.contains("unexpected chunk count"), "{err}");
+
+        let mut w =
+            FixedWriter::new("q.img.fidx".into(), Some(MAX_INDEX_ENTRIES * CS), hdr()).unwrap();
+        assert!(w.append(d(1), last, CS).unwrap());
+        assert!(
+            !w.append(d(2), last, CS).unwrap(),
+            "overwrite stores nothing new"
+        );
+        assert_eq!(w.entries(), 1);
+    }
+
+    #[test]
+    fn sparse_close_names_the_first_hole() {
+        let mut w = FixedWriter::new("a.fidx".into(), Some(3 * CS), hdr()).unwrap();
+        w.append(d(1), 0, CS).unwrap();
+        w.append(d(3), 2 * CS, CS).unwrap();
+        w.append(d(3), 2 * CS, CS).unwrap();
+        let err = w.close(3, 3 * CS, &d(0)).unwrap_err().to_string();
+        assert!(err.contains("missing chunk at index 1"), "{err}");
+        let mut w = FixedWriter::new("b.fidx".into(), Some(2 * CS), hdr()).unwrap();
+        w.append(d(1), 0, CS).unwrap();
+        w.append(d(1), 0, CS).unwrap();
+        let err = w.close(2, 2 * CS, &d(0)).unwrap_err().to_string();
+        assert!(err.contains("missing chunk at index 1"), "{err}");
+    }
+
+    #[test]
+    fn incremental_writer_holds_the_previous_entries_only() {
+        let old = vec![d(1), d(2)];
+        let mut w = FixedWriter::incremental("a.fidx".into(), 2 * CS, old, hdr()).unwrap();
+        assert_eq!(w.entries(), 2);
+        assert!(!w.append(d(5), 0, CS).unwrap());
+        assert!(!w.append(d(6), 0, CS).unwrap());
+        assert_eq!(w.entries(), 2);
+        let ds = [d(6), d(2)];
+        let bytes = w.close(2, 2 * CS, &fixed_csum(&ds)).unwrap();
+        assert_eq!(FixedIndex::parse(&bytes).unwrap().digests, ds.to_vec());
     }
 
     #[test]

@@ -1,17 +1,20 @@
-//! Backup session (`proxmox-backup-protocol-v1`, protocol.md §4): the upgrade-time checks of
-//! §4.1, the session object shared by all HTTP/2 streams of one connection, and the router.
+//! Backup session (`proxmox-backup-protocol-v1`, docs/protocol.md#backup-session): the upgrade-time
+//! checks of docs/protocol.md#backup-upgrade-checks, the session object shared by all HTTP/2
+//! streams of one connection, and the router.
 //!
 //! The datastore's [`BackupLease`] owns the new snapshot and the known-chunk map; it is kept
 //! in a `tokio::sync::RwLock<Option<_>>` so ordinary requests share it while `finish` takes it
 //! exclusively (waiting for in-flight uploads) to commit it. A connection that ends before a
-//! successful `finish` drops the lease, which deletes the snapshot (§4.5).
+//! successful `finish` drops the lease, which deletes the snapshot (docs/protocol.md#session-end).
 
+pub mod budget;
 mod chunks;
 mod finish;
 mod index_handlers;
 pub mod index_writers;
 mod previous;
 pub mod session;
+mod task_log;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -24,11 +27,12 @@ use crate::datastore::{BackupLease, Datastore};
 use crate::format::names::{BackupDir, BackupNamespace, BackupType};
 use crate::net::{json_data, Body, HttpError, Params};
 use crate::state::AppState;
+use crate::tasks::{RunningTask, TaskLog};
 
 use super::body::discard;
 use super::error::ProtocolError;
 use super::upgrade::{
-    check_upgrade_request, endpoint, path_not_found, serve_h2, switching_protocols,
+    check_upgrade_request, endpoint, path_not_found, serve_h2, switching_protocols, SessionLink,
     BACKUP_PROTOCOL_ID,
 };
 use super::visible_datastore;
@@ -39,14 +43,30 @@ pub(crate) struct BackupSession {
     store: Arc<Datastore>,
     lease: RwLock<Option<BackupLease>>,
     state: Mutex<SessionState>,
+    /// Upload buffer budget held by the manifest kept in memory until `finish`.
+    manifest_budget: Mutex<Option<budget::BufferPermit>>,
     benchmark: bool,
     /// `store:ns/type/id/time` for log lines.
     label: String,
+    /// The session's task (worker type `backup`, or `benchmark`).
+    log: TaskLog,
+    /// Key path of the snapshot in the datastore (`ns/a/host/x/<time>`), for task log lines.
+    rel_dir: String,
 }
 
 impl BackupSession {
     fn state(&self) -> MutexGuard<'_, SessionState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session's memory budget (a clone: charges go to the same scopes).
+    fn budget(&self) -> budget::SessionBudget {
+        self.state().budget().clone()
+    }
+
+    /// `"<snapshot key path>/<name>"` as the task log quotes files.
+    fn file_path(&self, name: &str) -> String {
+        format!("\"{}/{name}\"", self.rel_dir)
     }
 
     /// Shared access to the lease; fails once `finish` consumed it.
@@ -57,7 +77,8 @@ impl BackupSession {
 }
 
 /// `GET /api2/json/backup` with `Upgrade: proxmox-backup-protocol-v1`: runs every check of
-/// §4.1 in PBS's order, answers 101 and serves the session on the upgraded connection.
+/// docs/protocol.md#backup-upgrade-checks (PBS's order, except that the owner is checked last),
+/// answers 101 and serves the session on the upgraded connection.
 pub async fn upgrade(
     state: Arc<AppState>,
     identity: Identity,
@@ -122,30 +143,58 @@ pub async fn upgrade(
         "backup session started: {label} by {authid}{}",
         if benchmark { " (benchmark)" } else { "" }
     );
+    let rel_dir = crate::datastore::layout::snapshot_prefix(&ns, &dir)
+        .map_err(ProtocolError::from)?
+        .trim_end_matches('/')
+        .to_string();
+    // PBS names the task after store and group only (no namespace, no time).
+    let worker_type = if benchmark { "benchmark" } else { "backup" };
+    let task = state.tasks.start(
+        worker_type,
+        Some(&format!("{store_name}:{}", dir.group.path())),
+        &authid,
+    );
+    task.log().log(format!(
+        "starting new {worker_type} on datastore '{store_name}': \"{rel_dir}\""
+    ));
     let session = Arc::new(BackupSession {
         store,
         lease: RwLock::new(Some(lease)),
-        state: Mutex::new(SessionState::new()),
+        state: Mutex::new(SessionState::new(state.uploads.session(&store_tenant))),
+        manifest_budget: Mutex::new(None),
         benchmark,
         label,
+        log: task.log().clone(),
+        rel_dir,
     });
+    let link = SessionLink::take(&mut req, &state.limits);
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        let result = match on_upgrade.await {
-            Ok(upgraded) => {
-                let handler_session = session.clone();
-                serve_h2(upgraded, move |req| handle(handler_session.clone(), req))
+        let serve = async {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let handler_session = session.clone();
+                    serve_h2(upgraded, link, move |req| {
+                        handle(handler_session.clone(), req)
+                    })
                     .await
                     .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(format!("upgrade failed: {e}")),
             }
-            Err(e) => Err(format!("upgrade failed: {e}")),
         };
-        end_session(&session, result).await;
+        // Stopping the task drops the connection; the unfinished snapshot goes with the lease.
+        let result = tokio::select! {
+            result = serve => result,
+            () = session.log.aborted() => Err("task aborted".to_string()),
+        };
+        end_session(&session, task, result).await;
     });
     Ok(switching_protocols(BACKUP_PROTOCOL_ID))
 }
 
-/// §4.1 step 6: `host/benchmark` is reserved for benchmark sessions and vice versa.
+/// docs/protocol.md#backup-upgrade-checks step 6: `host/benchmark` is reserved for benchmark
+/// sessions and vice versa.
 fn check_benchmark_rule(dir: &BackupDir, benchmark: bool) -> Result<(), HttpError> {
     let is_benchmark_group = dir.group.ty == BackupType::Host && dir.group.id == "benchmark";
     if is_benchmark_group && !benchmark {
@@ -169,29 +218,56 @@ fn session_label(store: &str, ns: &BackupNamespace, dir: &BackupDir) -> String {
     }
 }
 
-/// Connection gone: an unfinished (or benchmark) snapshot is removed by dropping the lease.
-async fn end_session(session: &BackupSession, result: Result<(), String>) {
+/// Connection gone: an unfinished (or benchmark) snapshot is removed by dropping the lease;
+/// the task ends with PBS's closing lines.
+async fn end_session(session: &BackupSession, task: RunningTask, result: Result<(), String>) {
     let lease = session.lease.write().await.take();
     let finished = session.state().is_finished();
     drop(lease);
+    let log = &session.log;
+    if session.benchmark {
+        log.log("benchmark finished successfully");
+        task.finish(Ok(()));
+        return;
+    }
     match (finished, result) {
-        (true, Ok(())) => tracing::info!("backup session finished: {}", session.label),
-        (true, Err(e)) => tracing::info!(
-            "backup session finished: {} (connection closed with: {e})",
-            session.label
-        ),
-        (false, Ok(())) => tracing::warn!(
-            "backup session {} ended without finish - snapshot removed",
-            session.label
-        ),
-        (false, Err(e)) => tracing::warn!(
-            "backup session {} failed: {e} - snapshot removed",
-            session.label
-        ),
+        (true, Ok(())) => {
+            tracing::info!("backup session finished: {}", session.label);
+            log.log("backup finished successfully");
+            task.finish(Ok(()));
+        }
+        (true, Err(e)) => {
+            tracing::info!(
+                "backup session finished: {} (connection closed with: {e})",
+                session.label
+            );
+            log.log(format!("backup had errors but finished: {e}"));
+            task.finish(Ok(()));
+        }
+        (false, Ok(())) => {
+            tracing::warn!(
+                "backup session {} ended without finish - snapshot removed",
+                session.label
+            );
+            let err = "backup ended but finished flag is not set.";
+            log.log(format!("backup ended and finish failed: {err}"));
+            log.log("removing unfinished backup");
+            task.finish(Err(err.to_string()));
+        }
+        (false, Err(e)) => {
+            tracing::warn!(
+                "backup session {} failed: {e} - snapshot removed",
+                session.label
+            );
+            log.log(format!("backup failed: {e}"));
+            log.log("removing failed backup");
+            task.finish(Err(e));
+        }
     }
 }
 
-/// Routes one request of the session (paths without `/api2/json`, §4.3).
+/// Routes one request of the session (paths without `/api2/json`,
+/// docs/protocol.md#backup-endpoints).
 async fn handle(session: Arc<BackupSession>, req: Request<Incoming>) -> Response<Body> {
     let path = endpoint(&req);
     let method = req.method().clone();

@@ -1,12 +1,12 @@
-//! `GET previous_backup_time` and `GET previous` (protocol.md §4.3): access to the previous
-//! snapshot of the group. Downloading a previous index registers all its chunks as known
+//! `GET previous_backup_time` and `GET previous` (docs/protocol.md#backup-endpoints): access to the
+//! previous snapshot of the group. Downloading a previous index registers all its chunks as known
 //! **before** the answer is sent, which is what lets the client skip re-uploading them.
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::format::index::{index_kind_of, AnyIndex};
-use crate::net::{json_data, octet_stream, Body, HttpError, Params};
+use crate::net::{json_data, octet_stream, streamed, Body, HttpError, Params};
 
 use super::BackupSession;
 use crate::protocol::error::ProtocolError;
@@ -45,9 +45,16 @@ pub(super) async fn download_previous(
         let index = AnyIndex::parse(kind, &bytes).map_err(|e| {
             HttpError::bad_request(format!("unable to open previous index '{name}': {e}"))
         })?;
+        let budget = session.budget();
         for (digest, size) in index.chunks() {
+            if lease.known_chunk_size(&digest).is_none() {
+                budget
+                    .check_known_chunks(lease.known_chunk_count(), 1)
+                    .map_err(ProtocolError::from)?;
+            }
             lease.register_chunk(&digest, size);
         }
     }
-    Ok(octet_stream(bytes))
+    // PBS streams file downloads: no content-length
+    Ok(streamed(octet_stream(bytes)))
 }

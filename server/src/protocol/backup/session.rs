@@ -1,12 +1,13 @@
-//! The pure state machine of one backup session (protocol.md §4.2): writer ids, writers,
-//! file counter, chunk upload statistics, the uploaded manifest and the Active → Finishing →
-//! Finished phases. Handlers keep it behind a `std::sync::Mutex` and never hold that lock
-//! across an `.await`; the known-chunk map lives in the datastore's backup lease.
+//! The pure state machine of one backup session (docs/protocol.md#session-state): writer ids,
+//! writers, file counter, chunk upload statistics, the uploaded manifest and the Active → Finishing
+//! → Finished phases. Handlers keep it behind a `std::sync::Mutex` and never hold that lock across
+//! an `.await`; the known-chunk map lives in the datastore's backup lease.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use super::budget::{EntryCharge, SessionBudget, WriterSlot};
 use super::index_writers::{DynamicWriter, FixedWriter, IndexHeaderInfo};
 use crate::format::Digest;
 use crate::protocol::error::ProtocolError;
@@ -51,10 +52,17 @@ enum Phase {
 
 #[derive(Debug)]
 enum Writer {
-    Fixed(FixedWriter),
-    Dynamic(DynamicWriter),
+    Fixed(FixedWriter, Held),
+    Dynamic(DynamicWriter, Held),
     /// Closed writers stay known so later calls get a clear error (PBS 4.x behaviour).
     Closed(WriterKind),
+}
+
+/// The budget an open writer holds: its writer slot and its entries.
+#[derive(Debug)]
+pub struct Held {
+    _slot: WriterSlot,
+    entries: EntryCharge,
 }
 
 /// What `finish` needs once the state checks passed.
@@ -67,18 +75,15 @@ pub struct FinishInput {
 /// Session state without any I/O.
 #[derive(Debug)]
 pub struct SessionState {
+    budget: SessionBudget,
     phase: Phase,
     last_wid: u64,
     writers: BTreeMap<u64, Writer>,
     file_counter: u64,
     stats: UploadStats,
+    /// Per writer, for the upload statistics the task log shows at close.
+    writer_stats: BTreeMap<u64, UploadStats>,
     manifest: Option<Bytes>,
-}
-
-impl Default for SessionState {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 fn invalid(msg: String) -> ProtocolError {
@@ -86,13 +91,15 @@ fn invalid(msg: String) -> ProtocolError {
 }
 
 impl SessionState {
-    pub fn new() -> Self {
+    pub fn new(budget: SessionBudget) -> Self {
         Self {
+            budget,
             phase: Phase::Active,
             last_wid: 0,
             writers: BTreeMap::new(),
             file_counter: 0,
             stats: UploadStats::default(),
+            writer_stats: BTreeMap::new(),
             manifest: None,
         }
     }
@@ -118,30 +125,55 @@ impl SessionState {
         self.stats
     }
 
-    fn next_wid(&mut self) -> Result<u64, ProtocolError> {
+    fn check_wid_left(&self) -> Result<(), ProtocolError> {
         if self.last_wid >= MAX_WID {
             return Err(invalid(format!(
                 "too many index writers in this session (limit {MAX_WID})"
             )));
         }
+        Ok(())
+    }
+
+    fn next_wid(&mut self) -> Result<u64, ProtocolError> {
+        self.check_wid_left()?;
         self.last_wid += 1;
         Ok(self.last_wid)
+    }
+
+    /// The budget this session charges.
+    pub fn budget(&self) -> &SessionBudget {
+        &self.budget
+    }
+
+    /// A writer slot and `entries` entries for a new writer.
+    fn hold(&self, entries: u64) -> Result<Held, ProtocolError> {
+        let slot = self.budget.writer()?;
+        let entries = self.budget.entries(entries)?;
+        Ok(Held {
+            _slot: slot,
+            entries,
+        })
     }
 
     /// Registers a new dynamic writer and returns its wid.
     pub fn create_dynamic(&mut self, name: String) -> Result<u64, ProtocolError> {
         self.ensure_active()?;
+        self.check_wid_left()?;
+        let held = self.hold(0)?;
         let wid = self.next_wid()?;
         let writer = DynamicWriter::new(name, IndexHeaderInfo::now());
-        self.writers.insert(wid, Writer::Dynamic(writer));
+        self.writers.insert(wid, Writer::Dynamic(writer, held));
         Ok(wid)
     }
 
-    /// Registers a new fixed writer (built by the caller) and returns its wid.
+    /// Registers a new fixed writer (built by the caller) and returns its wid. An incremental
+    /// writer's copied entries are charged here.
     pub fn create_fixed(&mut self, writer: FixedWriter) -> Result<u64, ProtocolError> {
         self.ensure_active()?;
+        self.check_wid_left()?;
+        let held = self.hold(writer.entries())?;
         let wid = self.next_wid()?;
-        self.writers.insert(wid, Writer::Fixed(writer));
+        self.writers.insert(wid, Writer::Fixed(writer, held));
         Ok(wid)
     }
 
@@ -161,8 +193,8 @@ impl SessionState {
     fn writer_mut(&mut self, kind: WriterKind, wid: u64) -> Result<&mut Writer, ProtocolError> {
         match self.writers.get_mut(&wid) {
             Some(Writer::Closed(k)) if *k == kind => Err(Self::closed(kind, wid)),
-            Some(w @ Writer::Fixed(_)) if kind == WriterKind::Fixed => Ok(w),
-            Some(w @ Writer::Dynamic(_)) if kind == WriterKind::Dynamic => Ok(w),
+            Some(w @ Writer::Fixed(..)) if kind == WriterKind::Fixed => Ok(w),
+            Some(w @ Writer::Dynamic(..)) if kind == WriterKind::Dynamic => Ok(w),
             _ => Err(Self::not_registered(kind, wid)),
         }
     }
@@ -179,20 +211,29 @@ impl SessionState {
         duplicate: bool,
     ) -> Result<(), ProtocolError> {
         self.ensure_active()?;
-        if let Writer::Fixed(w) = self.writer_mut(kind, wid)? {
+        if let Writer::Fixed(w, _) = self.writer_mut(kind, wid)? {
             w.register_upload(size)?;
         }
-        self.stats.count += 1;
-        self.stats.size += size;
-        self.stats.compressed_size += encoded_size;
-        if duplicate {
-            self.stats.duplicates += 1;
+        for stats in [&mut self.stats, self.writer_stats.entry(wid).or_default()] {
+            stats.count += 1;
+            stats.size += size;
+            stats.compressed_size += encoded_size;
+            if duplicate {
+                stats.duplicates += 1;
+            }
         }
         Ok(())
     }
 
+    /// Upload statistics of writer `wid` (zero when nothing was uploaded through it).
+    pub fn writer_stats(&self, wid: u64) -> UploadStats {
+        self.writer_stats.get(&wid).copied().unwrap_or_default()
+    }
+
     /// Appends `(digest, offset)` pairs in order; `known` gives the size of a known digest.
-    /// Stops at the first failing entry (the client aborts the session then anyway).
+    /// Stops at the first failing entry (the client aborts the session then anyway). Entries
+    /// for the whole list are reserved from the budget first; what the writer did not store
+    /// (overwrites, a failed entry) is given back.
     pub fn append(
         &mut self,
         kind: WriterKind,
@@ -209,6 +250,8 @@ impl SessionState {
                 digests.len()
             )));
         }
+        self.writer_mut(kind, wid)?;
+        let mut reserved = self.budget.entries(digests.len() as u64)?;
         let writer = self.writer_mut(kind, wid)?;
         for (digest, &offset) in digests.iter().zip(offsets) {
             let size = known(digest).ok_or_else(|| {
@@ -217,17 +260,24 @@ impl SessionState {
                     crate::format::digest_to_hex(digest)
                 ))
             })?;
-            match writer {
-                Writer::Fixed(w) => w.append(*digest, offset, size)?,
-                Writer::Dynamic(w) => w.append(*digest, offset, size)?,
+            let (stored_new, held) = match writer {
+                Writer::Fixed(w, held) => (w.append(*digest, offset, size)?, held),
+                Writer::Dynamic(w, held) => {
+                    w.append(*digest, offset, size)?;
+                    (true, held)
+                }
                 Writer::Closed(_) => return Err(Self::closed(kind, wid)),
+            };
+            if stored_new {
+                held.entries.take_from(&mut reserved, 1);
             }
         }
         Ok(())
     }
 
     /// Checks the close parameters and, when they match, marks the writer closed, counts the
-    /// file and returns `(archive name, index bytes)` for the caller to store.
+    /// file and returns `(archive name, index bytes, budget)` for the caller to store; the
+    /// caller drops the budget once the bytes are stored.
     pub fn close(
         &mut self,
         kind: WriterKind,
@@ -235,16 +285,19 @@ impl SessionState {
         chunk_count: u64,
         size: u64,
         csum: &Digest,
-    ) -> Result<(String, Vec<u8>), ProtocolError> {
+    ) -> Result<(String, Vec<u8>, Held), ProtocolError> {
         self.ensure_active()?;
         let (name, bytes) = match self.writer_mut(kind, wid)? {
-            Writer::Fixed(w) => (w.name().to_string(), w.close(chunk_count, size, csum)?),
-            Writer::Dynamic(w) => (w.name().to_string(), w.close(chunk_count, size, csum)?),
+            Writer::Fixed(w, _) => (w.name().to_string(), w.close(chunk_count, size, csum)?),
+            Writer::Dynamic(w, _) => (w.name().to_string(), w.close(chunk_count, size, csum)?),
             Writer::Closed(_) => return Err(Self::closed(kind, wid)),
         };
-        self.writers.insert(wid, Writer::Closed(kind));
+        let held = match self.writers.insert(wid, Writer::Closed(kind)) {
+            Some(Writer::Fixed(_, held) | Writer::Dynamic(_, held)) => held,
+            _ => return Err(Self::closed(kind, wid)),
+        };
         self.file_counter += 1;
-        Ok((name, bytes))
+        Ok((name, bytes, held))
     }
 
     /// Counts an uploaded blob; the manifest's bytes are kept for `finish`.
@@ -299,6 +352,11 @@ mod tests {
     use super::*;
     use crate::format::fixed_index::FIXED_CHUNK_SIZE;
     use crate::format::sha256;
+    use crate::protocol::backup::budget::UploadBudget;
+
+    fn new_state() -> SessionState {
+        SessionState::new(UploadBudget::default().session("t"))
+    }
 
     fn d(n: u8) -> Digest {
         sha256(&[n])
@@ -315,7 +373,7 @@ mod tests {
 
     #[test]
     fn wids_are_shared_and_bounded() {
-        let mut s = SessionState::new();
+        let mut s = new_state();
         assert_eq!(s.create_dynamic("a.didx".into()).unwrap(), 1);
         let f = FixedWriter::new("b.fidx".into(), Some(1), IndexHeaderInfo::now()).unwrap();
         assert_eq!(s.create_fixed(f).unwrap(), 2);
@@ -326,8 +384,66 @@ mod tests {
     }
 
     #[test]
+    fn writers_and_entries_are_charged_until_close() {
+        use crate::protocol::backup::budget::UploadLimits;
+        let budget = UploadBudget::new(UploadLimits {
+            writers_per_tenant: 2,
+            entries_per_session: 3,
+            ..UploadLimits::default()
+        });
+        let mut s = SessionState::new(budget.session("t"));
+        let a = s.create_dynamic("a.didx".into()).unwrap();
+        let f = FixedWriter::new(
+            "b.fidx".into(),
+            Some(4 * FIXED_CHUNK_SIZE),
+            IndexHeaderInfo::now(),
+        )
+        .unwrap();
+        let b = s.create_fixed(f).unwrap();
+        let err = s.create_dynamic("c.didx".into()).unwrap_err().to_string();
+        assert!(
+            err.contains("open index writer budget of tenant 't'"),
+            "{err}"
+        );
+        assert_eq!(budget.server_usage().writers, 2);
+
+        let known = |_: &Digest| Some(FIXED_CHUNK_SIZE);
+        let cs = FIXED_CHUNK_SIZE;
+        // Overwrites cost nothing; a list that does not fit is refused before anything moves.
+        s.append(WriterKind::Fixed, b, &[d(1), d(1)], &[0, 0], known)
+            .unwrap();
+        assert_eq!(budget.server_usage().entries, 1);
+        let err = s
+            .append(
+                WriterKind::Fixed,
+                b,
+                &[d(1); 3],
+                &[cs, 2 * cs, 3 * cs],
+                known,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("index entry budget of this backup session"),
+            "{err}"
+        );
+        s.append(WriterKind::Dynamic, a, &[d(1), d(1)], &[0, cs], known)
+            .unwrap();
+        assert_eq!(budget.server_usage().entries, 3);
+
+        let csum = didx_csum(&[(cs, d(1)), (2 * cs, d(1))]);
+        let (_, _, held) = s.close(WriterKind::Dynamic, a, 2, 2 * cs, &csum).unwrap();
+        assert_eq!(budget.server_usage().entries, 3, "held until stored");
+        drop(held);
+        assert_eq!(budget.server_usage().entries, 1);
+        assert_eq!(budget.server_usage().writers, 1);
+        drop(s);
+        assert_eq!(budget.server_usage(), Default::default());
+    }
+
+    #[test]
     fn chunk_registration_checks_writer_kind_and_counts_stats() {
-        let mut s = SessionState::new();
+        let mut s = new_state();
         let wid = s.create_dynamic("a.didx".into()).unwrap();
         let err = s
             .register_chunk(WriterKind::Fixed, wid, 10, 22, false)
@@ -349,11 +465,13 @@ mod tests {
                 duplicates: 1
             }
         );
+        assert_eq!(s.writer_stats(wid), s.stats());
+        assert_eq!(s.writer_stats(7), UploadStats::default());
     }
 
     #[test]
     fn append_requires_known_chunks_and_equal_lists() {
-        let mut s = SessionState::new();
+        let mut s = new_state();
         let wid = s.create_dynamic("a.didx".into()).unwrap();
         let known = |dg: &Digest| (dg == &d(1)).then_some(10u64);
         let err = s
@@ -367,7 +485,7 @@ mod tests {
         s.append(WriterKind::Dynamic, wid, &[d(1), d(1)], &[0, 10], known)
             .unwrap();
         let csum = didx_csum(&[(10, d(1)), (20, d(1))]);
-        let (name, bytes) = s.close(WriterKind::Dynamic, wid, 2, 20, &csum).unwrap();
+        let (name, bytes, _held) = s.close(WriterKind::Dynamic, wid, 2, 20, &csum).unwrap();
         assert_eq!(name, "a.didx");
         assert!(bytes.len() == 4096 + 80);
         assert_eq!(s.file_counter(), 1);
@@ -384,7 +502,7 @@ mod tests {
 
     #[test]
     fn fixed_writer_small_chunk_rule_via_session() {
-        let mut s = SessionState::new();
+        let mut s = new_state();
         let f = FixedWriter::new("d.img.fidx".into(), Some(5), IndexHeaderInfo::now()).unwrap();
         let wid = s.create_fixed(f).unwrap();
         s.register_chunk(WriterKind::Fixed, wid, 5, 17, false)
@@ -403,7 +521,7 @@ mod tests {
 
     #[test]
     fn finish_rules() {
-        let mut s = SessionState::new();
+        let mut s = new_state();
         assert_eq!(
             s.begin_finish().unwrap_err().to_string(),
             "backup does not contain valid files (file count == 0)"

@@ -5,16 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use crate::auth::AuthService;
-use crate::datastore::Datastore;
+pub use crate::datastore::DatastoreEntry;
+use crate::metering::MeteredServer;
 use crate::tasks::TaskRegistry;
-
-/// A datastore as the server exposes it: its name, the tenant that owns it and the store itself.
-pub struct DatastoreEntry {
-    pub name: String,
-    pub tenant: String,
-    pub comment: Option<String>,
-    pub store: Arc<Datastore>,
-}
 
 /// Who this server is (`/nodes/localhost/identity`, UPIDs).
 #[derive(Clone, Debug)]
@@ -93,5 +86,16 @@ impl AppState {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(entry.name.clone(), Arc::new(entry));
+    }
+}
+
+/// What metering's background loops read from the server (see `metering::MeteredServer`).
+impl MeteredServer for AppState {
+    fn datastores(&self) -> Vec<Arc<DatastoreEntry>> {
+        AppState::datastores(self)
+    }
+
+    fn tenant_ids(&self) -> Vec<String> {
+        self.auth.tenants().into_iter().map(|t| t.id).collect()
     }
 }

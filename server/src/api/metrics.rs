@@ -54,7 +54,7 @@ pub async fn answer<B>(
     let mut usages = Vec::new();
     for tenant in tenants {
         let with_quota = scope.tenant_figures(&tenant);
-        let u = usage::tenant_usage(state, &tenant, &entries, with_quota)
+        let u = usage::tenant_usage(&state.meter, &tenant, &entries, with_quota)
             .await
             .map_err(crate::api::context::ds_error)?;
         usages.push(u);

@@ -92,7 +92,7 @@ pub async fn usage(ctx: &Ctx, tenant: &str) -> Result<Response<Body>, HttpError>
     if entries.is_empty() && !with_quota {
         return Err(HttpError::forbidden());
     }
-    let usage = tenant_usage(&ctx.state, tenant, &entries, with_quota)
+    let usage = tenant_usage(&ctx.state.meter, tenant, &entries, with_quota)
         .await
         .map_err(ds_error)?;
     Ok(json_data(usage))

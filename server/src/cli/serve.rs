@@ -69,7 +69,9 @@ pub async fn serve(location: Location, listen: Option<String>) -> anyhow::Result
     let _ = state.tls_fingerprint.set(tls.fingerprint.clone());
     state.meter.apply_quotas(&config);
     let opened = open_datastores(&config, &data_dir, &state, &holder).await?;
-    state.meter.start(&config, &data_dir, &state)?;
+    state
+        .meter
+        .start(&config, &data_dir, Arc::downgrade(&state) as _)?;
     let stores: Vec<String> = opened.iter().map(|(name, _)| name.clone()).collect();
     state
         .jobs

@@ -8,6 +8,7 @@
 pub mod archive_source;
 mod capacity;
 mod chunks;
+mod entry;
 mod fence;
 mod gc;
 mod groups;
@@ -39,6 +40,7 @@ use crate::format::FormatError;
 
 pub use archive_source::DidxSource;
 pub use chunks::ChunkInsertOutcome;
+pub use entry::DatastoreEntry;
 pub use gc::{
     GcCacheStats, GcStatus, DEFAULT_ABANDONED_AFTER, DEFAULT_GC_CUTOFF, DEFAULT_INDEX_CACHE_DIGESTS,
 };

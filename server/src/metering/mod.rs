@@ -19,8 +19,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::datastore::{lock_std, TenantMeter, UsageObserver};
-use crate::state::{AppState, DatastoreEntry};
+use crate::datastore::{lock_std, DatastoreEntry, TenantMeter, UsageObserver};
 
 use outbox::Outbox;
 
@@ -35,7 +34,16 @@ pub struct EventCounts {
 /// How often changed usage counters are persisted.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Metering state of the server (one per process, in [`AppState`]).
+/// What the background loops of metering read from the server: the datastores it serves and
+/// the tenants it knows. The server state implements it; metering sees only this, so that it
+/// does not depend on the state that holds it.
+pub trait MeteredServer: Send + Sync {
+    fn datastores(&self) -> Vec<Arc<DatastoreEntry>>;
+    /// Tenants known to the auth store (those without a datastore included).
+    fn tenant_ids(&self) -> Vec<String>;
+}
+
+/// Metering state of the server (one per process, in the server state).
 #[derive(Default)]
 pub struct Metering {
     meters: Mutex<BTreeMap<String, Arc<TenantMeter>>>,
@@ -106,16 +114,16 @@ impl Metering {
         }
     }
 
-    /// Start the background work: counter persistence and first scans for `state`'s stores,
+    /// Start the background work: counter persistence and first scans for `server`'s stores,
     /// and, when configured, the webhook outbox in `<data_dir>/webhook-outbox`, its delivery
-    /// and the usage report loop.
+    /// and the usage report loop. The loops end once `server` is gone.
     pub fn start(
         self: &Arc<Self>,
         config: &Config,
         data_dir: &Path,
-        state: &Arc<AppState>,
+        server: Weak<dyn MeteredServer>,
     ) -> anyhow::Result<()> {
-        spawn_maintenance(Arc::downgrade(state));
+        spawn_maintenance(server.clone());
         let Some(hook) = &config.webhook else {
             return Ok(());
         };
@@ -128,7 +136,7 @@ impl Metering {
             .as_ref()
             .map(|s| s.get_ref().clone())
             .unwrap_or_else(|| "hourly".to_string());
-        tokio::spawn(usage::report_loop(Arc::downgrade(state), schedule));
+        tokio::spawn(usage::report_loop(server, self.clone(), schedule));
         Ok(())
     }
 
@@ -203,11 +211,11 @@ impl UsageObserver for Metering {
 }
 
 /// Rescans datastores whose counters could not be trusted at open, then persists changed
-/// counters every [`FLUSH_INTERVAL`] until the server state is gone.
-fn spawn_maintenance(state: Weak<AppState>) {
+/// counters every [`FLUSH_INTERVAL`] until the server is gone.
+fn spawn_maintenance(server: Weak<dyn MeteredServer>) {
     tokio::spawn(async move {
         loop {
-            let Some(state) = state.upgrade() else {
+            let Some(state) = server.upgrade() else {
                 return;
             };
             for entry in state.datastores() {

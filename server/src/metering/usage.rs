@@ -8,8 +8,8 @@ use std::sync::{Arc, Weak};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::datastore::{DatastoreError, UsageCounters};
-use crate::state::{AppState, DatastoreEntry};
+use super::{MeteredServer, Metering};
+use crate::datastore::{DatastoreEntry, DatastoreError, UsageCounters};
 
 /// S3 requests by type over the datastore's life, kept across restarts (see
 /// `datastore/usage.rs`; zero on the local backend).
@@ -95,12 +95,12 @@ pub async fn store_usage(entry: &DatastoreEntry) -> Result<StoreUsage, Datastore
 /// Usage of `tenant` over the given datastores, with the tenant-wide quota block when
 /// `with_quota` (the caller decides what may be seen).
 pub async fn tenant_usage(
-    state: &AppState,
+    metering: &Metering,
     tenant: &str,
     entries: &[Arc<DatastoreEntry>],
     with_quota: bool,
 ) -> Result<TenantUsage, DatastoreError> {
-    let meter = state.meter.tenant(tenant);
+    let meter = metering.tenant(tenant);
     let mut totals = UsageCounters::default();
     let mut datastores = Vec::new();
     for entry in entries.iter().filter(|e| e.tenant == tenant) {
@@ -122,14 +122,13 @@ pub async fn tenant_usage(
 }
 
 /// Every tenant that owns a datastore or is known to the auth store, with its usage.
-pub async fn all_tenants(state: &AppState) -> Vec<TenantUsage> {
-    let entries = state.datastores();
-    let mut ids: std::collections::BTreeSet<String> =
-        state.auth.tenants().into_iter().map(|t| t.id).collect();
+pub async fn all_tenants(metering: &Metering, server: &dyn MeteredServer) -> Vec<TenantUsage> {
+    let entries = server.datastores();
+    let mut ids: std::collections::BTreeSet<String> = server.tenant_ids().into_iter().collect();
     ids.extend(entries.iter().map(|e| e.tenant.clone()));
     let mut out = Vec::new();
     for id in ids {
-        match tenant_usage(state, &id, &entries, true).await {
+        match tenant_usage(metering, &id, &entries, true).await {
             Ok(u) => out.push(u),
             Err(e) => tracing::warn!("usage of tenant '{id}' unavailable: {e}"),
         }
@@ -138,7 +137,11 @@ pub async fn all_tenants(state: &AppState) -> Vec<TenantUsage> {
 }
 
 /// Posts a `usage-report` event per tenant at every time `schedule` names.
-pub async fn report_loop(state: Weak<AppState>, schedule: String) {
+pub async fn report_loop(
+    server: Weak<dyn MeteredServer>,
+    metering: Arc<Metering>,
+    schedule: String,
+) {
     loop {
         let now = chrono::Utc::now();
         let next = match super::schedule::next_report_time(&schedule, now) {
@@ -150,12 +153,12 @@ pub async fn report_loop(state: Weak<AppState>, schedule: String) {
         };
         let wait = (next - now).to_std().unwrap_or_default();
         tokio::time::sleep(wait).await;
-        let Some(state) = state.upgrade() else {
+        let Some(server) = server.upgrade() else {
             return;
         };
-        for usage in all_tenants(&state).await {
+        for usage in all_tenants(&metering, server.as_ref()).await {
             let value = serde_json::to_value(&usage).unwrap_or_default();
-            state.meter.emit(
+            metering.emit(
                 "usage-report",
                 json!({ "tenant": usage.tenant, "period-end": next.timestamp(), "usage": value }),
             );

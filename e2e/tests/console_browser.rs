@@ -119,7 +119,15 @@ async fn login(c: &Client, base: &str, user: &str, password: &str) {
         .click()
         .await
         .unwrap();
-    let who = wait_for(c, "#whoami").await.text().await.unwrap();
+    let who = match c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#whoami"))
+        .await
+    {
+        Ok(e) => e.text().await.unwrap(),
+        Err(e) => panic!("not signed in ({e}): {}", c.source().await.unwrap()),
+    };
     assert_eq!(who, user);
 }
 

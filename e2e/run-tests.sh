@@ -22,6 +22,13 @@ if ! /usr/bin/python3 -c 'import proxmoxer' 2>/dev/null; then
     apt-get install -y -qq --no-install-recommends python3-proxmoxer python3-requests >/dev/null
 fi
 
+echo "== headless browser for the console test (Debian's chromium and chromium-driver)"
+if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+
 echo "== Prometheus exporter for the monitoring test (pbs-exporter from PyPI, in a venv under"
 echo "   ~/.cache/pbs-cloud keyed by its version)"
 PBS_EXPORTER_VENV=$(bash e2e/pbs-exporter/install.sh)

@@ -3,6 +3,7 @@ pub mod auth;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod datastore;
 pub mod fault;
 pub mod format;

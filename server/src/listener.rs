@@ -1,4 +1,5 @@
-//! The accept loop: TCP → TLS → HTTP/1.1 with upgrades → `api::handle`. Backup and reader
+//! The accept loop: TCP → TLS → HTTP/1.1 with upgrades → `api::handle` (or `console::handle`
+//! for the web console's paths). Backup and reader
 //! sessions leave HTTP/1.1 through the upgrade and continue as HTTP/2 inside `protocol/`.
 //!
 //! Every connection is counted against a total and a per-source limit (see `net::limits`) from
@@ -108,7 +109,13 @@ async fn handle_connection(
         let state = state.clone();
         // An upgraded session takes the slot along, so it stays counted until it ends.
         req.extensions_mut().insert(slot.clone());
-        async move { Ok::<_, Infallible>(crate::api::handle(state, req).await) }
+        async move {
+            // `/` and `/console/…` are the web console; everything else is the API.
+            if crate::console::is_console_path(req.uri().path()) {
+                return Ok::<_, Infallible>(crate::console::handle(state, req).await);
+            }
+            Ok::<_, Infallible>(crate::api::handle(state, req).await)
+        }
     });
     tracing::trace!("TLS connection from {peer}");
     http1_builder(&limits)

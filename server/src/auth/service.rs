@@ -242,6 +242,12 @@ impl AuthService {
         }
     }
 
+    /// A fresh CSRF token for `userid` (the web console puts it into its pages, whose ticket
+    /// sits in an HttpOnly cookie).
+    pub fn csrf_token(&self, userid: &Userid) -> String {
+        ticket::create_csrf(&self.csrf_key, userid, now())
+    }
+
     fn issue(&self, userid: &Userid, now: i64) -> LoginResult {
         LoginResult {
             username: userid.to_string(),

@@ -1,0 +1,279 @@
+//! The web console in a real browser: Debian's headless Chromium driven over WebDriver
+//! (chromedriver + fantoccini). Logs in with the printed admin password, finds on the dashboard
+//! the backup the protocol test client just made, opens the snapshot and browses its pxar
+//! archive, downloads a file through the page's link, logs out, and checks that a user of
+//! another tenant sees none of it. Screenshots go to `e2e/console/` as test artifacts.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{backup, Content, T0};
+use fantoccini::{Client, ClientBuilder, Locator};
+use pbs_cloud_e2e::{Crypt, TestServer};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const INSTALL: &str = "apt-get install chromium chromium-driver (e2e/run-tests.sh installs them)";
+/// Upper bound for page loads and element waits (the waits end on the element, not the time).
+const WAIT: Duration = Duration::from_secs(30);
+
+/// `chromedriver` on a free port; returns the process and its URL once it says it listens.
+async fn chromedriver() -> (Child, String) {
+    for bin in ["chromedriver", "chromium"] {
+        let found = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {bin}"))
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(found, "`{bin}` is not installed: {INSTALL}");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start chromedriver ({e}): {INSTALL}"));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("started successfully") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(ready, Ok(true), "chromedriver did not start: {INSTALL}");
+    // keep draining its output
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+async fn browser(driver: &str, downloads: &std::path::Path) -> Client {
+    let caps = json!({
+        "acceptInsecureCerts": true,
+        "goog:chromeOptions": {
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"],
+            "prefs": {
+                "download.default_directory": downloads.to_str().unwrap(),
+                "download.prompt_for_download": false,
+            },
+        },
+    });
+    let caps = caps.as_object().unwrap().clone();
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(driver)
+        .await
+        .unwrap_or_else(|e| panic!("WebDriver session with Chromium failed ({e}): {INSTALL}"))
+}
+
+fn artifact(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("console")
+        .join(name)
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    std::fs::write(artifact(name), png).unwrap();
+}
+
+async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no '{css}' on the page: {e}"))
+}
+
+async fn login(c: &Client, base: &str, user: &str, password: &str) {
+    c.goto(&format!("{base}/")).await.unwrap();
+    wait_for(c, "#username")
+        .await
+        .send_keys(user)
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    c.find(Locator::Id("login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let who = match c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#whoami"))
+        .await
+    {
+        Ok(e) => e.text().await.unwrap(),
+        Err(e) => panic!("not signed in ({e}): {}", c.source().await.unwrap()),
+    };
+    assert_eq!(who, user);
+}
+
+#[tokio::test]
+async fn console_in_headless_chromium() {
+    let mut server = TestServer::prepare().unwrap();
+    server.launch().await.unwrap();
+    server.stop().await;
+    server.manage(&["tenant", "add", "other"], "").unwrap();
+    server
+        .manage(
+            &["user", "add", "eve@pbs", "--tenant", "other"],
+            "eve-pass\n",
+        )
+        .unwrap();
+    server.launch().await.unwrap();
+    let client = server.admin_client().await.unwrap();
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tree.path().join("etc")).unwrap();
+    std::fs::write(tree.path().join("etc/hostname"), b"console-host\n").unwrap();
+    let content = Content {
+        tree: Some(tree.path()),
+        image: None,
+        conf: Some(b"setting = 1\n"),
+    };
+    backup(
+        &client,
+        server.store(),
+        None,
+        "webhost",
+        T0,
+        Crypt::None,
+        &content,
+    )
+    .await
+    .unwrap();
+
+    let (_driver, driver_url) = chromedriver().await;
+    let downloads = tempfile::tempdir().unwrap();
+    let c = browser(&driver_url, downloads.path()).await;
+    let base = format!("https://127.0.0.1:{}", server.port());
+
+    // Login page first; every page is behind it.
+    c.goto(&format!("{base}/console/tasks")).await.unwrap();
+    wait_for(&c, "#username").await;
+    screenshot(&c, "login.png").await;
+    login(&c, &base, server.auth_id(), &server.password).await;
+
+    // Dashboard: connection lines, the store, the group of the backup just made.
+    let fp = wait_for(&c, "#fingerprint").await.text().await.unwrap();
+    assert!(fp.contains(&server.fingerprint), "{fp}");
+    let repo = c
+        .find(Locator::Css("pre.repository"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        repo,
+        format!(
+            "export PBS_REPOSITORY='{}@127.0.0.1:{}:{}'",
+            server.auth_id(),
+            server.port(),
+            server.store()
+        )
+    );
+    let group = wait_for(&c, "table.groups a.group").await;
+    assert_eq!(group.text().await.unwrap(), "host/webhost");
+    screenshot(&c, "dashboard.png").await;
+
+    // Group → snapshot → files.
+    group.click().await.unwrap();
+    wait_for(&c, "table.snapshots a.snapshot")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let title = wait_for(&c, "#snapshot-title").await.text().await.unwrap();
+    assert_eq!(title, "Snapshot host/webhost/2026-01-01T00:00:00Z");
+    let files: Vec<String> = {
+        let mut out = Vec::new();
+        for f in c.find_all(Locator::Css("td.filename")).await.unwrap() {
+            out.push(f.text().await.unwrap());
+        }
+        out
+    };
+    assert!(files.contains(&"app.conf.blob".to_string()), "{files:?}");
+    screenshot(&c, "snapshot.png").await;
+
+    // Browse the pxar archive and download one file; its bytes must match.
+    c.find(Locator::Css("a.browse"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&c, "table.catalog a.dir")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let file = wait_for(&c, "table.catalog a.file").await;
+    assert_eq!(file.text().await.unwrap(), "hostname");
+    screenshot(&c, "browse.png").await;
+    file.click().await.unwrap();
+    let downloaded = downloads.path().join("hostname");
+    let bytes = tokio::time::timeout(WAIT, async {
+        // Chromium writes `hostname.crdownload` and renames it when done: poll for the name.
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tick.tick().await;
+            if let Ok(b) = std::fs::read(&downloaded) {
+                return b;
+            }
+        }
+    })
+    .await
+    .expect("the download did not finish");
+    assert_eq!(bytes, b"console-host\n");
+
+    // Tasks page lists the backup task.
+    c.goto(&format!("{base}/console/tasks")).await.unwrap();
+    let task = wait_for(&c, "table.tasks tbody tr")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(task.contains("backup"), "{task}");
+
+    // Logout: the cookie is gone, the next page is the login form again.
+    c.goto(&format!("{base}/")).await.unwrap();
+    wait_for(&c, "#logout").await.click().await.unwrap();
+    wait_for(&c, "#username").await;
+    c.goto(&format!("{base}/")).await.unwrap();
+    wait_for(&c, "#username").await;
+
+    // A user of another tenant sees none of it.
+    login(&c, &base, "eve@pbs", "eve-pass").await;
+    let page = c.source().await.unwrap();
+    assert!(!page.contains("webhost"), "another tenant's group shown");
+    assert!(page.contains("No datastore is visible to you"));
+    c.goto(&format!("{base}/console/datastore/{}", server.store()))
+        .await
+        .unwrap();
+    let page = c.source().await.unwrap();
+    assert!(page.contains("does not exist") && !page.contains("webhost"));
+    c.close().await.unwrap();
+}

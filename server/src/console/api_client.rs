@@ -1,0 +1,95 @@
+//! The REST API called in-process with the browser's ticket cookie: the console's only way to
+//! read data, so every visibility and privilege rule is the API's own.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use super::ConsoleError;
+use crate::state::AppState;
+
+/// Calls `/api2/json/...` as the signed-in user.
+pub(crate) struct Api {
+    state: Arc<AppState>,
+    cookie: HeaderValue,
+}
+
+/// Percent-encodes one path segment or query value.
+pub(crate) fn enc(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// `a=b&c=d` with every value encoded.
+pub(crate) fn query(pairs: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+impl Api {
+    pub fn new(state: Arc<AppState>, cookie: HeaderValue) -> Self {
+        Self { state, cookie }
+    }
+
+    /// The server state (for what is public anyway, such as the certificate fingerprint).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// `GET /api2/json/{path}`: the `data` member of the answer, or the API's refusal.
+    pub async fn get(&self, path: &str) -> Result<Value, ConsoleError> {
+        let (status, body) = self.get_raw(path).await?;
+        if status != StatusCode::OK {
+            return Err(ConsoleError::Api {
+                path: path.split('?').next().unwrap_or(path).to_string(),
+                status,
+                message: String::from_utf8_lossy(&body).trim().to_string(),
+            });
+        }
+        let mut value: Value = serde_json::from_slice(&body).map_err(|e| ConsoleError::Api {
+            path: path.to_string(),
+            status,
+            message: format!("answer is not JSON: {e}"),
+        })?;
+        Ok(value
+            .get_mut("data")
+            .map(Value::take)
+            .unwrap_or(Value::Null))
+    }
+
+    /// Like [`Api::get`], but a refusal (403, 404) is `None`: the user may not see that part.
+    pub async fn get_opt(&self, path: &str) -> Result<Option<Value>, ConsoleError> {
+        match self.get(path).await {
+            Ok(v) => Ok(Some(v)),
+            Err(ConsoleError::Api { status, .. })
+                if status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn get_raw(&self, path: &str) -> Result<(StatusCode, Bytes), ConsoleError> {
+        let req = Request::get(format!("/api2/json/{path}"))
+            .header(header::COOKIE, self.cookie.clone())
+            .body(Bytes::new())
+            .map_err(|e| ConsoleError::BadRequest(format!("bad API path {path}: {e}")))?;
+        let resp = crate::api::handle_buffered(self.state.clone(), req).await;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ConsoleError::Api {
+                path: path.to_string(),
+                status,
+                message: format!("cannot read the answer: {e}"),
+            })?
+            .to_bytes();
+        Ok((status, body))
+    }
+}

@@ -22,7 +22,7 @@ use crate::{TestServer, UploadOptions};
 
 /// Backup time of the first snapshot (2026-01-01T00:00:00Z).
 const T0: i64 = 1_767_225_600;
-const IMAGE_GROUP: &str = "bench-img";
+pub(super) const IMAGE_GROUP: &str = "bench-img";
 const DYNAMIC_GROUP: &str = "bench-dyn";
 
 /// What to run.

@@ -28,6 +28,7 @@ use pbs_cloud_server::format::{sha256, Digest};
 use serde::Serialize;
 
 use super::s3_ingest::S3Target;
+use super::{reset_own_peak_rss, vm_hwm_kib, vm_rss_kib};
 
 /// Backup time of the first benchmark snapshot (2026-01-01T00:00:00Z).
 const T0: i64 = 1_767_225_600;
@@ -68,6 +69,10 @@ pub struct GcRun {
     pub pending_chunks: u64,
     /// S3 requests of this run (`None` on the local backend).
     pub requests: Option<RequestCounts>,
+    /// This process's RSS before the run and its peak during it (KiB; the peak is reset
+    /// before the run).
+    pub rss_before_kib: Option<u64>,
+    pub peak_rss_kib: Option<u64>,
 }
 
 /// The whole report.
@@ -82,6 +87,8 @@ pub struct GcReport {
     /// Opening the datastore (on S3: rebuilding the known-chunk index by listing).
     pub open_seconds: f64,
     pub open_requests: Option<RequestCounts>,
+    /// This process's peak RSS while opening the datastore (KiB).
+    pub open_peak_rss_kib: Option<u64>,
     pub runs: Vec<GcRun>,
     /// Mark time with the index cache disabled / with it (runs 3 and 2).
     pub index_cache_mark_speedup: f64,
@@ -190,12 +197,15 @@ async fn measure(
 
     let counts = || backend.request_counts();
     let before_open = counts();
+    let own_pid = std::process::id();
+    let _ = reset_own_peak_rss();
     let opened = Instant::now();
     let ds = Datastore::open_as("bench", backend.clone(), "pbs-bench-gc")
         .await
         .context("open the datastore")?;
     let open_seconds = opened.elapsed().as_secs_f64();
     let open_requests = since(counts(), before_open);
+    let open_peak_rss_kib = vm_hwm_kib(own_pid);
     ds.set_gc_cutoff(Duration::ZERO);
 
     let mut runs = Vec::new();
@@ -209,6 +219,8 @@ async fn measure(
         }
         eprintln!("GC run {label}");
         let before = counts();
+        let rss_before_kib = vm_rss_kib(own_pid);
+        let _ = reset_own_peak_rss();
         let t = Instant::now();
         let status = ds
             .garbage_collect(&|line| {
@@ -218,7 +230,10 @@ async fn measure(
             })
             .await
             .with_context(|| format!("GC run {label}"))?;
-        runs.push(gc_run(label, &status, t.elapsed(), since(counts(), before)));
+        let mut run = gc_run(label, &status, t.elapsed(), since(counts(), before));
+        run.rss_before_kib = rss_before_kib;
+        run.peak_rss_kib = vm_hwm_kib(own_pid);
+        runs.push(run);
     }
     let _ = ds.close().await;
     let referenced = n.div_ceil(2);
@@ -242,6 +257,7 @@ async fn measure(
         create_seconds,
         open_seconds,
         open_requests,
+        open_peak_rss_kib,
         runs,
         index_cache_mark_speedup: speedup,
     })
@@ -264,6 +280,8 @@ fn gc_run(label: &str, s: &GcStatus, total: Duration, requests: Option<RequestCo
         disk_chunks: s.disk_chunks,
         pending_chunks: s.pending_chunks,
         requests,
+        rss_before_kib: None,
+        peak_rss_kib: None,
     }
 }
 
@@ -398,11 +416,15 @@ fn requests_cell(r: &Option<RequestCounts>) -> String {
     }
 }
 
+fn kib_cell(kib: Option<u64>) -> String {
+    kib.map_or("-".into(), |k| format!("{:.0}", k as f64 / 1024.0))
+}
+
 /// The table printed by default.
 pub fn render(r: &GcReport) -> String {
     let mut out = format!(
         "gc: {} chunks ({} referenced by {} index files) on {} ({})\n\
-         created in {:.1} s; datastore opened in {:.2} s (requests: {})\n\n",
+         created in {:.1} s; datastore opened in {:.2} s (requests: {}, peak RSS {} MiB)\n\n",
         r.chunks,
         r.referenced_chunks,
         r.index_files,
@@ -410,15 +432,25 @@ pub fn render(r: &GcReport) -> String {
         r.location,
         r.create_seconds,
         r.open_seconds,
-        requests_cell(&r.open_requests)
+        requests_cell(&r.open_requests),
+        kib_cell(r.open_peak_rss_kib)
     );
     out.push_str(&format!(
-        "{:<40} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9}  {}\n",
-        "run", "total s", "mark s", "sweep s", "cache h/m", "removed", "on disk", "S3 requests"
+        "{:<40} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>10} {:>10}  {}\n",
+        "run",
+        "total s",
+        "mark s",
+        "sweep s",
+        "cache h/m",
+        "removed",
+        "on disk",
+        "RSS0 MiB",
+        "peak MiB",
+        "S3 requests"
     ));
     for run in &r.runs {
         out.push_str(&format!(
-            "{:<40} {:>9.2} {:>9.2} {:>9.2} {:>11} {:>9} {:>9}  {}\n",
+            "{:<40} {:>9.2} {:>9.2} {:>9.2} {:>11} {:>9} {:>9} {:>10} {:>10}  {}\n",
             run.label,
             run.total_seconds,
             run.mark_seconds,
@@ -426,6 +458,8 @@ pub fn render(r: &GcReport) -> String {
             format!("{}/{}", run.index_cache_hits, run.index_cache_misses),
             run.removed_chunks,
             run.disk_chunks,
+            kib_cell(run.rss_before_kib),
+            kib_cell(run.peak_rss_kib),
             requests_cell(&run.requests)
         ));
     }

@@ -7,6 +7,7 @@ pub mod auth_cost;
 pub mod backup_restore;
 pub mod gc;
 pub mod lock;
+pub mod memory;
 pub mod placement;
 pub mod report;
 pub mod s3_ingest;
@@ -86,8 +87,23 @@ pub fn cpu_model() -> Option<String> {
 
 /// Peak resident set size (`VmHWM`, KiB) of a process, from `/proc/<pid>/status`.
 pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Current resident set size (`VmRSS`, KiB) of a process, from `/proc/<pid>/status`.
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// Resets the peak resident set size (`VmHWM`) of this process to its current RSS, so a later
+/// [`vm_hwm_kib`] gives the peak of what ran in between (`/proc/self/clear_refs`, Linux 4.0+).
+pub fn reset_own_peak_rss() -> std::io::Result<()> {
+    std::fs::write("/proc/self/clear_refs", b"5")
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use pbs_cloud_e2e::bench::{
-    auth_cost, backup_restore, gc, lock, placement, report, s3_ingest, sha,
+    auth_cost, backup_restore, gc, lock, memory, placement, report, s3_ingest, sha,
 };
 
 #[derive(Parser)]
@@ -56,6 +56,25 @@ enum Command {
         /// Independent runs, each on a fresh server; the table shows medians.
         #[arg(long, default_value_t = 1)]
         runs: usize,
+        /// Server binary; default: pbs-cloud-server next to this binary.
+        #[arg(long, env = "PBS_CLOUD_SERVER_BIN")]
+        server_bin: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Server memory (VmRSS after each step, VmHWM peak, idle RSS) for backup, restore,
+    /// backup, restore, GC of 1 GiB images; with `--parallel N`, N backups at once.
+    Memory {
+        /// Image size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        image_mib: usize,
+        /// Run N backups of different images at once instead of the sequence.
+        #[arg(long)]
+        parallel: Option<usize>,
+        /// Seconds to watch the idle server after the work (VmRSS every 5 s).
+        #[arg(long, default_value_t = 60)]
+        idle_secs: u64,
         /// Server binary; default: pbs-cloud-server next to this binary.
         #[arg(long, env = "PBS_CLOUD_SERVER_BIN")]
         server_bin: Option<PathBuf>,
@@ -222,6 +241,27 @@ fn run(cli: Cli) -> Result<()> {
             };
             let r = runtime.block_on(backup_restore::run(&opts))?;
             print(json, &r, report::render)
+        }
+        Command::Memory {
+            image_mib,
+            parallel,
+            idle_secs,
+            server_bin,
+            json,
+        } => {
+            let server_bin = release_server_bin(server_bin)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("build tokio runtime")?;
+            let opts = memory::Options {
+                image_mib,
+                parallel,
+                idle_secs,
+                server_bin,
+            };
+            let r = runtime.block_on(memory::run(&opts))?;
+            print(json, &r, memory::render)
         }
         Command::S3Ingest {
             image_mib,

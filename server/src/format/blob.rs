@@ -7,7 +7,7 @@
 
 use std::io::Read;
 
-use super::digest::{digest_to_hex, sha256, Digest};
+use super::digest::{digest_to_hex, sha256, Digest, Sha256};
 use super::FormatError;
 
 /// Largest blob the encoder accepts (client-side library limit, docs/formats.md#size-limits).
@@ -180,6 +180,77 @@ impl<'a> BlobView<'a> {
             BlobKind::Compressed => zstd_decode_bounded(self.payload(), max_len),
         }
     }
+
+    /// SHA-256 and length of the decoded payload, computed while decoding in small pieces so
+    /// the decoded bytes are never held whole; `DecodedTooLarge` past `max_len`.
+    pub fn hash_decoded(&self, max_len: usize) -> Result<(Digest, u64), FormatError> {
+        match self.kind {
+            BlobKind::Encrypted | BlobKind::EncryptedCompressed => Err(FormatError::EncryptedBlob),
+            BlobKind::Uncompressed => {
+                let p = self.payload();
+                if p.len() > max_len {
+                    return Err(FormatError::DecodedTooLarge { limit: max_len });
+                }
+                Ok((sha256(p), p.len() as u64))
+            }
+            BlobKind::Compressed => zstd_hash_bounded(self.payload(), max_len),
+        }
+    }
+}
+
+/// Decoded bytes per step of [`zstd_hash_bounded`].
+const HASH_STEP: usize = 64 * 1024;
+
+thread_local! {
+    /// One zstd decoder per thread, reused for every chunk: its window buffer (as large as the
+    /// largest frame's window, ≤ the chunk size) is allocated once per thread instead of once
+    /// per chunk, which keeps large short-lived allocations away from the allocator.
+    static HASH_DECODER: std::cell::RefCell<Option<zstd::stream::raw::Decoder<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Streams a zstd payload (one or more frames) through SHA-256 in [`HASH_STEP`] pieces.
+fn zstd_hash_bounded(payload: &[u8], max_len: usize) -> Result<(Digest, u64), FormatError> {
+    use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
+    let zerr = |e: std::io::Error| FormatError::Zstd(e.to_string());
+    HASH_DECODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let decoder = match slot.as_mut() {
+            Some(d) => {
+                // a failed earlier use may have left it mid-frame
+                d.reinit().map_err(zerr)?;
+                d
+            }
+            None => slot.insert(Decoder::new().map_err(zerr)?),
+        };
+        let mut out = vec![0u8; HASH_STEP];
+        let mut input = InBuffer::around(payload);
+        let mut hasher = Sha256::new();
+        let mut total = 0usize;
+        loop {
+            let mut output = OutBuffer::around(&mut out[..]);
+            let hint = decoder.run(&mut input, &mut output).map_err(zerr)?;
+            let n = output.pos();
+            total += n;
+            if total > max_len {
+                return Err(FormatError::DecodedTooLarge { limit: max_len });
+            }
+            hasher.update(&out[..n]);
+            let input_done = input.pos() == payload.len();
+            if hint == 0 {
+                // a frame ended; more frames may follow
+                if input_done {
+                    break;
+                }
+                decoder.reinit().map_err(zerr)?;
+            } else if input_done && n < HASH_STEP {
+                return Err(FormatError::Zstd(
+                    "truncated zstd frame: input ended inside a frame".into(),
+                ));
+            }
+        }
+        Ok((hasher.finish(), total as u64))
+    })
 }
 
 fn read_crc(raw: &[u8]) -> u32 {
@@ -292,7 +363,7 @@ pub fn check_uploaded_chunk(
     let kind = view.kind();
     if !kind.is_encrypted() {
         let limit = usize::try_from(size).unwrap_or(usize::MAX);
-        let data = view.decode(limit).map_err(|e| match e {
+        let (computed, len) = view.hash_decoded(limit).map_err(|e| match e {
             FormatError::DecodedTooLarge { .. } => FormatError::ChunkSizeMismatch {
                 digest: digest_to_hex(digest),
                 expected: size,
@@ -300,18 +371,17 @@ pub fn check_uploaded_chunk(
             },
             other => other,
         })?;
-        let computed = sha256(&data);
         if &computed != digest {
             return Err(FormatError::ChunkDigestMismatch {
                 expected: digest_to_hex(digest),
                 computed: digest_to_hex(&computed),
             });
         }
-        if data.len() as u64 != size {
+        if len != size {
             return Err(FormatError::ChunkSizeMismatch {
                 digest: digest_to_hex(digest),
                 expected: size,
-                actual: data.len() as u64,
+                actual: len,
             });
         }
     }
@@ -573,5 +643,41 @@ mod tests {
         ok[9] = 0;
         rewrite_crc(&mut ok).unwrap();
         BlobView::parse(&ok).unwrap().verify_crc().unwrap();
+    }
+
+    #[test]
+    fn streamed_hash_equals_hash_of_decoded_bytes() {
+        // large enough for many steps, with a second frame appended
+        let data: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let blob = encode_blob(&data, true);
+        let view = BlobView::parse(&blob).unwrap();
+        assert_eq!(
+            view.hash_decoded(data.len()).unwrap(),
+            (sha256(&data), data.len() as u64)
+        );
+        assert!(matches!(
+            view.hash_decoded(data.len() - 1),
+            Err(FormatError::DecodedTooLarge { .. })
+        ));
+        let mut two = blob.clone();
+        two.extend_from_slice(&zstd::bulk::compress(b"tail", 1).unwrap());
+        let both = [data.as_slice(), b"tail"].concat();
+        let view = BlobView::parse(&two).unwrap();
+        assert_eq!(view.decode(both.len()).unwrap(), both);
+        assert_eq!(
+            view.hash_decoded(both.len()).unwrap(),
+            (sha256(&both), both.len() as u64)
+        );
+        // a cut frame is an error, and the next use of the thread's decoder still works
+        let cut = &blob[..blob.len() - 10];
+        let view = BlobView::parse(cut).unwrap();
+        assert!(matches!(
+            view.hash_decoded(data.len()),
+            Err(FormatError::Zstd(_))
+        ));
+        let view = BlobView::parse(&blob).unwrap();
+        assert_eq!(view.hash_decoded(data.len()).unwrap().0, sha256(&data));
     }
 }

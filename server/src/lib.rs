@@ -1,3 +1,4 @@
+pub mod allocator;
 pub mod api;
 pub mod auth;
 pub mod backend;

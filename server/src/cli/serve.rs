@@ -23,6 +23,8 @@ pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
 
 pub async fn serve(location: Location, listen: Option<String>) -> anyhow::Result<()> {
     let (config, data_dir) = location.resolve()?;
+    crate::allocator::tune_system_allocator();
+    tracing::info!("memory allocator: {}", crate::allocator::name());
     let listen: SocketAddr = match listen {
         Some(text) => text
             .parse()

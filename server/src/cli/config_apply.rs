@@ -1,8 +1,13 @@
 //! What the configuration file asks of this process, shared by start-up (`serve`), config
 //! reload and the offline commands: the datastores it names (as specs, then opened) and the
-//! users, tokens and ACLs it seeds.
+//! users, tokens and ACLs it seeds. [`AppliedConfig`] is the one path that puts a configuration
+//! into force: start-up applies the first file to an empty server, reload applies each later
+//! one to the running server.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -11,6 +16,9 @@ use crate::auth::{AclSpec, AuthSeed, TenantSpec, TokenSpec, UserSpec};
 use crate::config::{Config, DEFAULT_DATASTORE};
 use crate::datastore::Datastore;
 use crate::state::{AppState, DatastoreEntry};
+
+/// How long sessions and tasks of a removed datastore may run on before it is closed.
+pub const RETIRE_DRAIN: Duration = Duration::from_secs(300);
 
 /// One datastore as the configuration describes it, before it is opened.
 pub(super) struct DatastoreSpec {
@@ -111,21 +119,128 @@ pub(super) async fn open_spec(
     })
 }
 
-/// Opens every configured datastore into `state`; returns their names and locations.
-pub(super) async fn open_datastores(
-    config: &Config,
-    data_dir: &Path,
-    state: &AppState,
-    holder: &str,
-) -> anyhow::Result<Vec<(String, String)>> {
-    let mut opened = Vec::new();
-    for spec in datastore_specs(config, data_dir)? {
-        let entry = open_spec(&spec, holder).await?;
-        super::retention::apply(config, &entry.store).await?;
-        state.insert_datastore(entry);
-        opened.push((spec.name.clone(), spec.location.describe()));
+/// The configuration in force in a running server, and the one way to change it.
+///
+/// What applies: users, tokens, ACL entries and tenants of the file; datastores added, removed,
+/// re-assigned to another tenant or moved to another location; retention rules; scheduled jobs;
+/// quotas and capacities. A datastore removed (or moved away) takes no new work; sessions and
+/// tasks that already hold it get [`RETIRE_DRAIN`] to end, then it is closed: its writes are
+/// refused, its counters persisted and its lease released. Listen address, TLS files and the
+/// `[limits]` and `[upload_limits]` sections are read at start only.
+pub(super) struct AppliedConfig {
+    data_dir: PathBuf,
+    /// Lease holder id for the datastores this server opens.
+    holder: String,
+    state: Arc<AppState>,
+    /// Datastore name → location description of what is open now.
+    locations: BTreeMap<String, String>,
+}
+
+impl AppliedConfig {
+    /// A server with nothing applied yet: no datastore open.
+    pub fn new(data_dir: PathBuf, holder: String, state: Arc<AppState>) -> Self {
+        Self {
+            data_dir,
+            holder,
+            state,
+            locations: BTreeMap::new(),
+        }
     }
-    Ok(opened)
+
+    /// Puts `config` into force. Everything that can fail (specs, job specs, opening new or
+    /// moved datastores, their retention rules, the auth seed) happens before anything the
+    /// server serves changes, so on an error the running configuration stays as it was.
+    /// Returns the names of the datastores now in force, in the order the file lists them.
+    pub async fn apply(&mut self, config: &Config) -> anyhow::Result<Vec<String>> {
+        let specs = datastore_specs(config, &self.data_dir)?;
+        let jobs = crate::jobs::specs_from_config(config)?;
+        let seed = auth_seed_for(config);
+
+        // Open what is new or moved first, so a failure leaves everything as it was.
+        let mut opened = Vec::new();
+        for spec in &specs {
+            let location = spec.location.describe();
+            if self.locations.get(&spec.name) != Some(&location) {
+                opened.push((open_spec(spec, &self.holder).await?, location));
+            }
+        }
+        for (entry, _) in &opened {
+            super::retention::apply(config, &entry.store).await?;
+        }
+        for spec in &specs {
+            if let Some(current) = self.state.datastore(&spec.name) {
+                if !opened.iter().any(|(e, _)| e.name == spec.name) {
+                    super::retention::apply(config, &current.store).await?;
+                }
+            }
+        }
+        self.state.auth.replace_seed(seed)?;
+
+        let wanted: BTreeMap<&str, _> = specs.iter().map(|s| (s.name.as_str(), s)).collect();
+        for name in self.locations.keys().cloned().collect::<Vec<_>>() {
+            if !wanted.contains_key(name.as_str()) {
+                if let Some(old) = self.state.remove_datastore(&name) {
+                    spawn_retire(old.store.clone());
+                }
+                self.locations.remove(&name);
+                tracing::info!("datastore '{name}' removed from the configuration");
+            }
+        }
+        for spec in &specs {
+            if let Some(current) = self.state.datastore(&spec.name) {
+                current.store.set_abandoned_after(
+                    spec.abandoned_after
+                        .unwrap_or(crate::datastore::DEFAULT_ABANDONED_AFTER),
+                );
+                if current.tenant != spec.tenant || current.comment != spec.comment {
+                    self.state.insert_datastore(DatastoreEntry {
+                        name: spec.name.clone(),
+                        tenant: spec.tenant.clone(),
+                        comment: spec.comment.clone(),
+                        store: current.store.clone(),
+                    });
+                }
+            }
+        }
+        for (entry, location) in opened {
+            self.locations.insert(entry.name.clone(), location);
+            let moved = self.state.datastore(&entry.name);
+            self.state.insert_datastore(entry);
+            if let Some(old) = moved {
+                spawn_retire(old.store.clone());
+            }
+        }
+        self.state.jobs.set_specs(jobs);
+        self.state
+            .meter
+            .reconfigure(config, &self.state.datastores());
+        Ok(specs.into_iter().map(|spec| spec.name).collect())
+    }
+}
+
+/// Closes a datastore the configuration no longer serves once nothing uses it any more (or
+/// after [`RETIRE_DRAIN`]): sessions, tasks and jobs hold it by reference, the server's tables
+/// no longer do.
+fn spawn_retire(store: Arc<Datastore>) {
+    tokio::spawn(async move {
+        let name = store.name().to_string();
+        let deadline = tokio::time::Instant::now() + RETIRE_DRAIN;
+        // This task's reference is the only one left once every user is gone.
+        while Arc::strong_count(&store) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if Arc::strong_count(&store) > 1 {
+            tracing::warn!(
+                "datastore '{name}': still in use {}s after it was removed from the \
+                 configuration; closing it now (its remaining writes are refused)",
+                RETIRE_DRAIN.as_secs()
+            );
+        }
+        match store.close().await {
+            Ok(()) => tracing::info!("datastore '{name}' closed and its lease released"),
+            Err(e) => tracing::warn!("datastore '{name}': closing it failed: {e}"),
+        }
+    });
 }
 
 /// Users, tokens and ACLs declared in the config file, for `AuthService::open`.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::config_apply::{auth_seed_for, open_datastores};
+use super::config_apply::{auth_seed_for, AppliedConfig};
 use super::Location;
 use crate::auth::AuthService;
 use crate::config::{Config, DEFAULT_DATASTORE, DEFAULT_LISTEN};
@@ -69,24 +69,16 @@ pub async fn serve(location: Location, listen: Option<String>) -> anyhow::Result
     );
     let state = Arc::new(app);
     let _ = state.tls_fingerprint.set(tls.fingerprint.clone());
-    state.meter.apply_quotas(&config);
-    let opened = open_datastores(&config, &data_dir, &state, &holder).await?;
+    state.jobs.configure(Some(&data_dir), Vec::new());
+    // The same path a config reload takes, applied to a server with nothing open yet.
+    let mut applied = AppliedConfig::new(data_dir.clone(), holder, state.clone());
+    let stores = applied.apply(&config).await?;
     state
         .meter
         .start(&config, &data_dir, Arc::downgrade(&state) as _)?;
-    let stores: Vec<String> = opened.iter().map(|(name, _)| name.clone()).collect();
-    state
-        .jobs
-        .configure(Some(&data_dir), crate::jobs::specs_from_config(&config)?);
     crate::jobs::scheduler::spawn(state.clone());
     if let Some(path) = &location.config {
-        super::reload::spawn_watcher(super::reload::Watcher {
-            path: path.clone(),
-            data_dir: data_dir.clone(),
-            holder: holder.clone(),
-            state: state.clone(),
-            locations: opened.into_iter().collect(),
-        });
+        super::reload::spawn_watcher(path.clone(), applied);
     }
 
     let listener = tokio::net::TcpListener::bind(listen)

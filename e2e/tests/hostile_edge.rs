@@ -453,9 +453,10 @@ async fn readyz_without_credentials_says_only_not_ready() {
     assert_eq!(get("/readyz", false).await.status, 200);
     assert_eq!(get("/readyz", false).await.text(), "ready\n");
 
-    // the datastore's directory disappears (a lost mount)
+    // the datastore's directory disappears (a lost mount); moved away in one step, since the
+    // server may be writing into it meanwhile (a recursive delete races with that)
     let dir = server.data_dir().join("datastores").join(server.store());
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::rename(&dir, server.data_dir().join("lost-mount")).unwrap();
     let anonymous = get("/readyz", false).await;
     assert_eq!(anonymous.status, 503);
     assert_eq!(anonymous.text(), "not ready\n");

@@ -51,24 +51,6 @@ fn u64_of(v: &Value, key: &str) -> Option<u64> {
     v.get(key).and_then(Value::as_u64)
 }
 
-/// Namespaces of a store the caller may list (root first); root only when refused.
-pub(crate) async fn namespaces(s: &Session, store: &str) -> Result<Vec<String>, ConsoleError> {
-    let listed = s
-        .api
-        .get_opt(&format!("admin/datastore/{}/namespace", enc(store)))
-        .await?;
-    let mut out: Vec<String> = listed
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .map(|n| str_of(n, "ns").to_string())
-        .collect();
-    if !out.iter().any(String::is_empty) {
-        out.insert(0, String::new());
-    }
-    Ok(out)
-}
-
 async fn gather(s: &Session) -> Result<(Vec<StoreView>, Vec<TenantQuota>), ConsoleError> {
     let mut usage_by_store: BTreeMap<String, Value> = BTreeMap::new();
     let mut quotas = Vec::new();
@@ -124,7 +106,7 @@ async fn gather(s: &Session) -> Result<(Vec<StoreView>, Vec<TenantQuota>), Conso
         };
         let mut groups = Vec::new();
         let mut failed = Vec::new();
-        for ns in namespaces(s, &name).await? {
+        for ns in super::snapshots::namespaces(s, &name).await? {
             let q = query(&[("ns", &ns)]);
             if let Some(g) = s
                 .api

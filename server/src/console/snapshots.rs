@@ -6,7 +6,6 @@ use maud::{html, Markup};
 use serde_json::Value;
 
 use super::api_client::{enc, query};
-use super::dashboard::namespaces;
 use super::format::{bytes, rfc3339, time};
 use super::layout::{frame, Nav};
 use super::{ConsoleError, Query, Session};
@@ -66,6 +65,24 @@ fn verify_badge(snap: &Value) -> Markup {
         Some(other) => html! { span.badge { (other) } },
         None => html! { span.badge { "not verified" } },
     }
+}
+
+/// Namespaces of a store the caller may list (root first); root only when refused.
+pub(crate) async fn namespaces(s: &Session, store: &str) -> Result<Vec<String>, ConsoleError> {
+    let listed = s
+        .api
+        .get_opt(&format!("admin/datastore/{}/namespace", enc(store)))
+        .await?;
+    let mut out: Vec<String> = listed
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|n| str_of(n, "ns").to_string())
+        .collect();
+    if !out.iter().any(String::is_empty) {
+        out.insert(0, String::new());
+    }
+    Ok(out)
 }
 
 /// `GET /console/datastore/{store}?ns=`: child namespaces and the groups of one namespace.

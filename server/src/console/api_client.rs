@@ -17,6 +17,11 @@ pub(crate) struct Api {
     cookie: HeaderValue,
 }
 
+/// A string field of an API answer, empty when absent or not a string (pages show it as is).
+pub(crate) fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
 /// Percent-encodes one path segment or query value.
 pub(crate) fn enc(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()

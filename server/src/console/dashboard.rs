@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use maud::{html, Markup};
 use serde_json::Value;
 
-use super::api_client::{enc, query};
+use super::api_client::{enc, query, str_of};
 use super::format::{age, bytes, now, time};
 use super::layout::{frame, Nav};
 use super::{ConsoleError, Session};
@@ -41,10 +41,6 @@ pub(crate) struct TenantQuota {
     pub physical: u64,
     pub quota: Option<u64>,
     pub warning: bool,
-}
-
-fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
 fn u64_of(v: &Value, key: &str) -> Option<u64> {

@@ -5,15 +5,11 @@
 use maud::{html, Markup};
 use serde_json::Value;
 
-use super::api_client::{enc, query};
+use super::api_client::{enc, query, str_of};
 use super::format::{bytes, rfc3339, time};
 use super::layout::{frame, Nav};
 use super::{ConsoleError, Query, Session};
 use crate::api::datastore::archive::encode_base64_path;
-
-fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
 
 /// `params` plus one more pair, as a query string.
 fn with(params: &[(&str, &str)], key: &str, value: &str) -> String {

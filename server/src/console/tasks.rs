@@ -4,14 +4,10 @@
 use maud::{html, Markup};
 use serde_json::Value;
 
-use super::api_client::{enc, query};
+use super::api_client::{enc, query, str_of};
 use super::format::time;
 use super::layout::{frame, Nav};
 use super::{ConsoleError, Query, Session};
-
-fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
 
 /// A table of task list records.
 pub(crate) fn task_table(tasks: &[Value]) -> Markup {

@@ -8,6 +8,19 @@ cd "$(dirname "$0")/.."
 rust_id=$(rustc -V | sha256sum | cut -c1-12)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pbs-cloud/target-$rust_id}"
 export CARGO_TERM_COLOR=never
+# A CI build starts from a clean clone: incremental state only costs disk there.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+# The cache is keyed by compiler only, so artefacts of old dependency sets pile up in it. Past
+# a size limit it is dropped whole and the run builds cold (measured cold: see README).
+cache_limit_gb=${PBS_CLOUD_TARGET_LIMIT_GB:-20}
+if [ -d "$CARGO_TARGET_DIR" ]; then
+    cache_gb=$(du -s --block-size=1G "$CARGO_TARGET_DIR" | cut -f1)
+    if [ "$cache_gb" -gt "$cache_limit_gb" ]; then
+        echo "== build cache $CARGO_TARGET_DIR is ${cache_gb} GB (limit ${cache_limit_gb} GB): removing it"
+        rm -rf "$CARGO_TARGET_DIR"
+    fi
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -8,9 +8,10 @@
 //! in sequence order. Only when `.chunks/.index` is absent is the chunk store listed to rebuild it.
 //!
 //! Invariant: every digest in the set (and in the persisted index) is stored. Digests are
-//! added only after a successful write; GC writes a new full index without its deletion
-//! candidates *before* deleting any chunk, and removes each from the set under the exclusive
-//! chunk lock. After deleting chunks out of band, delete `.chunks/.index` to force a rebuild.
+//! added only after a successful write; GC journals the removal of each batch of chunks it is
+//! about to delete (and forgets them) under the exclusive chunk lock *before* deleting them,
+//! and folds the journal into a new full index after its sweep. After deleting chunks out of
+//! band, delete `.chunks/.index` to force a rebuild.
 //!
 //! The set also records when each chunk was last reused: object stores cannot refresh an
 //! object's time for free, so GC asks here instead of relying on [`Backend::touch`].
@@ -276,7 +277,8 @@ impl KnownChunks {
             }
         }
         // A pending addition written after this record would undo it.
-        lock_std(&self.pending).retain(|d| !digests.contains(d));
+        let gone: HashSet<&Digest> = digests.iter().collect();
+        lock_std(&self.pending).retain(|d| !gone.contains(d));
         let key = format!("{KNOWN_DELTA_PREFIX}{:016x}", state.next_seq);
         let mut list = digests.to_vec();
         backend

@@ -181,6 +181,41 @@ struct ScanLog {
     moved_aside: HashSet<Digest>,
     added: HashSet<String>,
     removed: HashSet<String>,
+    /// A scan listing shard by shard (GC's sweep) has closed the shards below this one
+    /// ([`chunk_shard`]): their listing is complete and their logged changes are resolved, so
+    /// later changes in them are applied to `late_*` at once instead of being logged.
+    closed_shards: usize,
+    late_physical: i64,
+    late_chunks: i64,
+}
+
+/// Shards of a sharded chunk scan: one per first digest byte, i.e. per `.chunks/XX` prefix.
+pub(crate) const CHUNK_SHARDS: usize = 256;
+
+/// The shard of a digest in a sharded chunk scan.
+pub(crate) fn chunk_shard(digest: &Digest) -> usize {
+    digest[0] as usize
+}
+
+/// What a scan's listing of the chunk store found.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkTally {
+    pub physical: u64,
+    pub chunks: u64,
+    /// Sizes of listed chunks, for changes logged in shards the scan did not close itself
+    /// (all of them for a plain listing, none after a sharded scan).
+    pub listed: HashMap<Digest, u64>,
+}
+
+impl ChunkTally {
+    /// The tally of a whole listing.
+    fn of_listing(listed: HashMap<Digest, u64>) -> Self {
+        Self {
+            physical: listed.values().sum(),
+            chunks: listed.len() as u64,
+            listed,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -401,6 +436,12 @@ impl Datastore {
         inner.chunks += 1;
         inner.dirty = true;
         if let Some(scan) = inner.scan.as_mut() {
+            if chunk_shard(digest) < scan.closed_shards {
+                // its shard was listed before this write: not in the listing
+                scan.late_physical += size as i64;
+                scan.late_chunks += 1;
+                return;
+            }
             scan.moved_aside.remove(digest);
             scan.stored.insert(*digest, size);
         }
@@ -414,9 +455,53 @@ impl Datastore {
         inner.chunks = inner.chunks.saturating_sub(1);
         inner.dirty = true;
         if let (Some(scan), Some(digest)) = (inner.scan.as_mut(), digest) {
+            if chunk_shard(digest) < scan.closed_shards {
+                // listed as a chunk, or stored later and counted in `late_*` since
+                scan.late_physical -= size as i64;
+                scan.late_chunks -= 1;
+                return;
+            }
             scan.stored.remove(digest);
             scan.moved_aside.insert(*digest);
         }
+    }
+
+    /// A sharded scan finished listing `shard` (the caller holds the exclusive chunk lock, so
+    /// every insert or move that reached the store before the listing has been logged):
+    /// resolve the shard's logged changes against its listing (`listed_size`) and close it.
+    pub(super) fn usage_scan_close_shard(
+        &self,
+        shard: usize,
+        listed_size: &dyn Fn(&Digest) -> Option<u64>,
+    ) {
+        let mut inner = lock_std(&self.usage.inner);
+        let Some(scan) = inner.scan.as_mut() else {
+            return;
+        };
+        let mut late = (0i64, 0i64);
+        scan.stored.retain(|digest, size| {
+            if chunk_shard(digest) != shard {
+                return true;
+            }
+            if listed_size(digest).is_none() {
+                late.0 += *size as i64;
+                late.1 += 1;
+            }
+            false
+        });
+        scan.moved_aside.retain(|digest| {
+            if chunk_shard(digest) != shard {
+                return true;
+            }
+            if let Some(size) = listed_size(digest) {
+                late.0 -= size as i64;
+                late.1 -= 1;
+            }
+            false
+        });
+        scan.late_physical += late.0;
+        scan.late_chunks += late.1;
+        scan.closed_shards = scan.closed_shards.max(shard + 1);
     }
 
     /// A backup committed a snapshot with `logical` bytes.
@@ -576,7 +661,7 @@ impl Datastore {
     /// here, and changes made meanwhile are applied on top.
     pub(super) async fn usage_scan_finish(
         &self,
-        chunks: Result<HashMap<Digest, u64>, DatastoreError>,
+        chunks: Result<ChunkTally, DatastoreError>,
     ) -> Result<UsageCounters, DatastoreError> {
         let result = match chunks {
             Ok(chunks) => self.scan_snapshots().await.map(|s| (chunks, s)),
@@ -584,17 +669,17 @@ impl Datastore {
         };
         let mut inner = lock_std(&self.usage.inner);
         let log = inner.scan.take().unwrap_or_default();
-        let (chunks, mut snapshots) = result?;
-        let mut physical: u64 = chunks.values().sum();
-        let mut count = chunks.len() as u64;
+        let (tally, mut snapshots) = result?;
+        let mut physical = (tally.physical as i64 + log.late_physical).max(0) as u64;
+        let mut count = (tally.chunks as i64 + log.late_chunks).max(0) as u64;
         for (digest, size) in &log.stored {
-            if !chunks.contains_key(digest) {
+            if !tally.listed.contains_key(digest) {
                 physical += size;
                 count += 1;
             }
         }
         for digest in &log.moved_aside {
-            if let Some(size) = chunks.get(digest) {
+            if let Some(size) = tally.listed.get(digest) {
                 physical = physical.saturating_sub(*size);
                 count = count.saturating_sub(1);
             }
@@ -617,14 +702,14 @@ impl Datastore {
     }
 
     /// Chunk sizes by digest, as stored now.
-    async fn scan_chunks(&self) -> Result<HashMap<Digest, u64>, DatastoreError> {
+    async fn scan_chunks(&self) -> Result<ChunkTally, DatastoreError> {
         let mut chunks = HashMap::new();
         for obj in self.backend.list(CHUNK_PREFIX, None).await?.objects {
             if let Some(ChunkKey::Chunk(digest)) = parse_chunk_key(&obj.key) {
                 chunks.insert(digest, obj.size);
             }
         }
-        Ok(chunks)
+        Ok(ChunkTally::of_listing(chunks))
     }
 
     /// Logical bytes by snapshot key, as stored now.

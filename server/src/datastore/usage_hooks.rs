@@ -2,10 +2,9 @@
 //! chunk insert and GC report what they stored and removed, and inserts ask for quota first.
 //! The counters and the scan live in `usage.rs`.
 
-use std::collections::HashMap;
-
 use crate::format::Digest;
 
+use super::usage::ChunkTally;
 use super::{Datastore, DatastoreError};
 
 pub use super::usage::UsageState;
@@ -45,7 +44,7 @@ impl Datastore {
 
     /// GC finished its sweep (GC's lock is still held): reconcile the counters with the chunks
     /// the sweep left (`remaining`, from its listing) and a count of the snapshots.
-    pub(crate) async fn usage_gc_finished(&self, remaining: HashMap<Digest, u64>) {
+    pub(crate) async fn usage_gc_finished(&self, remaining: ChunkTally) {
         if let Err(e) = self.usage_scan_finish(Ok(remaining)).await {
             tracing::warn!(store = %self.name, "usage rescan after GC failed: {e}");
         }

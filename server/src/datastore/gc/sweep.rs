@@ -1,5 +1,7 @@
 //! GC phase 2 (docs/formats.md#gc-sweep): list the chunk store and delete every chunk that no
-//! index or running backup marked and whose last write or reuse lies before `min_mtime`.
+//! index or running backup marked and whose last write or reuse lies before `min_mtime`. The
+//! store is listed in 256 shards (`.chunks/00` … `.chunks/ff`), one at a time, so the memory of
+//! the sweep is one shard's, not the store's (docs/design.md#garbage-collection).
 //!
 //! Race with a concurrent insert: inserts hold the chunk lock shared and record the reuse of a
 //! chunk they find present (`known.note_use`, plus a touch on the filesystem) before they let
@@ -7,13 +9,14 @@
 //! backups and reuse times under it before deleting the batch. Object stores get one
 //! DeleteObjects per 1000 keys, several in flight.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::SystemTime;
 
 use crate::backend::ObjectMeta;
 use crate::format::Digest;
 
 use super::super::layout::{parse_chunk_key, ChunkKey, CHUNK_PREFIX};
+use super::super::usage::{ChunkTally, CHUNK_SHARDS};
 use super::super::{Datastore, DatastoreError};
 use super::{GcStatus, Progress};
 
@@ -39,20 +42,60 @@ struct Candidate {
 }
 
 impl Datastore {
-    /// Phase 2. Returns the sizes of the chunks it left in place (not `.bad` files), which
-    /// the usage recount takes instead of listing the chunk store a second time.
+    /// Phase 2, one `.chunks/XX` shard after the other ([`CHUNK_SHARDS`]), so that what the
+    /// sweep holds is one shard's listing and candidates, never the whole chunk store. Returns
+    /// the tally of the chunks it left in place (not `.bad` files), which the usage recount
+    /// takes instead of listing the chunk store a second time.
     pub(super) async fn sweep_unused_chunks(
         &self,
         marked: &HashSet<Digest>,
         limits: SweepLimits,
         status: &mut GcStatus,
         say: &(dyn Fn(String) + Send + Sync),
-    ) -> Result<HashMap<Digest, u64>, DatastoreError> {
-        let listed = self.backend.list(CHUNK_PREFIX, None).await?;
-        let mut remaining = HashMap::new();
-        let progress = Progress::new("processed", listed.objects.len() as u64, "chunks");
+    ) -> Result<ChunkTally, DatastoreError> {
+        let mut remaining = ChunkTally::default();
+        let progress = Progress::new("processed", CHUNK_SHARDS as u64, "chunk shards");
+        let mut journaled = false;
+        for shard in 0..CHUNK_SHARDS {
+            self.check_gc_abort()?;
+            let candidates = self
+                .sweep_shard_listing(shard, marked, limits, status, &mut remaining)
+                .await?;
+            journaled |= self.known.enabled() && !candidates.is_empty();
+            for group in candidates.chunks(DELETE_BATCH * DELETE_PARALLELISM) {
+                // Between batches every decision made so far is complete.
+                self.check_gc_abort()?;
+                self.delete_group(group, limits, status, &mut remaining)
+                    .await?;
+            }
+            progress.report(shard as u64 + 1, say);
+        }
+        if journaled {
+            // Fold the removal journal written batch by batch into a new full index.
+            self.known
+                .write_full(self.backend.as_ref(), &HashSet::new())
+                .await?;
+        }
+        self.known.prune_recent(limits.min_mtime);
+        Ok(remaining)
+    }
+
+    /// Lists one shard, counts what stays and returns the deletion candidates; then closes the
+    /// shard for the usage recount under the exclusive chunk lock (every store or move that
+    /// reached the listing has been logged by then).
+    async fn sweep_shard_listing(
+        &self,
+        shard: usize,
+        marked: &HashSet<Digest>,
+        limits: SweepLimits,
+        status: &mut GcStatus,
+        remaining: &mut ChunkTally,
+    ) -> Result<Vec<Candidate>, DatastoreError> {
+        let prefix = format!("{CHUNK_PREFIX}{shard:02x}");
+        let listed = self.backend.list(&prefix, None).await?;
         let mut candidates = Vec::new();
-        let mut seen = 0u64;
+        // (digest, size) of every chunk (not `.bad`) listed, in digest order
+        let mut sizes: Vec<(Digest, u64)> = Vec::with_capacity(listed.objects.len());
         for obj in listed.objects {
             let Some(chunk) = parse_chunk_key(&obj.key) else {
                 continue;
@@ -61,15 +104,17 @@ impl Datastore {
                 ChunkKey::Chunk(d) => (d, false),
                 ChunkKey::Bad(d) => (d, true),
             };
-            seen += 1;
+            if !bad {
+                sizes.push((digest, obj.size));
+            }
             if marked.contains(&digest) {
                 count_in_use(status, bad, obj.size);
-                keep(&mut remaining, bad, digest, obj.size);
+                keep(remaining, bad, obj.size);
                 continue;
             }
             if let Some(when) = self.keep_unmarked(&obj, &digest, bad, limits) {
                 count_kept(status, bad, obj.size, when, limits);
-                keep(&mut remaining, bad, digest, obj.size);
+                keep(remaining, bad, obj.size);
                 continue;
             }
             candidates.push(Candidate {
@@ -79,31 +124,16 @@ impl Datastore {
                 size: obj.size,
             });
         }
-        if self.known.enabled() {
-            // The persisted known set must never name a deleted chunk: write it without
-            // every deletion candidate before the first delete.
-            let doomed: HashSet<Digest> = candidates
-                .iter()
-                .filter(|c| !c.bad)
-                .map(|c| c.digest)
-                .collect();
-            self.known
-                .write_full(self.backend.as_ref(), &doomed)
-                .await?;
-        }
-        let kept = seen - candidates.len() as u64;
-        progress.report(kept, say);
-        let mut done = kept;
-        for group in candidates.chunks(DELETE_BATCH * DELETE_PARALLELISM) {
-            // Between batches every decision made so far is complete.
-            self.check_gc_abort()?;
-            self.delete_group(group, limits, status, &mut remaining)
-                .await?;
-            done += group.len() as u64;
-            progress.report(done, say);
-        }
-        self.known.prune_recent(limits.min_mtime);
-        Ok(remaining)
+        sizes.sort_unstable_by_key(|(d, _)| *d);
+        let listed_size = |d: &Digest| {
+            sizes
+                .binary_search_by_key(d, |(digest, _)| *digest)
+                .ok()
+                .map(|i| sizes[i].1)
+        };
+        let _exclusive = self.chunk_lock.write().await;
+        self.usage_scan_close_shard(shard, &listed_size);
+        Ok(candidates)
     }
 
     /// `Some(time)` when an unmarked chunk must stay: its last write or reuse (at or after
@@ -144,7 +174,7 @@ impl Datastore {
         group: &[Candidate],
         limits: SweepLimits,
         status: &mut GcStatus,
-        remaining: &mut HashMap<Digest, u64>,
+        remaining: &mut ChunkTally,
     ) -> Result<(), DatastoreError> {
         let _exclusive = self.chunk_lock.write().await;
         crate::fault::pause_at_async("gc-delete-batch", &self.name).await;
@@ -160,15 +190,19 @@ impl Datastore {
             // Only reuse times can have changed (inserts wait for the lock we hold).
             if let Some(when) = self.keep_unmarked(&meta, &c.digest, c.bad, limits) {
                 count_kept(status, c.bad, c.size, when, limits);
-                keep(remaining, c.bad, c.digest, c.size);
+                keep(remaining, c.bad, c.size);
                 continue;
             }
             doomed.push(c);
         }
-        for c in &doomed {
-            if !c.bad {
-                self.known.remove(&c.digest);
-            }
+        // The persisted known set must never name a deleted chunk: journal their removal
+        // (which also forgets them in memory) before the first delete.
+        let gone: Vec<Digest> = doomed.iter().filter(|c| !c.bad).map(|c| c.digest).collect();
+        self.known
+            .journal_removal(self.backend.as_ref(), &gone)
+            .await?;
+        for digest in &gone {
+            self.known.remove(digest);
         }
         let keys: Vec<String> = doomed.iter().map(|c| c.key.clone()).collect();
         let requests = keys
@@ -196,10 +230,11 @@ impl Datastore {
     }
 }
 
-/// Note a chunk the sweep leaves in place (`.bad` files are not chunks to the usage count).
-fn keep(remaining: &mut HashMap<Digest, u64>, bad: bool, digest: Digest, size: u64) {
+/// Count a chunk the sweep leaves in place (`.bad` files are not chunks to the usage count).
+fn keep(remaining: &mut ChunkTally, bad: bool, size: u64) {
     if !bad {
-        remaining.insert(digest, size);
+        remaining.physical += size;
+        remaining.chunks += 1;
     }
 }
 

@@ -42,6 +42,8 @@ struct Task {
     abort: AtomicBool,
     /// Wakes tasks that wait for an abort request instead of polling for it.
     abort_notify: tokio::sync::Notify,
+    /// Wakes those waiting for the task to end ([`TaskRegistry::finished`]).
+    end_notify: tokio::sync::Notify,
 }
 
 impl Task {
@@ -69,6 +71,7 @@ impl Task {
         };
         self.push_line(&format!("TASK {exit}"));
         self.state().end = Some((now(), exit));
+        self.end_notify.notify_waiters();
     }
 }
 
@@ -248,6 +251,7 @@ impl TaskRegistry {
             state: Mutex::new(TaskState::default()),
             abort: AtomicBool::new(false),
             abort_notify: tokio::sync::Notify::new(),
+            end_notify: tokio::sync::Notify::new(),
         });
         {
             let mut tasks = self.tasks();
@@ -291,6 +295,22 @@ impl TaskRegistry {
             running.finish(result);
         });
         upid_text
+    }
+
+    /// Resolves with the status of a task once it has ended (at once if it has); `None` if
+    /// unknown.
+    pub async fn finished(&self, upid: &str) -> Option<TaskStatus> {
+        let task = self.find(upid)?;
+        loop {
+            let notified = task.end_notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so an end between check and await is not missed.
+            notified.as_mut().enable();
+            if task.state().end.is_some() {
+                return self.status(upid);
+            }
+            notified.await;
+        }
     }
 
     /// Status of a task, `None` if unknown.

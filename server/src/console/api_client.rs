@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, StatusCode};
+use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
@@ -47,6 +47,11 @@ impl Api {
     /// `GET /api2/json/{path}`: the `data` member of the answer, or the API's refusal.
     pub async fn get(&self, path: &str) -> Result<Value, ConsoleError> {
         let (status, body) = self.get_raw(path).await?;
+        Self::data(path, status, body)
+    }
+
+    /// The `data` member of a 200 answer; any other status is the API's refusal.
+    fn data(path: &str, status: StatusCode, body: Bytes) -> Result<Value, ConsoleError> {
         if status != StatusCode::OK {
             return Err(ConsoleError::Api {
                 path: path.split('?').next().unwrap_or(path).to_string(),
@@ -78,11 +83,43 @@ impl Api {
         }
     }
 
+    /// A state-changing call (`PUT`, `POST`, `DELETE`) with urlencoded `params` and the CSRF
+    /// token of the console form, which the API checks like any other client's: the data of
+    /// the answer, or the API's refusal in its own words.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        params: &[(&str, &str)],
+        csrf: &str,
+    ) -> Result<Value, ConsoleError> {
+        let csrf =
+            HeaderValue::from_str(csrf).map_err(|_| ConsoleError::Forbidden("bad CSRF token"))?;
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("/api2/json/{path}"))
+            .header(header::COOKIE, self.cookie.clone())
+            .header(super::session::CSRF_FIELD, csrf)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Bytes::from(query(params)))
+            .map_err(|e| ConsoleError::BadRequest(format!("bad API path {path}: {e}")))?;
+        let (status, body) = self.call(path, req).await?;
+        Self::data(path, status, body)
+    }
+
     async fn get_raw(&self, path: &str) -> Result<(StatusCode, Bytes), ConsoleError> {
         let req = Request::get(format!("/api2/json/{path}"))
             .header(header::COOKIE, self.cookie.clone())
             .body(Bytes::new())
             .map_err(|e| ConsoleError::BadRequest(format!("bad API path {path}: {e}")))?;
+        self.call(path, req).await
+    }
+
+    async fn call(
+        &self,
+        path: &str,
+        req: Request<Bytes>,
+    ) -> Result<(StatusCode, Bytes), ConsoleError> {
         let resp = crate::api::handle_buffered(self.state.clone(), req).await;
         let status = resp.status();
         let body = resp

@@ -15,6 +15,7 @@ pub(crate) enum Nav {
     Dashboard,
     Content,
     Tasks,
+    Jobs,
     Tenants,
 }
 
@@ -41,6 +42,7 @@ pub(crate) fn frame(title: &str, nav: Nav, session: Option<&Session>, body: Mark
                         nav aria-label="main" {
                             a href="/" aria-current=[current(Nav::Dashboard)] { "Dashboard" }
                             a href="/console/tasks" aria-current=[current(Nav::Tasks)] { "Tasks" }
+                            a href="/console/jobs" aria-current=[current(Nav::Jobs)] { "Jobs" }
                             @if s.id.superuser {
                                 a href="/console/tenants" aria-current=[current(Nav::Tenants)] { "Tenants" }
                             }

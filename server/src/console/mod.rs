@@ -1,22 +1,29 @@
 //! The web console at `/` (docs/design.md#web-console): server-rendered HTML pages for the
 //! users the server already has. Every figure a page shows comes from the REST API called
 //! in-process with the browser's own ticket cookie ([`api_client`]), so a user sees exactly
-//! what the API would show them and no authorisation rule exists twice. The console's own
-//! endpoints are only the session ones (login, logout, ticket renewal) and its static assets.
+//! what the API would show them and no authorisation rule exists twice. Actions (notes,
+//! protection, forget, prune, GC, stopping a task, running a job now) are form posts carrying the CSRF token that
+//! call the same API operations ([`actions`]). The console's own endpoints are only the session
+//! ones (login, logout, ticket renewal) and its static assets.
 //!
 //! Layering: the listener sends console paths here; the console uses `api` below it.
 
+mod actions;
 mod api_client;
 mod assets;
 mod dashboard;
 mod format;
+mod jobs;
 mod layout;
 mod login;
+mod prune;
 mod session;
 mod snapshots;
 mod tasks;
 mod tenants;
 
+#[cfg(test)]
+mod actions_tests;
 #[cfg(test)]
 mod tests;
 
@@ -107,6 +114,7 @@ pub async fn handle_buffered(state: Arc<AppState>, req: Request<Bytes>) -> Respo
         (Method::POST, "/console/login") => login::submit(&state, &req, started).await,
         (Method::POST, "/console/logout") => session::logout(&state, &req).await,
         (Method::POST, "/console/renew") => session::renew(&state, &req).await,
+        (Method::POST, p) if p.starts_with("/console/") => actions::post(&state, &req, p).await,
         (Method::GET | Method::HEAD, "/console/login") => Ok(login::page(None, None)),
         (Method::GET | Method::HEAD, _) => match session::current(&state, &req).await {
             // Not signed in (or the ticket expired): every page shows the login form.
@@ -131,15 +139,7 @@ async fn page(
     path: &str,
 ) -> Result<Response<Body>, ConsoleError> {
     let query = Query::parse(req.uri().query());
-    let segs: Vec<String> = path
-        .split('/')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            percent_encoding::percent_decode_str(p)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .collect();
+    let segs = segments(path);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let host = req
         .headers()
@@ -151,30 +151,51 @@ async fn page(
         ["console", "datastore", store] => snapshots::store_page(s, store, &query).await?,
         ["console", "datastore", store, "group"] => snapshots::group_page(s, store, &query).await?,
         ["console", "datastore", store, "snapshot"] => {
-            snapshots::snapshot_page(s, store, &query).await?
+            snapshots::snapshot_page(s, store, &query, None).await?
         }
         ["console", "datastore", store, "browse"] => {
             snapshots::browse_page(s, store, &query).await?
         }
         ["console", "tasks"] => tasks::list_page(s, &query).await?,
         ["console", "tasks", upid] => tasks::log_page(s, upid).await?,
+        ["console", "jobs"] => jobs::page(s).await?,
         ["console", "tenants"] => tenants::page(s).await?,
         _ => return Err(ConsoleError::NotFound(path.to_string())),
     };
     Ok(html(StatusCode::OK, markup))
 }
 
-/// Query parameters of a page.
+/// The percent-decoded segments of a console path.
+fn segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+/// Query parameters of a page (or the fields of a posted form).
 #[derive(Debug, Default)]
 pub(crate) struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(query: Option<&str>) -> Self {
+    pub(crate) fn parse(query: Option<&str>) -> Self {
         Self(
             form_urlencoded::parse(query.unwrap_or("").as_bytes())
                 .into_owned()
                 .collect(),
         )
+    }
+
+    /// The pairs whose names are listed, in the order given (what an action forwards).
+    pub fn pick<'a>(&'a self, names: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+        names
+            .iter()
+            .filter_map(|n| self.get(n).map(|v| (*n, v)))
+            .collect()
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {

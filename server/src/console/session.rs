@@ -76,7 +76,7 @@ pub(crate) fn check_origin(req: &Request<Bytes>) -> Result<(), ConsoleError> {
 
 /// The user of a state-changing request: valid ticket and CSRF token, checked by the same
 /// `AuthService::authenticate` the API uses for its non-GET requests.
-async fn authenticated_change(
+pub(crate) async fn authenticated_change(
     state: &AppState,
     req: &Request<Bytes>,
     form_csrf: Option<String>,

@@ -1,6 +1,7 @@
 //! Content pages: a datastore's namespaces and groups, a group's snapshots (verify state,
-//! protection, notes), one snapshot (files with download links, retention lock, notes), and a
-//! directory of a pxar archive (the `catalog` endpoint) with links to `pxar-file-download`.
+//! protection, notes), one snapshot (files with download links, retention lock, notes, and the
+//! forms of its actions in `actions.rs`), and a directory of a pxar archive (the `catalog`
+//! endpoint) with links to `pxar-file-download`.
 
 use maud::{html, Markup};
 use serde_json::Value;
@@ -8,6 +9,7 @@ use serde_json::Value;
 use super::api_client::{enc, query, str_of};
 use super::format::{bytes, rfc3339, time};
 use super::layout::{frame, Nav};
+use super::session::CSRF_FIELD;
 use super::{ConsoleError, Query, Session};
 use crate::api::datastore::archive::encode_base64_path;
 
@@ -19,7 +21,7 @@ fn with(params: &[(&str, &str)], key: &str, value: &str) -> String {
 }
 
 /// The parameters naming a group (and a snapshot, with `time`).
-fn ident<'a>(ns: &'a str, btype: &'a str, bid: &'a str) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn ident<'a>(ns: &'a str, btype: &'a str, bid: &'a str) -> Vec<(&'a str, &'a str)> {
     let mut v = vec![("backup-type", btype), ("backup-id", bid)];
     if !ns.is_empty() {
         v.insert(0, ("ns", ns));
@@ -111,6 +113,10 @@ pub(crate) async fn store_page(
     let body = html! {
         (breadcrumb(store, ns))
         h1 { "Datastore " (store) @if !ns.is_empty() { " – namespace " (ns) } }
+        form.action method="post" action={ "/console/datastore/" (e) "/gc" } {
+            input type="hidden" name=(CSRF_FIELD) value=(s.csrf);
+            button #start-gc type="submit" { "Start garbage collection" }
+        }
         @if !children.is_empty() {
             h2 { "Namespaces" }
             ul.namespaces {
@@ -190,6 +196,7 @@ pub(crate) async fn group_page(
                 }
             }
         }
+        (super::prune::simulator_form(s, store, &ident(ns, t, id), q))
     };
     Ok(frame(&format!("{t}/{id}"), Nav::Content, Some(s), body))
 }
@@ -205,11 +212,28 @@ fn crypt_summary(snap: &Value) -> &'static str {
     }
 }
 
-/// `GET /console/datastore/{store}/snapshot?…&backup-time=`: files, notes, lock.
+/// Hidden fields naming a snapshot plus the CSRF token: the head of every action form.
+fn action_fields(s: &Session, params: &[(&str, &str)]) -> Markup {
+    html! {
+        input type="hidden" name=(CSRF_FIELD) value=(s.csrf);
+        @for (k, v) in params { input type="hidden" name=(k) value=(v); }
+    }
+}
+
+/// What a download of a file is called on disk: blobs and fixed images decoded (`.blob`,
+/// `.fidx` dropped), `None` for files offered otherwise (pxar archives are browsed).
+fn download_name(name: &str) -> Option<&str> {
+    name.strip_suffix(".blob")
+        .or_else(|| name.strip_suffix(".fidx"))
+}
+
+/// `GET /console/datastore/{store}/snapshot?…&backup-time=`: files, notes, lock, and the
+/// action forms; `notice` is the API's refusal of the last action, shown above them.
 pub(crate) async fn snapshot_page(
     s: &Session,
     store: &str,
     q: &Query,
+    notice: Option<&str>,
 ) -> Result<Markup, ConsoleError> {
     let ns = q.get("ns").unwrap_or("");
     let (t, id, when) = (
@@ -257,6 +281,7 @@ pub(crate) async fn snapshot_page(
     let body = html! {
         (breadcrumb(store, ns))
         h1 #snapshot-title { "Snapshot " (t) "/" (id) "/" (rfc3339(stamp)) }
+        @if let Some(m) = notice { p.error #action-error role="alert" { (m) } }
         dl.figures {
             dt { "Time" } dd { (time(stamp)) }
             dt { "Size" } dd { (snap.get("size").and_then(Value::as_u64).map(bytes).unwrap_or_default()) }
@@ -277,8 +302,27 @@ pub(crate) async fn snapshot_page(
                 }
             }
         }
+        @let protected = snap["protected"] == true;
+        div.actions {
+            form.action method="post" action={ "/console/datastore/" (e) "/protected" } {
+                (action_fields(s, &params))
+                input type="hidden" name="protected" value=(if protected { "0" } else { "1" });
+                @if protected { button #unprotect type="submit" { "Unprotect" } }
+                @else { button #protect type="submit" { "Protect" } }
+            }
+            form.action method="post" action={ "/console/datastore/" (e) "/forget" } {
+                (action_fields(s, &params))
+                button #forget .danger type="submit" { "Forget snapshot" }
+            }
+        }
         h2 { "Notes" }
         @if notes.is_empty() { p.empty { "No notes." } } @else { pre.notes #notes { (notes) } }
+        form.notes method="post" action={ "/console/datastore/" (e) "/notes" } {
+            (action_fields(s, &params))
+            label for="notes-input" { "Edit notes" }
+            textarea #notes-input name="notes" rows="4" { (notes) }
+            button #save-notes type="submit" { "Save notes" }
+        }
         h2 { "Files" }
         table.files {
             thead { tr { th { "File" } th { "Size" } th { "Encryption" } th { "Actions" } } }
@@ -291,8 +335,8 @@ pub(crate) async fn snapshot_page(
                         td { (f.get("size").and_then(Value::as_u64).map(bytes).unwrap_or_default()) }
                         td { (str_of(f, "crypt-mode")) }
                         td {
-                            @if plain && name.ends_with(".blob") {
-                                a.download href={ "/api2/json/admin/datastore/" (e) "/download-decoded?" (with(&params, "file-name", name)) } download=(name) { "Download" }
+                            @if let (true, Some(as_name)) = (plain, download_name(name)) {
+                                a.download href={ "/api2/json/admin/datastore/" (e) "/download-decoded?" (with(&params, "file-name", name)) } download=(as_name) { "Download" }
                             }
                             @if plain && (name.ends_with(".pxar.didx") || name.ends_with(".mpxar.didx")) {
                                 a.browse href={ "/console/datastore/" (e) "/browse?" (with(&params, "archive-name", name)) } { "Browse" }

@@ -1,5 +1,6 @@
 //! Tasks: the list (with the API's filters) and one task's log. A running task's log is
-//! followed by `console.js`, which reads the API's log endpoint from the last line on.
+//! followed by `console.js`, which reads the API's log endpoint from the last line on; a
+//! running task has a stop button (the API's `DELETE`, see `actions.rs`).
 
 use maud::{html, Markup};
 use serde_json::Value;
@@ -7,6 +8,7 @@ use serde_json::Value;
 use super::api_client::{enc, query, str_of};
 use super::format::time;
 use super::layout::{frame, Nav};
+use super::session::CSRF_FIELD;
 use super::{ConsoleError, Query, Session};
 
 /// A table of task list records.
@@ -87,7 +89,14 @@ pub(crate) async fn log_page(s: &Session, upid: &str) -> Result<Markup, ConsoleE
             dt { "Started" } dd { (time(status.get("starttime").and_then(Value::as_i64).unwrap_or(0))) }
             dt { "Status" } dd #task-status { (str_of(&status, "status")) " " (str_of(&status, "exitstatus")) }
         }
-        // `console.js` follows a running task: data-upid names it, data-next the next line.
+        @if running {
+            form #stop-task-form method="post" action={ "/console/tasks/" (e) "/stop" } {
+                input type="hidden" name=(CSRF_FIELD) value=(s.csrf);
+                button #stop-task .danger type="submit" { "Stop task" }
+            }
+        }
+        // `console.js` follows a running task: data-upid names it, data-next is the number of
+        // the last line shown (lines count from 1).
         pre #task-log data-upid=(upid) data-next=(lines.len()) data-running=(running) {
             @for l in &lines { (str_of(l, "t")) "\n" }
         }

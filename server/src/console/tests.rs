@@ -22,12 +22,16 @@ use crate::tasks::TaskRegistry;
 
 const HOSTILE: &str = "<script>alert(1)</script>\"'&";
 
-struct Env {
+pub(super) struct Env {
     _dir: tempfile::TempDir,
-    state: Arc<AppState>,
+    pub state: Arc<AppState>,
+    pub backend: Arc<LocalBackend>,
+    pub store: Arc<Datastore>,
 }
 
-async fn env() -> Env {
+/// Store `s1` of tenant acme: alice (DatastoreBackup) owns vm/100, carol (DatastorePowerUser)
+/// owns vm/200, one snapshot each an hour old; bob is admin of tenant globex, root superuser.
+pub(super) async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let auth = AuthService::open(&dir.path().join("auth"), AuthSeed::default()).unwrap();
     auth.set_failure_delay(Duration::ZERO);
@@ -43,7 +47,7 @@ async fn env() -> Env {
     // Backup role only: sees the groups it owns, not the others.
     auth.add_acl("/datastore/s1", "alice@pbs", "DatastoreBackup")
         .unwrap();
-    auth.add_acl("/datastore/s1", "carol@pbs", "DatastoreBackup")
+    auth.add_acl("/datastore/s1", "carol@pbs", "DatastorePowerUser")
         .unwrap();
     auth.add_acl("/", "bob@pbs", "Admin").unwrap();
     let backend = Arc::new(LocalBackend::open(&dir.path().join("s1")).unwrap());
@@ -79,16 +83,21 @@ async fn env() -> Env {
             .await
             .unwrap();
     }
-    Env { _dir: dir, state }
+    Env {
+        _dir: dir,
+        state,
+        backend,
+        store,
+    }
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    text: String,
+pub(super) struct Answer {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub text: String,
 }
 
-async fn request(env: &Env, req: Request<Bytes>) -> Answer {
+pub(super) async fn request(env: &Env, req: Request<Bytes>) -> Answer {
     let resp = handle_buffered(env.state.clone(), req).await;
     let status = resp.status();
     let headers = resp.headers().clone();
@@ -100,7 +109,7 @@ async fn request(env: &Env, req: Request<Bytes>) -> Answer {
     }
 }
 
-fn form_post(path: &str, cookie: Option<&str>, body: &str) -> Request<Bytes> {
+pub(super) fn form_post(path: &str, cookie: Option<&str>, body: &str) -> Request<Bytes> {
     let mut req = Request::builder()
         .method(Method::POST)
         .uri(path)
@@ -112,7 +121,7 @@ fn form_post(path: &str, cookie: Option<&str>, body: &str) -> Request<Bytes> {
     req.body(Bytes::from(body.to_string())).unwrap()
 }
 
-fn get(path: &str, cookie: Option<&str>) -> Request<Bytes> {
+pub(super) fn get(path: &str, cookie: Option<&str>) -> Request<Bytes> {
     let mut req = Request::get(path).header(header::HOST, "pbs.example:8007");
     if let Some(c) = cookie {
         req = req.header(header::COOKIE, c);
@@ -121,7 +130,7 @@ fn get(path: &str, cookie: Option<&str>) -> Request<Bytes> {
 }
 
 /// Logs in through the console form; returns the `Cookie` header value.
-async fn login(env: &Env, user: &str, pw: &str) -> String {
+pub(super) async fn login(env: &Env, user: &str, pw: &str) -> String {
     let a = request(
         env,
         form_post(
@@ -137,7 +146,7 @@ async fn login(env: &Env, user: &str, pw: &str) -> String {
     set.split(';').next().unwrap().to_string()
 }
 
-fn csrf_of(page: &str) -> String {
+pub(super) fn csrf_of(page: &str) -> String {
     let start = page.find("name=\"csrf-token\" content=\"").unwrap() + 27;
     page[start..].split('"').next().unwrap().to_string()
 }

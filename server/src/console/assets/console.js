@@ -44,7 +44,8 @@
     let next = parseInt(pre.dataset.next, 10) || 0;
     const base = "/api2/json/nodes/localhost/tasks/" + encodeURIComponent(upid);
     for (;;) {
-      const resp = await fetch(base + "/log?test-status=1&limit=0&start=" + next, {
+      // `start` is a line number (lines count from 1): the first line not shown yet.
+      const resp = await fetch(base + "/log?test-status=1&limit=0&start=" + (next + 1), {
         credentials: "same-origin",
       });
       if (!resp.ok) return;
@@ -60,6 +61,8 @@
           document.getElementById("task-status").textContent =
             s.status + " " + (s.exitstatus || "");
         }
+        const stop = document.getElementById("stop-task-form");
+        if (stop) stop.hidden = true;
         pre.dataset.running = "false";
         return;
       }

@@ -1,8 +1,10 @@
 //! The web console in a real browser: Debian's headless Chromium driven over WebDriver
 //! (chromedriver + fantoccini). Logs in with the printed admin password, finds on the dashboard
-//! the backup the protocol test client just made, opens the snapshot and browses its pxar
-//! archive, downloads a file through the page's link, logs out, and checks that a user of
-//! another tenant sees none of it. Screenshots go to `e2e/console/` as test artifacts.
+//! the backup the protocol test client just made, opens the snapshot, edits its notes, protects
+//! it, sees forget refused in the API's words, downloads its config blob and disk image, browses
+//! its pxar archive and downloads a file through the page's link, runs the prune simulator,
+//! starts a GC and follows its log to the end, logs out, and checks that a user of another
+//! tenant sees none of it. Screenshots go to `e2e/console/` as test artifacts.
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{backup, Content, T0};
+use common::{backup, random_bytes, Content, T0};
 use fantoccini::{Client, ClientBuilder, Locator};
 use pbs_cloud_e2e::{Crypt, TestServer};
 use serde_json::json;
@@ -89,7 +91,9 @@ fn artifact(name: &str) -> PathBuf {
 async fn screenshot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-    std::fs::write(artifact(name), png).unwrap();
+    let path = artifact(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, png).unwrap();
 }
 
 async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
@@ -131,6 +135,23 @@ async fn login(c: &Client, base: &str, user: &str, password: &str) {
     assert_eq!(who, user);
 }
 
+/// The bytes of a finished download. Chromium writes `name.crdownload` and renames it when
+/// done, so the wait ends when the final name appears (bounded by [`WAIT`]).
+async fn downloaded(dir: &std::path::Path, name: &str) -> Vec<u8> {
+    let path = dir.join(name);
+    tokio::time::timeout(WAIT, async {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tick.tick().await;
+            if let Ok(b) = std::fs::read(&path) {
+                return b;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the download of {name} did not finish"))
+}
+
 #[tokio::test]
 async fn console_in_headless_chromium() {
     let mut server = TestServer::prepare().unwrap();
@@ -148,9 +169,10 @@ async fn console_in_headless_chromium() {
     let tree = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(tree.path().join("etc")).unwrap();
     std::fs::write(tree.path().join("etc/hostname"), b"console-host\n").unwrap();
+    let image = random_bytes(13, 4 * 1024 * 1024 + 333);
     let content = Content {
         tree: Some(tree.path()),
-        image: None,
+        image: Some(&image),
         conf: Some(b"setting = 1\n"),
     };
     backup(
@@ -216,7 +238,53 @@ async fn console_in_headless_chromium() {
         out
     };
     assert!(files.contains(&"app.conf.blob".to_string()), "{files:?}");
+    assert!(files.contains(&"disk.img.fidx".to_string()), "{files:?}");
+
+    // Notes, protection, and forget refused in the API's words.
+    wait_for(&c, "#notes-input")
+        .await
+        .send_keys("weekly <b>keep</b>")
+        .await
+        .unwrap();
+    c.find(Locator::Id("save-notes"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let notes = wait_for(&c, "pre#notes").await.text().await.unwrap();
+    assert_eq!(notes, "weekly <b>keep</b>");
+    wait_for(&c, "#protect").await.click().await.unwrap();
+    wait_for(&c, "#unprotect").await;
+    let protected = wait_for(&c, "#protected").await.text().await.unwrap();
+    assert_eq!(protected, "yes");
+    c.find(Locator::Id("forget"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let refusal = wait_for(&c, "#action-error").await.text().await.unwrap();
+    assert_eq!(refusal, "cannot remove protected snapshot");
     screenshot(&c, "snapshot.png").await;
+
+    // The config blob and the whole disk image, decoded, through the page's links.
+    for (file, name, expect) in [
+        ("app.conf.blob", "app.conf", b"setting = 1\n".to_vec()),
+        ("disk.img.fidx", "disk.img", image.clone()),
+    ] {
+        let css = format!("a.download[download=\"{name}\"]");
+        c.find(Locator::Css(&css))
+            .await
+            .unwrap_or_else(|e| panic!("no download link of {file}: {e}"))
+            .click()
+            .await
+            .unwrap();
+        assert!(
+            downloaded(downloads.path(), name).await == expect,
+            "{file} differs"
+        );
+    }
 
     // Browse the pxar archive and download one file; its bytes must match.
     c.find(Locator::Css("a.browse"))
@@ -234,29 +302,82 @@ async fn console_in_headless_chromium() {
     assert_eq!(file.text().await.unwrap(), "hostname");
     screenshot(&c, "browse.png").await;
     file.click().await.unwrap();
-    let downloaded = downloads.path().join("hostname");
-    let bytes = tokio::time::timeout(WAIT, async {
-        // Chromium writes `hostname.crdownload` and renames it when done: poll for the name.
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        loop {
-            tick.tick().await;
-            if let Ok(b) = std::fs::read(&downloaded) {
-                return b;
-            }
-        }
-    })
-    .await
-    .expect("the download did not finish");
-    assert_eq!(bytes, b"console-host\n");
+    assert_eq!(
+        downloaded(downloads.path(), "hostname").await,
+        b"console-host\n"
+    );
 
-    // Tasks page lists the backup task.
-    c.goto(&format!("{base}/console/tasks")).await.unwrap();
-    let task = wait_for(&c, "table.tasks tbody tr")
+    // Prune simulator on the group: keep-last=1 keeps the one (protected) snapshot.
+    c.goto(&format!(
+        "{base}/console/datastore/{}/group?backup-type=host&backup-id=webhost",
+        server.store()
+    ))
+    .await
+    .unwrap();
+    wait_for(&c, "#keep-last")
+        .await
+        .send_keys("1")
+        .await
+        .unwrap();
+    c.find(Locator::Id("simulate"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let summary = wait_for(&c, "#prune-summary").await.text().await.unwrap();
+    assert_eq!(summary, "0 of 1 snapshots would be removed.");
+    let row = wait_for(&c, "table.prune tbody tr")
         .await
         .text()
         .await
         .unwrap();
-    assert!(task.contains("backup"), "{task}");
+    assert!(row.contains("keep") && row.contains("protected"), "{row}");
+    screenshot(&c, "prune.png").await;
+
+    // GC from the datastore page; its log is followed until the task ends.
+    c.goto(&format!("{base}/console/datastore/{}", server.store()))
+        .await
+        .unwrap();
+    wait_for(&c, "#start-gc").await.click().await.unwrap();
+    wait_for(&c, "#task-log[data-running=\"false\"]").await;
+    let status = wait_for(&c, "#task-status").await.text().await.unwrap();
+    assert!(status.starts_with("stopped OK"), "{status}");
+    let log = c
+        .find(Locator::Id("task-log"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(log.trim_end().ends_with("TASK OK"), "{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines.windows(2).all(|w| w[0] != w[1]),
+        "a followed line was shown twice: {log}"
+    );
+    // The stop button is gone with the task (hidden by console.js, or never rendered).
+    if let Ok(stop) = c.find(Locator::Id("stop-task-form")).await {
+        assert!(
+            !stop.is_displayed().await.unwrap(),
+            "stop shown after the end"
+        );
+    }
+    screenshot(&c, "gc-task.png").await;
+
+    // Tasks page lists the GC (newest first) and the backup task.
+    c.goto(&format!("{base}/console/tasks")).await.unwrap();
+    wait_for(&c, "table.tasks tbody tr").await;
+    let mut rows = Vec::new();
+    for row in c
+        .find_all(Locator::Css("table.tasks tbody tr"))
+        .await
+        .unwrap()
+    {
+        rows.push(row.text().await.unwrap());
+    }
+    assert!(rows[0].contains("garbage_collection"), "{rows:?}");
+    assert!(rows.iter().any(|r| r.contains("backup")), "{rows:?}");
 
     // Logout: the cookie is gone, the next page is the login form again.
     c.goto(&format!("{base}/")).await.unwrap();
@@ -275,5 +396,14 @@ async fn console_in_headless_chromium() {
         .unwrap();
     let page = c.source().await.unwrap();
     assert!(page.contains("does not exist") && !page.contains("webhost"));
+    c.goto(&format!(
+        "{base}/console/datastore/{}/snapshot?backup-type=host&backup-id=webhost&backup-time={T0}",
+        server.store()
+    ))
+    .await
+    .unwrap();
+    let page = c.source().await.unwrap();
+    assert!(page.contains("does not exist") && !page.contains("weekly"));
+    screenshot(&c, "other-tenant.png").await;
     c.close().await.unwrap();
 }

@@ -68,7 +68,11 @@ impl Datastore {
         encrypted: bool,
     ) -> Result<ChunkInsertOutcome, DatastoreError> {
         let key = key.to_string();
-        let checksum = self.backend.wants_put_checksum().then(|| sha256(&raw));
+        let checksum = self
+            .backend
+            .capabilities()
+            .wants_put_checksum
+            .then(|| sha256(&raw));
         let opts = PutOptions {
             if_absent: true,
             sha256: checksum,

@@ -143,7 +143,7 @@ impl std::fmt::Debug for Datastore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Datastore")
             .field("name", &self.name)
-            .field("backend", &self.backend.kind())
+            .field("backend", &self.backend.capabilities().kind)
             .finish()
     }
 }
@@ -179,7 +179,7 @@ impl Datastore {
         let opened_at = std::time::SystemTime::now();
         // A local directory may be changed by hand or by PBS; an object-store prefix only by us,
         // so only there may listings be cached and the known-chunk set be trusted.
-        let local = !backend.exclusive_to_server();
+        let local = !backend.capabilities().exclusive_to_server;
         // The lease reads other servers' writes: never from the listing cache.
         let writer = Arc::new(
             writer_lease::WriterLease::acquire(backend.clone(), name, holder, timing).await?,
@@ -305,7 +305,7 @@ impl Datastore {
 
     /// `"filesystem"` or `"s3"`.
     pub fn backend_kind(&self) -> &'static str {
-        self.backend.kind()
+        self.backend.capabilities().kind
     }
 
     /// The backend, for layers that need raw object access (usage accounting, import).

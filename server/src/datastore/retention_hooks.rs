@@ -61,7 +61,7 @@ impl Datastore {
 
     /// `s3-object-lock` on object stores, `server` on the local backend.
     pub fn retention_enforced_by(&self) -> &'static str {
-        match self.backend.retention_needs_object_lock() {
+        match self.backend.capabilities().retention_needs_object_lock {
             true => ENFORCED_BY_S3,
             false => ENFORCED_BY_SERVER,
         }
@@ -74,7 +74,7 @@ impl Datastore {
         rules: Vec<LockRule>,
         generation_days: u64,
     ) -> Result<(), DatastoreError> {
-        if !rules.is_empty() && self.backend.retention_needs_object_lock() {
+        if !rules.is_empty() && self.backend.capabilities().retention_needs_object_lock {
             let enabled = match self.object_lock() {
                 Some(ol) => ol.object_lock_enabled().await?,
                 None => false,

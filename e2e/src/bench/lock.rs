@@ -109,21 +109,22 @@ pub async fn run(opts: &Options) -> Result<LockReport> {
     let settings = opts.s3.settings(&prefix);
     let raw = Arc::new(S3Backend::connect(settings).await?);
     let ds = Datastore::open("bench-lock", raw.clone()).await?;
-    ds.set_retention_locks(
-        vec![LockRule {
-            id: "bench".into(),
-            ns: BackupNamespace::root(),
-            groups: vec![],
-            mode: opts.mode,
-            days: opts.lock_days,
-            legal_hold: false,
-        }],
-        opts.generation_days,
-    )
-    .await
-    .context(
-        "activate the retention lock (the bucket needs Object Lock: PBS_TEST_S3_LOCK_BUCKET)",
-    )?;
+    ds.retention()
+        .set_locks(
+            vec![LockRule {
+                id: "bench".into(),
+                ns: BackupNamespace::root(),
+                groups: vec![],
+                mode: opts.mode,
+                days: opts.lock_days,
+                legal_hold: false,
+            }],
+            opts.generation_days,
+        )
+        .await
+        .context(
+            "activate the retention lock (the bucket needs Object Lock: PBS_TEST_S3_LOCK_BUCKET)",
+        )?;
 
     let chunk_len = opts.chunk_mib * 1024 * 1024;
     let chunks = (opts.image_mib / opts.chunk_mib).max(1);
@@ -137,7 +138,7 @@ pub async fn run(opts: &Options) -> Result<LockReport> {
     let mut per_day = Vec::new();
     for day in 0..opts.days {
         let time = base + i64::from(day) * DAY;
-        ds.set_retention_clock(Some(time));
+        ds.retention().set_clock(Some(time));
         // Which chunks change today (all of them on the first day).
         let mut changed: Vec<usize> = match day {
             0 => (0..chunks).collect(),
@@ -191,7 +192,7 @@ pub async fn run(opts: &Options) -> Result<LockReport> {
             s3_requests: raw.request_counts().map_or(0, |c| c.total()) - s3_before,
         });
     }
-    ds.set_retention_clock(None);
+    ds.retention().set_clock(None);
     ds.close().await?;
     if !opts.keep && opts.mode == LockMode::Governance {
         purge(raw.as_ref()).await?;

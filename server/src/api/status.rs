@@ -39,8 +39,8 @@ pub async fn datastore_usage(ctx: &Ctx) -> Result<Response<Body>, HttpError> {
             continue;
         }
         let store = &entry.store;
-        // the same figures as the datastore's own status (see datastore/capacity.rs)
-        let cap = store.status_capacity().await.map_err(ds_error)?;
+        // the same figures as the datastore's own status (see datastore/usage/capacity.rs)
+        let cap = store.usage().status_capacity().await.map_err(ds_error)?;
         let (total, used, avail) = (cap.total, cap.used, cap.avail);
         let mut item = json!({
             "store": entry.name,

@@ -49,7 +49,8 @@ async fn env() -> Env {
         legal_hold: false,
     };
     store
-        .set_retention_locks(
+        .retention()
+        .set_locks(
             vec![
                 rule("gov", "vm/100", LockMode::Governance),
                 rule("comp", "vm/200", LockMode::Compliance),

@@ -13,7 +13,10 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use super::{Backend, BackendError, Capacity, ListResult, ObjectMeta, PutOptions, PutOutcome};
+use super::{
+    Backend, BackendCapabilities, BackendError, Capacity, ListResult, ObjectMeta, PutOptions,
+    PutOutcome,
+};
 
 /// Name prefix of in-flight temp files; never listed, never accepted as a key component.
 const TMP_PREFIX: &str = ".pbs-cloud-tmp.";
@@ -387,20 +390,13 @@ where
 
 #[async_trait::async_trait]
 impl Backend for LocalBackend {
-    fn kind(&self) -> &'static str {
-        "filesystem"
-    }
-
-    fn exclusive_to_server(&self) -> bool {
-        false
-    }
-
-    fn wants_put_checksum(&self) -> bool {
-        false
-    }
-
-    fn retention_needs_object_lock(&self) -> bool {
-        false
+    fn capabilities(&self) -> BackendCapabilities {
+        BackendCapabilities {
+            kind: "filesystem",
+            exclusive_to_server: false,
+            wants_put_checksum: false,
+            retention_needs_object_lock: false,
+        }
     }
 
     async fn put(

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use super::*;
+use crate::backend::BackendExt;
 
 fn backend() -> (tempfile::TempDir, LocalBackend) {
     let dir = tempfile::tempdir().expect("tempdir");

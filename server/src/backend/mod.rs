@@ -183,32 +183,61 @@ pub struct BackendHealth {
     pub last_check: Option<i64>,
 }
 
-/// Immutable-object storage keyed by '/'-separated relative keys.
-#[async_trait::async_trait]
-pub trait Backend: Send + Sync + 'static {
-    /// `"filesystem"` or `"s3"`: the name status output shows. Code that must act differently
-    /// per backend asks one of the capability methods below instead of comparing names.
-    fn kind(&self) -> &'static str;
+/// What a backend is and how the datastore must treat it: the answers code asks instead of
+/// comparing backend names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendCapabilities {
+    /// `"filesystem"` or `"s3"`: the name status output shows.
+    pub kind: &'static str,
     /// Whether nothing but this server changes the stored objects (an object-store prefix
     /// reserved for it), so in-memory views of them (cached listings, the known-chunk set)
     /// stay true. A local directory is not: an administrator or a stock PBS may change it.
-    /// Defaults to `false`, the answer that is never wrong.
-    fn exclusive_to_server(&self) -> bool {
-        false
-    }
+    pub exclusive_to_server: bool,
     /// Whether a SHA-256 sent with a put ([`PutOptions::sha256`]) is worth computing: the
     /// data crosses a network to a store that checks it on arrival. A local backend would only
-    /// re-hash bytes it already holds in memory. Defaults to `true` (costs CPU, never safety).
-    fn wants_put_checksum(&self) -> bool {
-        true
-    }
+    /// re-hash bytes it already holds in memory.
+    pub wants_put_checksum: bool,
     /// Whether retention locks on this backend hold only if the store enforces them itself
-    /// (S3 Object Lock, through [`Self::object_lock`]): anyone with the store's credentials
+    /// (S3 Object Lock, through [`Backend::object_lock`]): anyone with the store's credentials
     /// could otherwise delete locked objects. `false` where the server's own refusal is the
-    /// enforcement (a local directory). Defaults to `true`, the answer that is never wrong.
-    fn retention_needs_object_lock(&self) -> bool {
-        true
+    /// enforcement (a local directory).
+    pub retention_needs_object_lock: bool,
+}
+
+/// Single answers of [`Backend::capabilities`], for every backend (not overridable: a wrapper
+/// cannot answer one of them differently from the capabilities it forwards).
+pub trait BackendExt {
+    /// [`BackendCapabilities::kind`].
+    fn kind(&self) -> &'static str;
+    /// [`BackendCapabilities::exclusive_to_server`].
+    fn exclusive_to_server(&self) -> bool;
+    /// [`BackendCapabilities::wants_put_checksum`].
+    fn wants_put_checksum(&self) -> bool;
+    /// [`BackendCapabilities::retention_needs_object_lock`].
+    fn retention_needs_object_lock(&self) -> bool;
+}
+
+impl<B: Backend + ?Sized> BackendExt for B {
+    fn kind(&self) -> &'static str {
+        self.capabilities().kind
     }
+    fn exclusive_to_server(&self) -> bool {
+        self.capabilities().exclusive_to_server
+    }
+    fn wants_put_checksum(&self) -> bool {
+        self.capabilities().wants_put_checksum
+    }
+    fn retention_needs_object_lock(&self) -> bool {
+        self.capabilities().retention_needs_object_lock
+    }
+}
+
+/// Immutable-object storage keyed by '/'-separated relative keys.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// What this backend is and how the datastore must treat it. Wrappers (fence, listing
+    /// cache) forward this one method; [`BackendExt`] reads single answers from it.
+    fn capabilities(&self) -> BackendCapabilities;
     /// Store `data` under `key` atomically (readers see the old or the new object, never a mix).
     async fn put(
         &self,

@@ -331,7 +331,7 @@ async fn copy_chunk(
     key: &str,
     counters: &Counters,
 ) -> anyhow::Result<bool> {
-    if target.chunk_known(digest) {
+    if target.chunks().is_known(digest) {
         counters.present.fetch_add(1, Ordering::Relaxed);
         return Ok(true);
     }

@@ -47,12 +47,12 @@ pub(super) async fn apply(config: &Config, store: &Datastore) -> anyhow::Result<
         .unwrap_or(DEFAULT_GENERATION_DAYS);
     let rules = rules_for(config, name)?;
     let count = rules.len();
-    store.set_retention_locks(rules, generation).await?;
+    store.retention().set_locks(rules, generation).await?;
     if count > 0 {
         tracing::info!(
             "datastore '{name}': {count} retention lock(s) in force, enforced by {}{}",
-            store.retention_enforced_by(),
-            match store.retention_enforced_by() {
+            store.retention().enforced_by(),
+            match store.retention().enforced_by() {
                 "server" => " only (the local backend has no Object Lock)",
                 _ => "",
             }
@@ -69,6 +69,7 @@ pub(super) async fn apply(config: &Config, store: &Datastore) -> anyhow::Result<
                 .map(|c| c.get_ref().clone()),
         };
         store
+            .retention()
             .install_lifecycle(&rules)
             .await
             .with_context(|| format!("datastore '{name}': installing lifecycle rules"))?;

@@ -112,7 +112,8 @@ impl DidxSource {
         let hex = digest_to_hex(&entry.digest);
         let raw = self
             .ds
-            .load_chunk(&entry.digest)
+            .chunks()
+            .load(&entry.digest)
             .await
             .map_err(|e| PxarError::Source(format!("{}: {e}", self.name)))?;
         let name = self.name.clone();

@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use crate::backend::{
-    Backend, BackendError, BackendHealth, Capacity, ListResult, ObjectChecksum, ObjectMeta,
-    PutOptions, PutOutcome, RequestCounts,
+    Backend, BackendCapabilities, BackendError, BackendHealth, Capacity, ListResult,
+    ObjectChecksum, ObjectMeta, PutOptions, PutOutcome, RequestCounts,
 };
 
 use super::writer_lease::WriterLease;
@@ -93,20 +93,8 @@ impl FencedBackend {
 
 #[async_trait::async_trait]
 impl Backend for FencedBackend {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
-
-    fn exclusive_to_server(&self) -> bool {
-        self.inner.exclusive_to_server()
-    }
-
-    fn wants_put_checksum(&self) -> bool {
-        self.inner.wants_put_checksum()
-    }
-
-    fn retention_needs_object_lock(&self) -> bool {
-        self.inner.retention_needs_object_lock()
+    fn capabilities(&self) -> BackendCapabilities {
+        self.inner.capabilities()
     }
 
     async fn put(

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::backend::{
-    Backend, BackendError, Capacity, ListResult, ObjectMeta, PutOptions, PutOutcome, RequestCounts,
+    Backend, BackendCapabilities, BackendError, Capacity, ListResult, ObjectMeta, PutOptions,
+    PutOutcome, RequestCounts,
 };
 
 use super::layout::CHUNK_PREFIX;
@@ -69,20 +70,8 @@ impl CachedBackend {
 
 #[async_trait::async_trait]
 impl Backend for CachedBackend {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
-
-    fn exclusive_to_server(&self) -> bool {
-        self.inner.exclusive_to_server()
-    }
-
-    fn wants_put_checksum(&self) -> bool {
-        self.inner.wants_put_checksum()
-    }
-
-    fn retention_needs_object_lock(&self) -> bool {
-        self.inner.retention_needs_object_lock()
+    fn capabilities(&self) -> BackendCapabilities {
+        self.inner.capabilities()
     }
 
     async fn put(

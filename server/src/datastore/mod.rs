@@ -6,14 +6,12 @@
 //! one server process owns a datastore (docs/design.md#single-writer-lease).
 
 pub mod archive_source;
-mod capacity;
-mod chunks;
+mod chunk_store;
 mod entry;
 mod fence;
 mod gc;
 mod groups;
 pub mod history;
-mod known;
 pub mod layout;
 mod list_cache;
 mod locks;
@@ -21,43 +19,39 @@ mod moves;
 mod namespaces;
 pub mod prune;
 pub mod retention;
-mod retention_admin;
-mod retention_hooks;
-mod retention_prune;
 mod session;
 mod snapshots;
 mod usage;
-mod usage_hooks;
 mod verify;
-mod verify_chunks;
 mod writer_lease;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::backend::{Backend, BackendError};
-use crate::format::FormatError;
+use crate::format::{Digest, FormatError};
 
 pub use archive_source::DidxSource;
-pub use chunks::ChunkInsertOutcome;
+pub use chunk_store::{
+    ChunkCheck, ChunkInsertOutcome, ChunkStore, ChunkVerdict, KNOWN_DELTA_PREFIX, KNOWN_INDEX,
+};
 pub use entry::DatastoreEntry;
 pub use gc::{
     GcCacheStats, GcStatus, DEFAULT_ABANDONED_AFTER, DEFAULT_GC_CUTOFF, DEFAULT_INDEX_CACHE_DIGESTS,
 };
 pub use groups::GroupRemoveStats;
 pub use history::{JobKind, JobRecord};
-pub use known::{KNOWN_DELTA_PREFIX, KNOWN_INDEX};
 pub use list_cache::CachedBackend;
 pub use moves::NamespaceMoveStats;
 pub use namespaces::NamespaceDeleteStats;
 pub use prune::{compute_prune, compute_prune_with_tz, KeepOptions, PruneCandidate, PruneMark};
-pub use retention::SnapshotLockInfo;
-pub use retention_hooks::RetentionStatus;
+pub use retention::{RetentionLocks, RetentionStatus, SnapshotLockInfo};
 pub use session::{BackupLease, ReaderLease};
 pub use snapshots::SnapshotInfo;
-pub use usage::{TenantMeter, UsageCounters, UsageObserver, DEFAULT_QUOTA_WARN_PERCENT};
+pub use usage::{
+    StoreUsage, TenantMeter, UsageCounters, UsageObserver, DEFAULT_QUOTA_WARN_PERCENT,
+};
 pub use verify::{verify_due, VerifyOptions, VerifySummary};
-pub use verify_chunks::{ChunkCheck, ChunkVerdict};
 pub use writer_lease::{LeaseTiming, LEASE, LEASE_MARGIN, LEASE_PREFIX, LEASE_RENEW, LEASE_TTL};
 
 /// Errors of the datastore layer; messages name the namespace, group, snapshot or chunk.
@@ -119,9 +113,6 @@ pub struct Datastore {
     locks: Arc<locks::LockTable>,
     /// Serialises manifest and `.protected` edits per snapshot.
     manifest_locks: locks::KeyedMutex,
-    /// Shared by chunk inserts, exclusive for GC while it decides about and deletes one
-    /// chunk: an insert that found the chunk present has touched it before GC re-checks it.
-    chunk_lock: tokio::sync::RwLock<()>,
     /// Running backup sessions, for GC.
     leases: Arc<session::LeaseRegistry>,
     gc_running: tokio::sync::Mutex<()>,
@@ -131,19 +122,19 @@ pub struct Datastore {
     gc_state: gc::GcState,
     /// This server's single-writer lease on the datastore.
     writer: Arc<writer_lease::WriterLease>,
-    /// Digests known to be stored (object stores) and chunk reuse times (all backends).
-    known: known::KnownChunks,
-    /// Retention locks in force (see `retention_hooks.rs`).
-    retention: retention_hooks::RetentionState,
-    /// Usage counters and quota (see `usage_hooks.rs`).
-    usage: usage_hooks::UsageState,
+    /// The chunk store (with the known-digest set and the chunk lock).
+    chunks: ChunkStore,
+    /// Retention locks (WORM): rules, records, removal checks, Object Lock requests.
+    retention: RetentionLocks,
+    /// Usage counters and quota (shared with the tenant's meter).
+    usage: Arc<StoreUsage>,
 }
 
 impl std::fmt::Debug for Datastore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Datastore")
             .field("name", &self.name)
-            .field("backend", &self.backend.kind())
+            .field("backend", &self.backend.capabilities().kind)
             .finish()
     }
 }
@@ -179,7 +170,7 @@ impl Datastore {
         let opened_at = std::time::SystemTime::now();
         // A local directory may be changed by hand or by PBS; an object-store prefix only by us,
         // so only there may listings be cached and the known-chunk set be trusted.
-        let local = !backend.exclusive_to_server();
+        let local = !backend.capabilities().exclusive_to_server;
         // The lease reads other servers' writes: never from the listing cache.
         let writer = Arc::new(
             writer_lease::WriterLease::acquire(backend.clone(), name, holder, timing).await?,
@@ -194,13 +185,10 @@ impl Datastore {
             writer.clone(),
             gate.clone(),
         ));
-        let known = match local {
-            true => known::KnownChunks::disabled(),
-            false => known::KnownChunks::load(backend.as_ref(), name).await?,
-        };
+        let chunks = ChunkStore::open(name, backend.clone(), !local).await?;
         let last_gc = gc::load_status(backend.as_ref()).await?;
-        let retention = retention_hooks::RetentionState::load(backend.as_ref()).await?;
-        let usage = usage_hooks::UsageState::load(backend.as_ref()).await?;
+        let retention = RetentionLocks::load(name, backend.clone()).await?;
+        let usage = Arc::new(StoreUsage::load(name, backend.clone()).await?);
         let ds = Arc::new(Self {
             name: name.to_string(),
             backend,
@@ -208,14 +196,13 @@ impl Datastore {
             gate,
             locks: Arc::new(locks::LockTable::default()),
             manifest_locks: locks::KeyedMutex::default(),
-            chunk_lock: tokio::sync::RwLock::new(()),
             leases: Arc::new(session::LeaseRegistry::default()),
             gc_running: tokio::sync::Mutex::new(()),
             gc_cutoff: Mutex::new(DEFAULT_GC_CUTOFF),
             last_gc: Mutex::new(last_gc),
             gc_state: gc::GcState::default(),
             writer,
-            known,
+            chunks,
             retention,
             usage,
         });
@@ -278,8 +265,8 @@ impl Datastore {
             )));
         }
         self.writer.check().map_err(DatastoreError::Busy)?;
-        self.known.flush(self.unfenced.as_ref()).await?;
-        self.usage_flush_to(self.unfenced.as_ref(), true).await?;
+        self.chunks.flush_known_to(self.unfenced.as_ref()).await?;
+        self.usage.flush_to(self.unfenced.as_ref(), true).await?;
         self.writer.release().await
     }
 
@@ -293,9 +280,54 @@ impl Datastore {
         self.gate.is_closing()
     }
 
-    /// Number of chunk digests held in memory for deduplication (0 on the local backend).
-    pub fn known_chunk_count(&self) -> usize {
-        self.known.len()
+    /// The chunk store: reads, checks and the known-digest set. Writes go through
+    /// [`Self::insert_chunk`] and [`Self::mark_chunk_bad`], which pass the writer lease first.
+    pub fn chunks(&self) -> &ChunkStore {
+        &self.chunks
+    }
+
+    /// Usage counters, quota and status figures of this datastore.
+    pub fn usage(&self) -> &Arc<StoreUsage> {
+        &self.usage
+    }
+
+    /// The retention locks (WORM) of this datastore.
+    pub fn retention(&self) -> &RetentionLocks {
+        &self.retention
+    }
+
+    /// Store a validated chunk blob, deduplicated by digest ([`ChunkStore::insert`]), once
+    /// the writer lease and the owner's quota allow it; a new chunk is added to the usage.
+    pub async fn insert_chunk(
+        &self,
+        digest: &Digest,
+        raw: bytes::Bytes,
+        encrypted: bool,
+    ) -> Result<ChunkInsertOutcome, DatastoreError> {
+        self.check_writable()?;
+        let size = raw.len() as u64;
+        // A chunk that is already stored costs nothing and passes even over the quota.
+        let quota = async {
+            match self.usage.quota_check(size, "chunk upload") {
+                Err(e) if self.chunks.exists(digest).await.unwrap_or(false) => {
+                    tracing::debug!(store = %self.name, "duplicate chunk over quota accepted ({e})");
+                    Ok(())
+                }
+                other => other,
+            }
+        };
+        let stored = |size| self.usage.add_chunk(digest, size);
+        self.chunks
+            .insert(digest, raw, encrypted, quota, stored)
+            .await
+    }
+
+    /// Take a missing or corrupt chunk out of service ([`ChunkStore::move_aside`]) once the
+    /// writer lease allows it; a moved chunk leaves the usage. Returns its new key.
+    pub async fn mark_chunk_bad(&self, digest: &Digest) -> Result<Option<String>, DatastoreError> {
+        self.check_writable()?;
+        let moved = |size| self.usage.sub_chunk(Some(digest), size);
+        self.chunks.move_aside(digest, moved).await
     }
 
     /// Datastore name (as configured).
@@ -305,7 +337,7 @@ impl Datastore {
 
     /// `"filesystem"` or `"s3"`.
     pub fn backend_kind(&self) -> &'static str {
-        self.backend.kind()
+        self.backend.capabilities().kind
     }
 
     /// The backend, for layers that need raw object access (usage accounting, import).

@@ -354,12 +354,10 @@ impl Datastore {
         for snap in &snapshots {
             let old = super::layout::snapshot_prefix(ns, &snap.dir)?;
             let new = super::layout::snapshot_prefix(target_ns, &snap.dir)?;
-            self.usage_snapshot_moved(&old, &new);
+            self.usage.snapshot_moved(&old, &new);
             // An expired retention record would otherwise outlive the snapshot's old place.
             if self.retention.snapshot(&old).is_some() {
-                self.retention
-                    .forget_snapshot(self.backend.as_ref(), &old)
-                    .await?;
+                self.retention.forget_snapshot(&old).await?;
             }
         }
         log(format!(

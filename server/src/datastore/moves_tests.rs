@@ -103,7 +103,7 @@ async fn group_moves_with_protection_owner_and_usage() {
     backup(&ds, &ns("a"), &g, 2000, AUTH).await;
     let first = BackupDir::new(g.clone(), 1000).unwrap();
     ds.set_protected(&ns("a"), &first, true).await.unwrap();
-    let before = ds.usage();
+    let before = ds.usage().counters();
 
     let (log, sink) = lines();
     let moved = ds
@@ -129,7 +129,7 @@ async fn group_moves_with_protection_owner_and_usage() {
         Some(AUTH)
     );
     ds.load_manifest(&ns("b"), &first).await.unwrap();
-    let after = ds.usage();
+    let after = ds.usage().counters();
     assert_eq!(after.snapshots, before.snapshots);
     assert_eq!(after.logical_bytes, before.logical_bytes);
 }
@@ -249,19 +249,20 @@ async fn retention_locked_snapshots_stay_where_they_are() {
     ds.create_namespace(&BackupNamespace::root(), "x")
         .await
         .unwrap();
-    ds.set_retention_locks(
-        vec![LockRule {
-            id: "keep".into(),
-            ns: ns("w"),
-            groups: vec![],
-            mode: LockMode::Governance,
-            days: 1,
-            legal_hold: false,
-        }],
-        1,
-    )
-    .await
-    .unwrap();
+    ds.retention()
+        .set_locks(
+            vec![LockRule {
+                id: "keep".into(),
+                ns: ns("w"),
+                groups: vec![],
+                mode: LockMode::Governance,
+                days: 1,
+                legal_hold: false,
+            }],
+            1,
+        )
+        .await
+        .unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

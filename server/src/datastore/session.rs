@@ -336,7 +336,7 @@ impl BackupLease {
                 source,
             })?;
         self.ds.check_writable()?;
-        let lock = self.ds.retention_prepare(&self.ns, &self.dir).await?;
+        let lock = self.ds.retention.prepare(&self.ns, &self.dir).await?;
         let key = snapshot_file_key(&self.ns, &self.dir, MANIFEST)?;
         crate::fault::pause_at_async("finish-commit", &key).await;
         self.ds
@@ -344,7 +344,7 @@ impl BackupLease {
             .put(&key, manifest_blob, PutOptions::default())
             .await?;
         if let Some(lock) = lock {
-            if let Err(e) = self.ds.retention_finish(&self.ns, &self.dir, lock).await {
+            if let Err(e) = self.ds.retention.finish(&self.ns, &self.dir, lock).await {
                 // Not locked, so not finished: the snapshot must not appear.
                 if let Err(undo) = self.ds.backend.delete(&key).await {
                     tracing::warn!("removing unlocked manifest {key}: {undo}");
@@ -355,11 +355,11 @@ impl BackupLease {
         self.committed = true;
         if let Ok(prefix) = snapshot_prefix(&self.ns, &self.dir) {
             let logical = manifest.files.iter().map(|f| f.size).sum();
-            self.ds.usage_snapshot_added(&prefix, logical);
+            self.ds.usage.snapshot_added(&prefix, logical);
         }
         // Journal the chunks this backup added; a failure only costs requests after a
         // restart (the chunks are stored either way).
-        if let Err(e) = self.ds.known.flush(self.ds.backend.as_ref()).await {
+        if let Err(e) = self.ds.chunks.flush_known().await {
             tracing::warn!("datastore '{}': {e}", self.ds.name());
         }
         Ok(())
@@ -452,6 +452,6 @@ impl ReaderLease {
 
     /// A chunk blob.
     pub async fn load_chunk(&self, digest: &Digest) -> Result<Bytes, DatastoreError> {
-        self.ds.load_chunk(digest).await
+        self.ds.chunks.load(digest).await
     }
 }

@@ -132,7 +132,7 @@ impl Datastore {
         self.backend
             .put(&key, Bytes::from(manifest.to_blob()), PutOptions::default())
             .await?;
-        self.relock_manifest(ns, dir).await?;
+        self.retention.relock_manifest(ns, dir).await?;
         Ok(())
     }
 
@@ -265,7 +265,7 @@ impl Datastore {
                 snapshot_label(ns, dir)
             )));
         }
-        self.check_snapshot_removal(ns, dir).await?;
+        self.retention.check_removal(ns, dir).await?;
         self.check_writable()?;
         // The manifest goes first: a removal cut short leaves an unfinished snapshot (cleaned
         // up by GC), never a finished one with files missing.
@@ -274,7 +274,21 @@ impl Datastore {
             .await?;
         crate::fault::pause_at_async("snapshot-remove", &prefix).await;
         self.backend.delete_prefix(&prefix).await?;
-        self.usage_snapshot_removed(&prefix);
+        self.usage.snapshot_removed(&prefix);
         Ok(())
+    }
+
+    /// Remove a snapshot whose governance lock still holds: the explicit admin path
+    /// (superusers, `bypass-governance`). Compliance locks and legal holds are still refused.
+    /// On S3 every version of the snapshot's objects is deleted with governance bypass.
+    pub async fn remove_snapshot_bypassing_governance(
+        &self,
+        ns: &BackupNamespace,
+        dir: &BackupDir,
+    ) -> Result<(), DatastoreError> {
+        let bypass = self.retention.begin_bypass(ns, dir)?;
+        let removed = self.remove_snapshot(ns, dir, false).await;
+        self.retention.end_bypass(&bypass, removed.is_ok()).await?;
+        removed
     }
 }

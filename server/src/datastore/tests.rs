@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use crate::backend::s3::{test_env, S3Backend};
-use crate::backend::{Backend, LocalBackend};
+use crate::backend::{Backend, BackendCapabilities, LocalBackend};
 use crate::format::blob::{assemble_encrypted_blob, encode_blob};
 use crate::format::dynamic_index::{DynamicEntry, DynamicIndex};
 use crate::format::manifest::{Manifest, VerifyState};
@@ -195,20 +195,8 @@ impl ProbeBackend {
 
 #[async_trait::async_trait]
 impl Backend for ProbeBackend {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
-
-    fn exclusive_to_server(&self) -> bool {
-        self.inner.exclusive_to_server()
-    }
-
-    fn wants_put_checksum(&self) -> bool {
-        self.inner.wants_put_checksum()
-    }
-
-    fn retention_needs_object_lock(&self) -> bool {
-        self.inner.retention_needs_object_lock()
+    fn capabilities(&self) -> BackendCapabilities {
+        self.inner.capabilities()
     }
 
     async fn put(

@@ -85,12 +85,12 @@ async fn dedup_survives_reopen(kind: Kind) {
             .duplicate
     );
     if kind == Kind::S3 {
-        assert!(reopened.known_chunk_count() >= 2);
+        assert!(reopened.chunks().known_count() >= 2);
         assert_eq!(e.requests(), before, "known after reopen without a request");
         assert!(e.backend.head(KNOWN_INDEX).await.unwrap().is_some());
     }
     assert_eq!(
-        reopened.load_chunk(&digest).await.unwrap(),
+        reopened.chunks().load(&digest).await.unwrap(),
         Bytes::from(encode_blob(b"dedup me", false))
     );
 }
@@ -113,8 +113,8 @@ async fn gc_removes_only_unreferenced(kind: Kind) {
     e.ds.set_gc_cutoff(Duration::ZERO);
     let status = e.ds.garbage_collect(&|_| {}).await.unwrap();
     assert_eq!(status.removed_chunks, 1);
-    assert!(e.ds.chunk_exists(&referenced).await.unwrap());
-    assert!(!e.ds.chunk_exists(&garbage).await.unwrap());
+    assert!(e.ds.chunks().exists(&referenced).await.unwrap());
+    assert!(!e.ds.chunks().exists(&garbage).await.unwrap());
 
     // The removed chunk is not "known" any more, in memory or after a restart.
     let reopened = Datastore::open("test", e.backend.clone()).await.unwrap();
@@ -123,7 +123,7 @@ async fn gc_removes_only_unreferenced(kind: Kind) {
             .insert_chunk(&garbage, raw_garbage.clone(), false)
             .await
             .unwrap();
-        assert!(ds.chunk_exists(&garbage).await.unwrap());
+        assert!(ds.chunks().exists(&garbage).await.unwrap());
         let _ = out;
     }
     assert_eq!(reopened.last_gc_status().await, Some(status));

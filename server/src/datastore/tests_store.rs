@@ -108,7 +108,7 @@ async fn insert_chunk_deduplicates(kind: Kind) {
             .await
             .unwrap();
     assert!(!out.duplicate);
-    assert!(e.ds.chunk_exists(&digest).await.unwrap());
+    assert!(e.ds.chunks().exists(&digest).await.unwrap());
     let out =
         e.ds.insert_chunk(&digest, plain.clone(), false)
             .await
@@ -121,12 +121,12 @@ async fn insert_chunk_deduplicates(kind: Kind) {
     if kind == Kind::Local {
         // A smaller plain copy replaces the stored one; a bigger one does not.
         assert!(!out.duplicate);
-        assert_eq!(e.ds.load_chunk(&digest).await.unwrap(), small);
+        assert_eq!(e.ds.chunks().load(&digest).await.unwrap(), small);
     } else {
         // On S3 a known digest costs no request at all (docs/design.md#known-chunk-set): the first
         // copy stays, which is as valid as the smaller one.
         assert!(out.duplicate);
-        assert_eq!(e.ds.load_chunk(&digest).await.unwrap(), plain);
+        assert_eq!(e.ds.chunks().load(&digest).await.unwrap(), plain);
     }
     let before = e.requests();
     let out =
@@ -139,7 +139,7 @@ async fn insert_chunk_deduplicates(kind: Kind) {
     // Encrypted data over a stored plain chunk: refused locally (the stored object is read to
     // compare); on S3 the known digest answers "duplicate" without a request. Either way the
     // stored chunk is left as it was.
-    let stored = e.ds.load_chunk(&digest).await.unwrap();
+    let stored = e.ds.chunks().load(&digest).await.unwrap();
     let enc = Bytes::from(assemble_encrypted_blob(
         false, &[1; 16], &[2; 16], &[3; 100],
     ));
@@ -151,7 +151,7 @@ async fn insert_chunk_deduplicates(kind: Kind) {
         }
         Kind::S3 => assert!(result.unwrap().duplicate),
     }
-    assert_eq!(e.ds.load_chunk(&digest).await.unwrap(), stored);
+    assert_eq!(e.ds.chunks().load(&digest).await.unwrap(), stored);
 
     // Both encrypted and uncompressed with different lengths: refused locally, a no-op
     // duplicate on S3 (as above).
@@ -169,7 +169,7 @@ async fn insert_chunk_deduplicates(kind: Kind) {
     );
     let result = e.ds.insert_chunk(&d2, e2, true).await;
     assert_eq!(result.is_err(), kind == Kind::Local, "{result:?}");
-    assert_eq!(e.ds.load_chunk(&d2).await.unwrap(), e1);
+    assert_eq!(e.ds.chunks().load(&d2).await.unwrap(), e1);
 
     // A 0-byte stored object (an interrupted write of an older server) is overwritten.
     let d3 = sha256(b"zero");
@@ -186,11 +186,12 @@ async fn insert_chunk_deduplicates(kind: Kind) {
             .unwrap()
             .duplicate
     );
-    assert_eq!(e.ds.load_chunk(&d3).await.unwrap(), blob);
+    assert_eq!(e.ds.chunks().load(&d3).await.unwrap(), blob);
 
     assert!(e
         .ds
-        .load_chunk(&sha256(b"nope"))
+        .chunks()
+        .load(&sha256(b"nope"))
         .await
         .unwrap_err()
         .is_not_found());
@@ -270,10 +271,10 @@ async fn gc_sweeps_only_unreferenced_old_chunks() {
     let lines = std::sync::Mutex::new(Vec::new());
     let log = |l: String| lines.lock().unwrap().push(l);
     let status = e.ds.garbage_collect(&log).await.unwrap();
-    assert!(!e.ds.chunk_exists(&garbage).await.unwrap());
-    assert!(e.ds.chunk_exists(&referenced).await.unwrap());
-    assert!(e.ds.chunk_exists(&leased).await.unwrap());
-    assert!(e.ds.chunk_exists(&young).await.unwrap());
+    assert!(!e.ds.chunks().exists(&garbage).await.unwrap());
+    assert!(e.ds.chunks().exists(&referenced).await.unwrap());
+    assert!(e.ds.chunks().exists(&leased).await.unwrap());
+    assert!(e.ds.chunks().exists(&young).await.unwrap());
     assert_eq!(status.removed_chunks, 1);
     assert_eq!(status.pending_chunks, 1);
     assert_eq!(status.disk_chunks, 2);
@@ -294,9 +295,9 @@ async fn gc_sweeps_only_unreferenced_old_chunks() {
     .await;
     let status = e.ds.garbage_collect(&|_| {}).await.unwrap();
     assert_eq!(status.removed_chunks, 2);
-    assert!(e.ds.chunk_exists(&referenced).await.unwrap());
-    assert!(!e.ds.chunk_exists(&young).await.unwrap());
-    assert!(!e.ds.chunk_exists(&leased).await.unwrap());
+    assert!(e.ds.chunks().exists(&referenced).await.unwrap());
+    assert!(!e.ds.chunks().exists(&young).await.unwrap());
+    assert!(!e.ds.chunks().exists(&leased).await.unwrap());
 
     // Status persisted and read back on open.
     assert_eq!(e.ds.last_gc_status().await, Some(status.clone()));

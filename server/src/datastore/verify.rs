@@ -4,7 +4,7 @@
 //! Per snapshot: a shared snapshot lock (a snapshot being removed is skipped and counts OK),
 //! the manifest, the `ignore-verified` / `outdated-after` filter, then every listed file: blobs
 //! by CRC, length and SHA-256, indexes by their recomputed csum and size and then chunk by
-//! chunk (see `verify_chunks.rs`). A chunk's verdict is shared by all snapshots of one run.
+//! chunk (see `chunk_store/verify.rs`). A chunk's verdict is shared by all snapshots of one run.
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,8 +14,8 @@ use crate::format::manifest::{CryptMode, FileInfo, Manifest, VerifyState};
 use crate::format::names::{BackupDir, BackupGroup, BackupNamespace};
 use crate::format::{digest_to_hex, sha256, Digest};
 
+use super::chunk_store::{ChunkCheck, ChunkVerdict};
 use super::layout::{snapshot_label, snapshot_prefix};
-use super::verify_chunks::{ChunkCheck, ChunkVerdict};
 use super::{Datastore, DatastoreError};
 
 /// What a verify run checks.
@@ -159,7 +159,7 @@ impl Datastore {
             self.verify_one(&mut run, ns, dir, upid).await?;
         }
         if run.dropped {
-            self.persist_known_after_removal().await?;
+            self.chunks.persist_known_after_removal().await?;
         }
         let s = &run.summary;
         log(format!(
@@ -304,7 +304,7 @@ impl Datastore {
             run.summary.chunks_deep += 1;
         }
         let hex = digest_to_hex(digest);
-        let verdict = self.check_chunk(digest, level, encrypted, Some(len)).await;
+        let verdict = self.chunks.check(digest, level, encrypted, Some(len)).await;
         let good = match verdict {
             ChunkVerdict::Ok => true,
             ChunkVerdict::Present => {

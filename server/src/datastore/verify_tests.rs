@@ -13,8 +13,8 @@ use crate::format::manifest::{CryptMode, FileInfo, Manifest, VerifyState};
 use crate::format::names::{BackupDir, BackupGroup, BackupNamespace, BackupType};
 use crate::format::{digest_to_hex, sha256, Digest};
 
+use super::super::chunk_store::{bad_chunk_key, check_chunk_bytes};
 use super::super::layout::chunk_key;
-use super::super::verify_chunks::{bad_chunk_key, check_chunk_bytes};
 use super::*;
 
 const T0: i64 = 1_700_000_000;
@@ -190,14 +190,14 @@ async fn finds_flipped_byte_and_missing_chunk(kind: Kind) {
     );
     assert!(e.raw.head(&chunk_key(&one)).await.unwrap().is_none());
     assert!(e.raw.head(&bad_chunk_key(&one, 0)).await.unwrap().is_some());
-    assert!(!e.ds.chunk_known(&one) && !e.ds.chunk_known(&two));
+    assert!(!e.ds.chunks().is_known(&one) && !e.ds.chunks().is_known(&two));
 
     // After a restart the bad chunks stay forgotten, and the next backup writes them again.
     drop(e.ds);
     let ds = Datastore::open("test", e.raw.clone())
         .await
         .expect("reopen");
-    assert!(!ds.chunk_known(&one) && !ds.chunk_known(&two));
+    assert!(!ds.chunks().is_known(&one) && !ds.chunks().is_known(&two));
     for name in ["one", "two"] {
         let data = data(name);
         let outcome = ds

@@ -121,13 +121,19 @@ fn assert_locked(err: DatastoreError) {
 async fn worm_compliance_snapshot_survives_forget_prune_gc_and_direct_delete() {
     let raw = s3("worm-compliance", true).await;
     let ds = Datastore::open("worm", raw.clone()).await.expect("open");
-    ds.set_retention_locks(vec![rule(LockMode::Compliance, 1)], 1)
+    ds.retention()
+        .set_locks(vec![rule(LockMode::Compliance, 1)], 1)
         .await
         .expect("Object Lock bucket accepts locks");
     let g = vm("100");
     let t = now();
     let dir = backup(&ds, &g, t, &parts("c", 3)).await;
-    let info = ds.snapshot_lock_info(&root(), &dir).await.unwrap().unwrap();
+    let info = ds
+        .retention()
+        .snapshot_lock(&root(), &dir)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(info.mode, "compliance");
     assert_eq!(info.enforced_by, "s3-object-lock");
     assert_eq!(info.retain_until % DAY, 0, "rounded to a 1-day generation");
@@ -198,7 +204,8 @@ async fn worm_compliance_snapshot_survives_forget_prune_gc_and_direct_delete() {
 async fn worm_reused_chunks_stay_locked_as_long_as_every_snapshot() {
     let raw = s3("worm-reuse", true).await;
     let ds = Datastore::open("worm", raw.clone()).await.expect("open");
-    ds.set_retention_locks(vec![rule(LockMode::Governance, 1)], 1)
+    ds.retention()
+        .set_locks(vec![rule(LockMode::Governance, 1)], 1)
         .await
         .expect("locks");
     let g = vm("200");
@@ -220,7 +227,12 @@ async fn worm_reused_chunks_stay_locked_as_long_as_every_snapshot() {
     assert_eq!(lock_requests[0], 7 + 2, "{lock_requests:?}");
     let ol: &dyn ObjectLock = raw.as_ref();
     for (dir, digests) in &snaps {
-        let info = ds.snapshot_lock_info(&root(), dir).await.unwrap().unwrap();
+        let info = ds
+            .retention()
+            .snapshot_lock(&root(), dir)
+            .await
+            .unwrap()
+            .unwrap();
         for d in digests {
             let r = ol
                 .get_retention(&chunk_key(d))
@@ -245,14 +257,15 @@ async fn worm_reused_chunks_stay_locked_as_long_as_every_snapshot() {
 
     // Reopened: the chunk records come back, merged into one object per generation, so the
     // next backup of the same generation again needs no request for its reused chunks.
-    let recorded = ds.retention_status().locked_chunks;
+    let recorded = ds.retention().status().locked_chunks;
     assert_eq!(recorded, 6 + 5);
     ds.close().await.unwrap();
     let ds = Datastore::open("worm", raw.clone()).await.expect("reopen");
-    ds.set_retention_locks(vec![rule(LockMode::Governance, 1)], 1)
+    ds.retention()
+        .set_locks(vec![rule(LockMode::Governance, 1)], 1)
         .await
         .expect("locks");
-    assert_eq!(ds.retention_status().locked_chunks, recorded);
+    assert_eq!(ds.retention().status().locked_chunks, recorded);
     let parts = raw.list(".retention/chunks/", None).await.unwrap().objects;
     let mut dirs: Vec<&str> = parts
         .iter()
@@ -275,7 +288,8 @@ async fn worm_reused_chunks_stay_locked_as_long_as_every_snapshot() {
 async fn worm_governance_bypass_only_through_admin_path() {
     let raw = s3("worm-governance", true).await;
     let ds = Datastore::open("worm", raw.clone()).await.expect("open");
-    ds.set_retention_locks(vec![rule(LockMode::Governance, 1)], 1)
+    ds.retention()
+        .set_locks(vec![rule(LockMode::Governance, 1)], 1)
         .await
         .expect("locks");
     let g = vm("300");
@@ -293,7 +307,8 @@ async fn worm_governance_bypass_only_through_admin_path() {
         .is_err());
 
     // A legal hold stops even the bypass, in the server and in the bucket.
-    ds.set_snapshot_legal_hold(&root(), &dir, true)
+    ds.retention()
+        .set_legal_hold(&root(), &dir, true)
         .await
         .unwrap();
     assert!(ol.get_legal_hold(&versions[0].key).await.unwrap());
@@ -306,7 +321,8 @@ async fn worm_governance_bypass_only_through_admin_path() {
             .await
             .unwrap_err(),
     );
-    ds.set_snapshot_legal_hold(&root(), &dir, false)
+    ds.retention()
+        .set_legal_hold(&root(), &dir, false)
         .await
         .unwrap();
     assert!(!ol.get_legal_hold(&versions[0].key).await.unwrap());
@@ -317,7 +333,8 @@ async fn worm_governance_bypass_only_through_admin_path() {
     assert!(!ds.snapshot_exists(&root(), &dir).await.unwrap());
     assert!(ol.list_versions(&prefix).await.unwrap().is_empty());
     assert!(ds
-        .snapshot_lock_info(&root(), &dir)
+        .retention()
+        .snapshot_lock(&root(), &dir)
         .await
         .unwrap()
         .is_none());
@@ -339,16 +356,20 @@ async fn worm_lock_on_bucket_without_object_lock_is_refused() {
     let raw = s3("worm-plain", false).await;
     let ds = Datastore::open("plain", raw).await.expect("open");
     let err = ds
-        .set_retention_locks(vec![rule(LockMode::Compliance, 1)], 1)
+        .retention()
+        .set_locks(vec![rule(LockMode::Compliance, 1)], 1)
         .await
         .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("Object Lock"), "{msg}");
     assert!(msg.contains("test-lock"), "{msg}");
-    assert_eq!(ds.retention_status().error.as_deref(), Some(msg.as_str()));
-    assert!(ds.retention_status().rules.is_empty());
+    assert_eq!(ds.retention().status().error.as_deref(), Some(msg.as_str()));
+    assert!(ds.retention().status().rules.is_empty());
     // Without rules the plain bucket is fine.
-    ds.set_retention_locks(vec![], 10).await.expect("no locks");
+    ds.retention()
+        .set_locks(vec![], 10)
+        .await
+        .expect("no locks");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,14 +377,20 @@ async fn worm_local_backend_refuses_forget_and_reports_server_only() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let raw = Arc::new(LocalBackend::open(&tmp.path().join("s")).expect("local"));
     let ds = Datastore::open("local", raw.clone()).await.expect("open");
-    ds.set_retention_locks(vec![rule(LockMode::Compliance, 30)], 10)
+    ds.retention()
+        .set_locks(vec![rule(LockMode::Compliance, 30)], 10)
         .await
         .expect("the server enforces locks on the local backend");
     let g = vm("400");
     let dir = backup(&ds, &g, now(), &parts("l", 2)).await;
-    let info = ds.snapshot_lock_info(&root(), &dir).await.unwrap().unwrap();
+    let info = ds
+        .retention()
+        .snapshot_lock(&root(), &dir)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(info.enforced_by, "server");
-    assert_eq!(ds.retention_status().enforced_by, "server");
+    assert_eq!(ds.retention().status().enforced_by, "server");
     assert_eq!(info.retain_until % (10 * DAY), 0);
     assert_locked(ds.remove_snapshot(&root(), &dir, false).await.unwrap_err());
     // The record is not a file of the snapshot directory.
@@ -376,7 +403,7 @@ async fn worm_local_backend_refuses_forget_and_reports_server_only() {
     let ds = Datastore::open("local", raw).await.expect("reopen");
     assert_locked(ds.remove_snapshot(&root(), &dir, false).await.unwrap_err());
     // A simulated clock past the date lets it go.
-    ds.set_retention_clock(Some(info.retain_until + 1));
+    ds.retention().set_clock(Some(info.retain_until + 1));
     ds.remove_snapshot(&root(), &dir, false)
         .await
         .expect("lock passed");
@@ -393,6 +420,7 @@ async fn worm_lifecycle_refuses_archive_classes_and_installs_expiration() {
     };
     let ds = Datastore::open("lc", a.clone()).await.expect("open");
     let msg = ds
+        .retention()
         .install_lifecycle(&glacier)
         .await
         .unwrap_err()
@@ -410,8 +438,14 @@ async fn worm_lifecycle_refuses_archive_classes_and_installs_expiration() {
         expire_noncurrent_after_days: Some(3),
         ..LifecycleRules::default()
     };
-    ds.install_lifecycle(&expire).await.expect("install");
-    ds.install_lifecycle(&expire).await.expect("install again");
+    ds.retention()
+        .install_lifecycle(&expire)
+        .await
+        .expect("install");
+    ds.retention()
+        .install_lifecycle(&expire)
+        .await
+        .expect("install again");
     let other = LifecycleRules {
         expire_noncurrent_after_days: Some(7),
         ..LifecycleRules::default()

@@ -441,7 +441,7 @@ pub(crate) fn spawn_maintenance(ds: Weak<Datastore>, interval: Duration) {
                 wait = retry;
             }
             if ds.writer.check().is_ok() {
-                if let Err(e) = ds.known.flush(ds.backend.as_ref()).await {
+                if let Err(e) = ds.chunks.flush_known().await {
                     tracing::warn!("datastore '{}': {e}", ds.name);
                 }
             }

@@ -153,7 +153,7 @@ pub async fn run(
                 // A retention lock keeps what the keep options would remove, in a dry run too.
                 let held = match mark.keep() {
                     true => None,
-                    false => store.retention_hold(&ns, &info.dir)?,
+                    false => store.retention().hold(&ns, &info.dir)?,
                 };
                 if let Some(why) = held {
                     log(format!("{would}keep {name} (retention lock: {why})"));

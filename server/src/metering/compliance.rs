@@ -104,7 +104,7 @@ pub async fn store_report(
                 };
                 let modes: Vec<CryptMode> = manifest.files.iter().map(|f| f.crypt_mode).collect();
                 let verify = manifest.verify_state();
-                let lock = store.snapshot_lock_info(&ns, &snap.dir).await?;
+                let lock = store.retention().snapshot_lock(&ns, &snap.dir).await?;
                 snapshots.push(SnapshotEntry {
                     ns: ns.to_string(),
                     backup_type: snap.dir.group.ty.as_str().to_string(),

@@ -1,6 +1,6 @@
 //! Usage metering, quotas, Prometheus metrics, the billing webhook and compliance reports
 //! (docs/design.md#tenants, #usage-and-compliance). The datastore layer counts (see
-//! `datastore/usage.rs`); this module holds one [`TenantMeter`] per tenant (quota, event sink),
+//! `datastore/usage/`); this module holds one [`TenantMeter`] per tenant (quota, event sink),
 //! turns datastore events into webhook events and metric counters, and runs the background loops
 //! (counter persistence, webhook delivery, usage reports).
 
@@ -79,11 +79,11 @@ impl Metering {
 
     /// Connect a datastore the server starts serving to its tenant's meter and quota.
     pub fn attach(&self, entry: &DatastoreEntry) {
-        entry.store.attach_meter(self.tenant(&entry.tenant));
+        entry.store.usage().attach_meter(self.tenant(&entry.tenant));
         let quota = lock_std(&self.store_quotas).get(&entry.name).copied();
-        entry.store.set_store_quota(quota);
+        entry.store.usage().set_store_quota(quota);
         let capacity = lock_std(&self.store_capacities).get(&entry.name).copied();
-        entry.store.set_capacity_limit(capacity);
+        entry.store.usage().set_capacity_limit(capacity);
     }
 
     /// Apply the quotas and capacities of the configuration (at start and on reload).
@@ -219,7 +219,7 @@ fn spawn_maintenance(server: Weak<dyn MeteredServer>) {
                 return;
             };
             for entry in state.datastores() {
-                if entry.store.usage_needs_rescan() {
+                if entry.store.usage().needs_rescan() {
                     match entry.store.usage_rescan().await {
                         Ok(u) => tracing::info!(
                             store = %entry.name,
@@ -229,7 +229,7 @@ fn spawn_maintenance(server: Weak<dyn MeteredServer>) {
                         Err(e) => tracing::warn!(store = %entry.name, "usage scan failed: {e}"),
                     }
                 }
-                if let Err(e) = entry.store.usage_flush(false).await {
+                if let Err(e) = entry.store.usage().flush(false).await {
                     tracing::warn!(store = %entry.name, "persisting usage counters failed: {e}");
                 }
             }

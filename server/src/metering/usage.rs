@@ -12,7 +12,7 @@ use super::{MeteredServer, Metering};
 use crate::datastore::{DatastoreEntry, DatastoreError, UsageCounters};
 
 /// S3 requests by type over the datastore's life, kept across restarts (see
-/// `datastore/usage.rs`; zero on the local backend).
+/// `datastore/usage/`; zero on the local backend).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct S3Requests {
     pub get: u64,
@@ -69,10 +69,11 @@ pub struct TenantUsage {
 /// start a background recount; the answer never waits for it.
 pub async fn store_usage(entry: &DatastoreEntry) -> Result<StoreUsage, DatastoreError> {
     let store = &entry.store;
-    if store.usage_needs_rescan() {
+    if store.usage().needs_rescan() {
         store.request_usage_recount();
     }
     let s3 = store
+        .usage()
         .s3_request_totals()
         .map(|c| S3Requests {
             get: c.get,
@@ -85,10 +86,10 @@ pub async fn store_usage(entry: &DatastoreEntry) -> Result<StoreUsage, Datastore
         .unwrap_or_default();
     Ok(StoreUsage {
         store: entry.name.clone(),
-        counters: store.usage(),
+        counters: store.usage().counters(),
         s3_requests: s3,
-        store_quota_bytes: store.store_quota(),
-        recount_pending: store.usage_needs_rescan() || store.usage_recount_pending(),
+        store_quota_bytes: store.usage().store_quota(),
+        recount_pending: store.usage().needs_rescan() || store.usage().recount_pending(),
     })
 }
 

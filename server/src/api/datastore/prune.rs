@@ -66,7 +66,7 @@ pub async fn run_prune(
         // A retention lock keeps what the keep options would remove, in a dry run too.
         let held = match mark.keep() {
             true => None,
-            false => store.retention_hold(ns, &info.dir).map_err(ds_error)?,
+            false => store.retention().hold(ns, &info.dir).map_err(ds_error)?,
         };
         match &held {
             Some(why) => log(format!("{prefix}keep {} (retention lock: {why})", info.dir)),

@@ -23,7 +23,8 @@ pub async fn get(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, Ht
     .await?;
     let info = entry
         .store
-        .snapshot_lock_info(&ns, &dir)
+        .retention()
+        .snapshot_lock(&ns, &dir)
         .await
         .map_err(ds_error)?;
     let value = serde_json::to_value(info)
@@ -52,7 +53,8 @@ pub async fn put(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, Ht
     if let Some(until) = until {
         info = Some(
             store
-                .extend_snapshot_lock(&ns, &dir, until)
+                .retention()
+                .extend_lock(&ns, &dir, until)
                 .await
                 .map_err(ds_error)?,
         );
@@ -60,7 +62,8 @@ pub async fn put(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, Ht
     if let Some(hold) = hold {
         info = Some(
             store
-                .set_snapshot_legal_hold(&ns, &dir, hold)
+                .retention()
+                .set_legal_hold(&ns, &dir, hold)
                 .await
                 .map_err(ds_error)?,
         );

@@ -4,7 +4,7 @@
 //! and our retention state. Callers without Audit or Backup get zeros, like PBS; the request
 //! counters count every owner's backups, so they need the store figures of `auth::scope` (Audit or
 //! Modify). What `total`, `used` and `avail` mean per backend and limit is described in
-//! `datastore/capacity.rs`.
+//! `datastore/usage/capacity.rs`.
 
 use http::Response;
 use serde_json::{json, Value};
@@ -23,7 +23,7 @@ pub async fn get(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, Ht
         "backend-type": store.backend_kind(),
     });
     if scope.capacity() {
-        let cap = store.status_capacity().await.map_err(ds_error)?;
+        let cap = store.usage().status_capacity().await.map_err(ds_error)?;
         value["total"] = json!(cap.total);
         value["used"] = json!(cap.used);
         value["avail"] = json!(cap.avail);
@@ -42,7 +42,7 @@ pub async fn get(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, Ht
                 .map_err(|e| HttpError::internal(format!("cannot encode backend health: {e}")))?;
         }
         if verbose {
-            value["retention"] = serde_json::to_value(store.retention_status())
+            value["retention"] = serde_json::to_value(store.retention().status())
                 .map_err(|e| HttpError::internal(format!("cannot encode retention status: {e}")))?;
         }
     }

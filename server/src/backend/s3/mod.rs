@@ -58,8 +58,8 @@ pub use self::settings::{
     DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT,
 };
 use super::{
-    Backend, BackendError, BackendHealth, Capacity, ListResult, ObjectMeta, PutOptions, PutOutcome,
-    RequestCounts,
+    Backend, BackendCapabilities, BackendError, BackendHealth, Capacity, ListResult, ObjectMeta,
+    PutOptions, PutOutcome, RequestCounts,
 };
 
 /// Objects larger than this are uploaded with multipart.
@@ -302,20 +302,13 @@ impl S3Backend {
 
 #[async_trait::async_trait]
 impl Backend for S3Backend {
-    fn kind(&self) -> &'static str {
-        "s3"
-    }
-
-    fn exclusive_to_server(&self) -> bool {
-        true
-    }
-
-    fn wants_put_checksum(&self) -> bool {
-        true
-    }
-
-    fn retention_needs_object_lock(&self) -> bool {
-        true
+    fn capabilities(&self) -> BackendCapabilities {
+        BackendCapabilities {
+            kind: "s3",
+            exclusive_to_server: true,
+            wants_put_checksum: true,
+            retention_needs_object_lock: true,
+        }
     }
 
     async fn put(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::*;
-use crate::backend::{Backend, BackendError, PutOptions, PutOutcome};
+use crate::backend::{Backend, BackendError, BackendExt, PutOptions, PutOutcome};
 use crate::format::sha256;
 
 /// The backend's counters through the `Backend` trait (as the datastore status reads them).

@@ -320,14 +320,14 @@ impl Datastore {
         say("Start GC phase2 (sweep unused chunks)".to_string());
         let phase2 = Instant::now();
         // The sweep's listing doubles as the usage recount's (changes from here on are logged).
-        self.usage_scan_begin();
+        self.usage.scan_begin();
         let remaining = match self
             .sweep_unused_chunks(&marked, limits, &mut status, say)
             .await
         {
             Ok(remaining) => remaining,
             Err(e) => {
-                self.usage_scan_abort();
+                self.usage.scan_abort();
                 return Err(e);
             }
         };

@@ -15,15 +15,11 @@ use std::time::SystemTime;
 use crate::backend::ObjectMeta;
 use crate::format::Digest;
 
-use super::super::layout::{parse_chunk_key, ChunkKey, CHUNK_PREFIX};
+use super::super::chunk_store::{DELETE_BATCH, DELETE_PARALLELISM};
+use super::super::layout::ChunkKey;
 use super::super::usage::{ChunkTally, CHUNK_SHARDS};
 use super::super::{Datastore, DatastoreError};
 use super::{GcStatus, Progress};
-
-/// Keys per delete request.
-const DELETE_BATCH: usize = 1000;
-/// Delete requests in flight at once (all under one hold of the exclusive chunk lock).
-const DELETE_PARALLELISM: usize = 4;
 
 /// Time limits of one sweep (docs/formats.md#gc-cutoff).
 #[derive(Clone, Copy, Debug)]
@@ -61,7 +57,7 @@ impl Datastore {
             let candidates = self
                 .sweep_shard_listing(shard, marked, limits, status, &mut remaining)
                 .await?;
-            journaled |= self.known.enabled() && !candidates.is_empty();
+            journaled |= self.chunks.journals_removals() && !candidates.is_empty();
             for group in candidates.chunks(DELETE_BATCH * DELETE_PARALLELISM) {
                 // Between batches every decision made so far is complete.
                 self.check_gc_abort()?;
@@ -70,13 +66,9 @@ impl Datastore {
             }
             progress.report(shard as u64 + 1, say);
         }
-        if journaled {
-            // Fold the removal journal written batch by batch into a new full index.
-            self.known
-                .write_full(self.backend.as_ref(), &HashSet::new())
-                .await?;
-        }
-        self.known.prune_recent(limits.min_mtime);
+        self.chunks
+            .finish_sweep(journaled, limits.min_mtime)
+            .await?;
         Ok(remaining)
     }
 
@@ -91,15 +83,11 @@ impl Datastore {
         status: &mut GcStatus,
         remaining: &mut ChunkTally,
     ) -> Result<Vec<Candidate>, DatastoreError> {
-        let prefix = format!("{CHUNK_PREFIX}{shard:02x}");
-        let listed = self.backend.list(&prefix, None).await?;
+        let listed = self.chunks.list_shard(shard).await?;
         let mut candidates = Vec::new();
         // (digest, size) of every chunk (not `.bad`) listed, in digest order
-        let mut sizes: Vec<(Digest, u64)> = Vec::with_capacity(listed.objects.len());
-        for obj in listed.objects {
-            let Some(chunk) = parse_chunk_key(&obj.key) else {
-                continue;
-            };
+        let mut sizes: Vec<(Digest, u64)> = Vec::with_capacity(listed.len());
+        for (obj, chunk) in listed {
             let (digest, bad) = match chunk {
                 ChunkKey::Chunk(d) => (d, false),
                 ChunkKey::Bad(d) => (d, true),
@@ -131,8 +119,8 @@ impl Datastore {
                 .ok()
                 .map(|i| sizes[i].1)
         };
-        let _exclusive = self.chunk_lock.write().await;
-        self.usage_scan_close_shard(shard, &listed_size);
+        let _exclusive = self.chunks.lock_exclusive().await;
+        self.usage.scan_close_shard(shard, &listed_size);
         Ok(candidates)
     }
 
@@ -147,7 +135,7 @@ impl Datastore {
     ) -> Option<SystemTime> {
         let modified = match bad {
             true => obj.modified,
-            false => self.last_modified(obj, digest),
+            false => self.chunks.last_modified(obj, digest),
         };
         if modified >= limits.min_mtime {
             return Some(modified);
@@ -156,6 +144,7 @@ impl Datastore {
             return None;
         }
         if self
+            .retention
             .chunk_retained_until(digest)
             .is_some_and(|until| until > SystemTime::now())
         {
@@ -176,7 +165,7 @@ impl Datastore {
         status: &mut GcStatus,
         remaining: &mut ChunkTally,
     ) -> Result<(), DatastoreError> {
-        let _exclusive = self.chunk_lock.write().await;
+        let _exclusive = self.chunks.lock_exclusive().await;
         crate::fault::pause_at_async("gc-delete-batch", &self.name).await;
         // Fenced again right before the deletes (the backend refuses them too).
         self.check_writable()?;
@@ -195,22 +184,11 @@ impl Datastore {
             }
             doomed.push(c);
         }
-        // The persisted known set must never name a deleted chunk: journal their removal
-        // (which also forgets them in memory) before the first delete.
         let gone: Vec<Digest> = doomed.iter().filter(|c| !c.bad).map(|c| c.digest).collect();
-        self.known
-            .journal_removal(self.backend.as_ref(), &gone)
-            .await?;
-        for digest in &gone {
-            self.known.remove(digest);
-        }
         let keys: Vec<String> = doomed.iter().map(|c| c.key.clone()).collect();
-        let requests = keys
-            .chunks(DELETE_BATCH)
-            .map(|batch| self.backend.delete_many(batch));
-        futures::future::try_join_all(requests).await?;
+        self.chunks.remove(&gone, &keys).await?;
         for c in doomed {
-            self.usage_chunk_removed(c.size);
+            self.usage.sub_chunk(None, c.size);
             status.removed_bytes += c.size;
             match c.bad {
                 true => status.removed_bad += 1,
@@ -218,15 +196,6 @@ impl Datastore {
             }
         }
         Ok(())
-    }
-
-    /// The object's time, or its last reuse by a backup of this process if later (object
-    /// stores do not refresh times on reuse; see `known.rs`).
-    fn last_modified(&self, obj: &ObjectMeta, digest: &Digest) -> SystemTime {
-        match self.known.last_use(digest) {
-            Some(used) if used > obj.modified => used,
-            _ => obj.modified,
-        }
     }
 }
 

@@ -11,22 +11,23 @@
 
 use crate::backend::Capacity;
 
-use super::{lock_std, Datastore, DatastoreError};
+use super::super::{lock_std, DatastoreError};
+use super::StoreUsage;
 
-impl Datastore {
+impl StoreUsage {
     /// Set the nominal capacity reported when no quota is tighter (`capacity_bytes`).
     pub fn set_capacity_limit(&self, limit: Option<u64>) {
-        *lock_std(&self.usage.capacity_limit) = limit;
+        *lock_std(&self.capacity_limit) = limit;
     }
 
     /// The configured nominal capacity.
     pub fn capacity_limit(&self) -> Option<u64> {
-        *lock_std(&self.usage.capacity_limit)
+        *lock_std(&self.capacity_limit)
     }
 
     /// The figures of `GET .../status` (see the module docs).
     pub async fn status_capacity(&self) -> Result<Capacity, DatastoreError> {
-        let used = self.usage().physical_bytes;
+        let used = self.physical();
         let mut headroom: Option<u64> = None;
         let mut limit_by = |left: u64| headroom = Some(headroom.map_or(left, |h| h.min(left)));
         for limit in [self.store_quota(), self.capacity_limit()]

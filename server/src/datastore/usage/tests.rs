@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -89,7 +90,7 @@ async fn counters_follow_backups_and_removals_and_survive_a_clean_restart() {
     let root = dir.path().join("store");
     let ds = open(&root).await;
     assert!(
-        ds.usage_needs_rescan(),
+        ds.usage().needs_rescan(),
         "a new store has no persisted counters"
     );
     ds.usage_rescan().await.expect("scan");
@@ -103,7 +104,7 @@ async fn counters_follow_backups_and_removals_and_survive_a_clean_restart() {
         snapshots: 3,
         groups: 2,
     };
-    assert_eq!(ds.usage(), want);
+    assert_eq!(ds.usage().counters(), want);
     assert_eq!(ds.usage_rescan().await.unwrap(), want, "scan agrees");
 
     let group = BackupGroup::new(BackupType::Vm, "200").unwrap();
@@ -117,13 +118,16 @@ async fn counters_follow_backups_and_removals_and_survive_a_clean_restart() {
         groups: 1,
         ..want
     };
-    assert_eq!(ds.usage(), after);
+    assert_eq!(ds.usage().counters(), after);
 
     ds.close().await.unwrap();
     drop(ds);
     let ds = open(&root).await;
-    assert!(!ds.usage_needs_rescan(), "clean shutdown: counters trusted");
-    assert_eq!(ds.usage(), after);
+    assert!(
+        !ds.usage().needs_rescan(),
+        "clean shutdown: counters trusted"
+    );
+    assert_eq!(ds.usage().counters(), after);
     // The reopened store marked its counters unclean: a crash now forces a rescan.
     let backend = LocalBackend::open(&root).unwrap();
     let raw = backend.get(USAGE_OBJECT).await.unwrap();
@@ -139,7 +143,7 @@ async fn counters_without_request_counts_still_load() {
     let ds = open(&root).await;
     ds.usage_rescan().await.expect("scan");
     backup(&ds, "100", T0, b"older format", 12).await;
-    let usage = ds.usage();
+    let usage = ds.usage().counters();
     ds.close().await.unwrap();
     drop(ds);
     let backend = LocalBackend::open(&root).unwrap();
@@ -153,8 +157,8 @@ async fn counters_without_request_counts_still_load() {
         .await
         .unwrap();
     let ds = open(&root).await;
-    assert!(!ds.usage_needs_rescan());
-    assert_eq!(ds.usage(), usage);
+    assert!(!ds.usage().needs_rescan());
+    assert_eq!(ds.usage().counters(), usage);
 }
 
 #[tokio::test]
@@ -163,12 +167,12 @@ async fn rescan_repairs_counters_after_an_unclean_stop() {
     let root = dir.path().join("store");
     let ds = open(&root).await;
     let a = backup(&ds, "100", T0, b"some data", 77).await;
-    ds.usage_flush(false).await.unwrap();
+    ds.usage().flush(false).await.unwrap();
     let b = backup(&ds, "100", T0 + 1, b"more data", 23).await;
     // No close: the second backup's counters were never persisted.
     drop(ds);
     let ds = open(&root).await;
-    assert!(ds.usage_needs_rescan());
+    assert!(ds.usage().needs_rescan());
     let got = ds.usage_rescan().await.unwrap();
     assert_eq!(got.physical_bytes, a + b);
     assert_eq!(got.logical_bytes, 100);
@@ -182,7 +186,7 @@ async fn tenant_quota_refuses_new_chunks_and_new_backups_and_tells_once() {
     let meter = TenantMeter::new("acme");
     let events = Arc::new(Events::default());
     meter.set_observer(events.clone());
-    ds.attach_meter(meter.clone());
+    ds.usage().attach_meter(meter.clone());
     let first = backup(&ds, "100", T0, b"first backup", 10).await;
     meter.set_quota(Some(first + 5), Some(50));
     assert!(meter.warning());
@@ -259,7 +263,7 @@ async fn gc_reconciles_counters_with_what_is_stored() {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let status = ds.garbage_collect(&|_| {}).await.expect("gc");
     assert_eq!(status.removed_chunks, 2, "{status:?}");
-    let u = ds.usage();
+    let u = ds.usage().counters();
     assert_eq!(u.chunks, 1, "orphan and stray swept: {u:?}");
     assert_eq!(u.physical_bytes, kept);
     assert_eq!((u.snapshots, u.logical_bytes), (1, 10));
@@ -276,7 +280,7 @@ async fn a_chunk_moved_aside_during_a_recount_is_not_counted() {
     backup(&ds, "100", T0, b"chunk one", 10).await;
     let kept = backup(&ds, "200", T0, b"chunk two", 20).await;
 
-    ds.usage_scan_begin();
+    ds.usage.scan_begin();
     let listed = ds.scan_chunks().await;
     assert_eq!(listed.as_ref().map(|c| c.chunks).ok(), Some(2));
     let moved = ds.mark_chunk_bad(&sha256(b"chunk one")).await.unwrap();
@@ -302,12 +306,13 @@ async fn a_sharded_recount_counts_changes_around_each_shard_close() {
     backup(&ds, "100", T0, b"chunk one", 10).await;
     backup(&ds, "200", T0, b"chunk two", 20).await;
 
-    ds.usage_scan_begin();
+    ds.usage.scan_begin();
     let listed = ds.scan_chunks().await.expect("listing");
     // stored after the listing, logged while its shard is still open
     backup(&ds, "300", T0, b"chunk three", 30).await;
     for shard in 0..CHUNK_SHARDS {
-        ds.usage_scan_close_shard(shard, &|d| listed.listed.get(d).copied());
+        ds.usage
+            .scan_close_shard(shard, &|d| listed.listed.get(d).copied());
     }
     // after every shard closed: one more stored, one listed chunk moved aside
     backup(&ds, "400", T0, b"chunk four", 40).await;

@@ -1,7 +1,5 @@
-//! Retention-lock state of one datastore (docs/design.md#retention-locks): the rules in force, the
-//! lock of every locked snapshot, and the retain-until date each chunk is known to carry.
-//!
-//! Persisted outside snapshot directories (clients list those), under `.retention/`:
+//! The persisted retention records of a datastore and their in-memory copy, under
+//! `.retention/`:
 //! * `.retention/snapshots/<snapshot prefix>lock.json`: one [`SnapshotLockInfo`] per locked
 //!   snapshot.
 //! * `.retention/chunks/<until>-<c|g>/<seq>`: raw 32-byte digests of chunks whose Object Lock
@@ -12,124 +10,27 @@
 //!   chunks without a request.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use crate::backend::lock::LockMode;
 use crate::backend::{Backend, BackendError, PutOptions};
-use crate::format::names::{BackupGroup, BackupNamespace};
 use crate::format::Digest;
 
-use super::lock_std;
-
-/// How a snapshot is locked, for status and compliance reports.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct SnapshotLockInfo {
-    /// `governance` or `compliance`.
-    pub mode: String,
-    /// Unix seconds.
-    pub retain_until: i64,
-    pub legal_hold: bool,
-    /// `s3-object-lock`, or `server` where only this server enforces it (local backend).
-    pub enforced_by: String,
-}
+use super::super::lock_std;
+use super::rules::{ChunkLock, LockRule, DEFAULT_GENERATION_DAYS};
+use super::{RetentionLocks, SnapshotLockInfo};
 
 /// Where the retention state lives.
 pub const RETENTION_PREFIX: &str = ".retention/";
 const SNAPSHOTS_PREFIX: &str = ".retention/snapshots/";
 const CHUNKS_PREFIX: &str = ".retention/chunks/";
 const SNAPSHOT_RECORD: &str = "lock.json";
-/// Default generation length (days) when the datastore does not set `lock_generation_days`.
-pub const DEFAULT_GENERATION_DAYS: u64 = 10;
-const DAY: i64 = 86_400;
-
-/// One `[[retention_lock]]` as it applies to a datastore.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LockRule {
-    pub id: String,
-    /// Namespace the rule covers, with its descendants (root: the whole datastore).
-    pub ns: BackupNamespace,
-    /// Groups (`vm/100`) the rule covers; every group in scope when empty.
-    pub groups: Vec<String>,
-    pub mode: LockMode,
-    pub days: u64,
-    pub legal_hold: bool,
-}
-
-impl LockRule {
-    /// Whether a snapshot of `group` in `ns` is in this rule's scope.
-    pub fn covers(&self, ns: &BackupNamespace, group: &BackupGroup) -> bool {
-        let inside = ns.components().starts_with(self.ns.components());
-        inside && (self.groups.is_empty() || self.groups.iter().any(|g| *g == group.path()))
-    }
-}
-
-/// The lock a new snapshot gets: the strongest of the matching rules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SnapshotLock {
-    pub mode: LockMode,
-    pub retain_until: i64,
-    pub legal_hold: bool,
-}
-
-/// `t` rounded up to the next multiple of `generation_days` days since the epoch.
-pub fn round_up_to_generation(t: i64, generation_days: u64) -> i64 {
-    let g = (generation_days.max(1) as i64).saturating_mul(DAY);
-    t.div_euclid(g)
-        .saturating_add(i64::from(t.rem_euclid(g) != 0))
-        * g
-}
-
-/// The lock `rules` give a snapshot taken at `backup_time`, if any covers it.
-pub fn lock_for(
-    rules: &[LockRule],
-    generation_days: u64,
-    ns: &BackupNamespace,
-    group: &BackupGroup,
-    backup_time: i64,
-) -> Option<SnapshotLock> {
-    let mut found: Option<SnapshotLock> = None;
-    for rule in rules.iter().filter(|r| r.covers(ns, group)) {
-        let days = i64::try_from(rule.days).unwrap_or(i64::MAX / DAY);
-        let until = round_up_to_generation(
-            backup_time.saturating_add(days.saturating_mul(DAY)),
-            generation_days,
-        );
-        found = Some(match found {
-            None => SnapshotLock {
-                mode: rule.mode,
-                retain_until: until,
-                legal_hold: rule.legal_hold,
-            },
-            Some(f) => SnapshotLock {
-                mode: f.mode.max(rule.mode),
-                retain_until: f.retain_until.max(until),
-                legal_hold: f.legal_hold || rule.legal_hold,
-            },
-        });
-    }
-    found
-}
-
-/// A chunk's recorded Object Lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ChunkLock {
-    pub until: i64,
-    pub mode: LockMode,
-}
-
-impl ChunkLock {
-    /// Whether this record already satisfies a lock of `mode` until `until`.
-    pub fn covers(&self, until: i64, mode: LockMode) -> bool {
-        self.until >= until && self.mode >= mode
-    }
-}
 
 #[derive(Debug, Default)]
-struct Inner {
+pub(super) struct Inner {
     rules: Vec<LockRule>,
     generation_days: u64,
     /// Snapshot prefix → its lock.
@@ -141,12 +42,6 @@ struct Inner {
     clock: Option<i64>,
     /// Why the configured locks could not be activated, for status.
     error: Option<String>,
-}
-
-/// Retention state of one datastore, loaded at open.
-#[derive(Debug, Default)]
-pub struct RetentionState {
-    inner: Mutex<Inner>,
 }
 
 fn mode_letter(mode: LockMode) -> char {
@@ -169,21 +64,26 @@ fn parse_chunk_dir(name: &str) -> Option<ChunkLock> {
     })
 }
 
-fn system_now() -> i64 {
+pub(super) fn system_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
 
-impl RetentionState {
+impl RetentionLocks {
     /// Read the persisted retention state of the datastore; merges chunk record parts and
     /// drops those whose date has passed.
-    pub async fn load(backend: &dyn Backend) -> Result<Self, BackendError> {
+    pub(in crate::datastore) async fn load(
+        store: &str,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Self, BackendError> {
         let mut inner = Inner {
             generation_days: DEFAULT_GENERATION_DAYS,
             ..Inner::default()
         };
+        let store_backend = backend.clone();
+        let backend = store_backend.as_ref();
         for obj in backend.list(SNAPSHOTS_PREFIX, None).await?.objects {
             let Some(prefix) = obj
                 .key
@@ -235,12 +135,14 @@ impl RetentionState {
             }
         }
         Ok(Self {
+            store: store.to_string(),
+            backend: store_backend,
             inner: Mutex::new(inner),
         })
     }
 
     /// Replace the rules (config load and reload).
-    pub fn set_rules(&self, rules: Vec<LockRule>, generation_days: u64) {
+    pub(in crate::datastore) fn set_rules(&self, rules: Vec<LockRule>, generation_days: u64) {
         let mut inner = lock_std(&self.inner);
         inner.rules = rules;
         inner.generation_days = generation_days.max(1);
@@ -248,19 +150,19 @@ impl RetentionState {
     }
 
     /// Remember why the configured locks could not be activated.
-    pub fn set_error(&self, error: Option<String>) {
+    pub(in crate::datastore) fn set_error(&self, error: Option<String>) {
         lock_std(&self.inner).error = error;
     }
 
-    pub fn error(&self) -> Option<String> {
+    pub(in crate::datastore) fn error(&self) -> Option<String> {
         lock_std(&self.inner).error.clone()
     }
 
-    pub fn rules(&self) -> Vec<LockRule> {
+    pub(in crate::datastore) fn rules(&self) -> Vec<LockRule> {
         lock_std(&self.inner).rules.clone()
     }
 
-    pub fn generation_days(&self) -> u64 {
+    pub(in crate::datastore) fn generation_days(&self) -> u64 {
         lock_std(&self.inner).generation_days
     }
 
@@ -270,16 +172,16 @@ impl RetentionState {
     }
 
     /// Unix seconds, simulated or real.
-    pub fn now(&self) -> i64 {
+    pub(in crate::datastore) fn now(&self) -> i64 {
         lock_std(&self.inner).clock.unwrap_or_else(system_now)
     }
 
-    pub fn snapshot(&self, prefix: &str) -> Option<SnapshotLockInfo> {
+    pub(in crate::datastore) fn snapshot(&self, prefix: &str) -> Option<SnapshotLockInfo> {
         lock_std(&self.inner).snapshots.get(prefix).cloned()
     }
 
     /// Every locked snapshot (prefix, lock).
-    pub fn snapshots(&self) -> Vec<(String, SnapshotLockInfo)> {
+    pub(in crate::datastore) fn snapshots(&self) -> Vec<(String, SnapshotLockInfo)> {
         let inner = lock_std(&self.inner);
         let mut all: Vec<_> = inner
             .snapshots
@@ -290,20 +192,20 @@ impl RetentionState {
         all
     }
 
-    pub fn chunk(&self, digest: &Digest) -> Option<ChunkLock> {
+    pub(in crate::datastore) fn chunk(&self, digest: &Digest) -> Option<ChunkLock> {
         lock_std(&self.inner).chunks.get(digest).copied()
     }
 
     /// Number of chunks with a recorded lock.
-    pub fn chunk_count(&self) -> usize {
+    pub(in crate::datastore) fn chunk_count(&self) -> usize {
         lock_std(&self.inner).chunks.len()
     }
 
-    pub fn bypassing(&self, prefix: &str) -> bool {
+    pub(in crate::datastore) fn bypassing(&self, prefix: &str) -> bool {
         lock_std(&self.inner).bypass.contains(prefix)
     }
 
-    pub fn set_bypass(&self, prefix: &str, on: bool) {
+    pub(in crate::datastore) fn set_bypass(&self, prefix: &str, on: bool) {
         let mut inner = lock_std(&self.inner);
         match on {
             true => inner.bypass.insert(prefix.to_string()),
@@ -312,9 +214,8 @@ impl RetentionState {
     }
 
     /// Persist and remember the lock of a snapshot.
-    pub async fn record_snapshot(
+    pub(in crate::datastore) async fn record_snapshot(
         &self,
-        backend: &dyn Backend,
         prefix: &str,
         info: SnapshotLockInfo,
     ) -> Result<(), BackendError> {
@@ -323,7 +224,7 @@ impl RetentionState {
             key: key.clone(),
             message: format!("encoding snapshot lock record: {e}"),
         })?;
-        backend
+        self.backend
             .put(&key, Bytes::from(json), PutOptions::default())
             .await?;
         lock_std(&self.inner)
@@ -333,12 +234,11 @@ impl RetentionState {
     }
 
     /// Forget the lock of a removed snapshot.
-    pub async fn forget_snapshot(
+    pub(in crate::datastore) async fn forget_snapshot(
         &self,
-        backend: &dyn Backend,
         prefix: &str,
     ) -> Result<(), BackendError> {
-        backend
+        self.backend
             .delete(&format!("{SNAPSHOTS_PREFIX}{prefix}{SNAPSHOT_RECORD}"))
             .await?;
         lock_std(&self.inner).snapshots.remove(prefix);
@@ -346,16 +246,15 @@ impl RetentionState {
     }
 
     /// Persist that `digests` now carry `lock`, then remember it.
-    pub async fn record_chunks(
+    pub(in crate::datastore) async fn record_chunks(
         &self,
-        backend: &dyn Backend,
         lock: ChunkLock,
         digests: &[Digest],
     ) -> Result<(), BackendError> {
         if digests.is_empty() {
             return Ok(());
         }
-        write_chunk_part(backend, lock, digests).await?;
+        write_chunk_part(self.backend.as_ref(), lock, digests).await?;
         let mut inner = lock_std(&self.inner);
         for d in digests {
             merge_chunk(&mut inner.chunks, d, lock);
@@ -396,66 +295,4 @@ async fn write_chunk_part(
         .put(&key, Bytes::from(data), PutOptions::default())
         .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::format::names::BackupType;
-
-    #[test]
-    fn dates_round_up_to_generation_boundaries() {
-        let g = 10 * DAY;
-        assert_eq!(round_up_to_generation(0, 10), 0);
-        assert_eq!(round_up_to_generation(1, 10), g);
-        assert_eq!(round_up_to_generation(g, 10), g);
-        assert_eq!(round_up_to_generation(g + 1, 10), 2 * g);
-        assert_eq!(round_up_to_generation(5 * DAY + 7, 1), 6 * DAY);
-    }
-
-    #[test]
-    fn rules_cover_scope_and_the_strongest_wins() {
-        let g100 = BackupGroup::new(BackupType::Vm, "100").unwrap();
-        let g200 = BackupGroup::new(BackupType::Vm, "200").unwrap();
-        let a = BackupNamespace::parse("a").unwrap();
-        let ab = BackupNamespace::parse("a/b").unwrap();
-        let rules = vec![
-            LockRule {
-                id: "store".into(),
-                ns: BackupNamespace::root(),
-                groups: vec![],
-                mode: LockMode::Governance,
-                days: 30,
-                legal_hold: false,
-            },
-            LockRule {
-                id: "vm100".into(),
-                ns: a.clone(),
-                groups: vec!["vm/100".into()],
-                mode: LockMode::Compliance,
-                days: 5,
-                legal_hold: true,
-            },
-        ];
-        let t = 100 * DAY + 5;
-        let l = lock_for(&rules, 10, &ab, &g100, t).unwrap();
-        assert_eq!(l.mode, LockMode::Compliance);
-        assert!(l.legal_hold);
-        assert_eq!(l.retain_until, 140 * DAY);
-        let l = lock_for(&rules, 10, &ab, &g200, t).unwrap();
-        assert_eq!(l.mode, LockMode::Governance);
-        assert!(!l.legal_hold);
-        assert!(lock_for(&rules[1..], 10, &BackupNamespace::root(), &g100, t).is_none());
-    }
-
-    #[test]
-    fn chunk_records_cover_weaker_locks_only() {
-        let c = ChunkLock {
-            until: 20,
-            mode: LockMode::Governance,
-        };
-        assert!(c.covers(10, LockMode::Governance));
-        assert!(!c.covers(30, LockMode::Governance));
-        assert!(!c.covers(10, LockMode::Compliance));
-    }
 }

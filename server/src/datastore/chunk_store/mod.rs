@@ -1,25 +1,86 @@
 //! The chunk store (`.chunks/<4 hex>/<64 hex>`): deduplicating insert
-//! (docs/formats.md#deduplicating-insert) and reads.
+//! (docs/formats.md#deduplicating-insert), reads, the known-digest set (`known.rs`), the chunk
+//! lock, chunk checks and moving bad chunks aside (`verify.rs`), and the per-chunk part of GC's
+//! sweep (`sweep.rs`). Which chunks are in use is decided by the datastore (indexes, running
+//! backups, retention); this type only stores, reads, checks and removes chunks.
+//!
+//! Writes reach it only through [`super::Datastore`], which passes the writer lease and quota
+//! first; readers use [`super::Datastore::chunks`].
+
+mod known;
+mod sweep;
+mod verify;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::backend::{PutOptions, PutOutcome};
+use crate::backend::{Backend, PutOptions, PutOutcome};
 use crate::format::blob::BlobView;
 use crate::format::{digest_to_hex, sha256, Digest};
 
 use super::layout::chunk_key;
-use super::verify_chunks::bad_chunk_key;
-use super::{Datastore, DatastoreError};
+use super::DatastoreError;
 
-/// Result of [`Datastore::insert_chunk`].
+pub use known::{KNOWN_DELTA_PREFIX, KNOWN_INDEX};
+pub(in crate::datastore) use sweep::{DELETE_BATCH, DELETE_PARALLELISM};
+pub(crate) use verify::bad_chunk_key;
+#[cfg(test)]
+pub(crate) use verify::check_chunk_bytes;
+pub use verify::{ChunkCheck, ChunkVerdict};
+
+/// Result of [`super::Datastore::insert_chunk`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkInsertOutcome {
     /// The chunk was already stored (nothing new written).
     pub duplicate: bool,
 }
 
-impl Datastore {
-    /// Store a validated chunk blob, deduplicated by digest.
+/// The chunks of one datastore.
+pub struct ChunkStore {
+    /// Datastore name, for messages.
+    store: String,
+    /// The datastore's fenced backend.
+    backend: Arc<dyn Backend>,
+    /// Digests known to be stored (object stores) and chunk reuse times (all backends).
+    known: known::KnownChunks,
+    /// Shared by chunk inserts, exclusive for GC while it decides about and deletes one
+    /// chunk (and for moving a bad chunk aside): an insert that found the chunk present has
+    /// touched it before GC re-checks it.
+    lock: tokio::sync::RwLock<()>,
+}
+
+impl std::fmt::Debug for ChunkStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkStore")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChunkStore {
+    /// Opens the chunk store of datastore `store` on its fenced `backend`; on object storage
+    /// (`exclusive`) the known-digest set is loaded, elsewhere it stays off.
+    pub(super) async fn open(
+        store: &str,
+        backend: Arc<dyn Backend>,
+        exclusive: bool,
+    ) -> Result<Self, DatastoreError> {
+        let known = match exclusive {
+            false => known::KnownChunks::disabled(),
+            true => known::KnownChunks::load(backend.as_ref(), store).await?,
+        };
+        Ok(Self {
+            store: store.to_string(),
+            backend,
+            known,
+            lock: tokio::sync::RwLock::new(()),
+        })
+    }
+
+    /// Store a validated chunk blob, deduplicated by digest, under the shared chunk lock.
+    /// `quota` is awaited before anything is written (not for a known digest); `stored` is
+    /// told the size of a newly written chunk while the lock is still held.
     ///
     /// * absent: written (only-if-absent);
     /// * same length stored: duplicate, its modified time is refreshed for GC;
@@ -28,15 +89,16 @@ impl Datastore {
     /// * both encrypted and uncompressed with different lengths: refused;
     /// * encrypted incoming otherwise: keep the stored copy (zstd output may differ);
     /// * plain incoming: keep the smaller copy.
-    pub async fn insert_chunk(
+    pub(super) async fn insert(
         &self,
         digest: &Digest,
         raw: Bytes,
         encrypted: bool,
+        quota: impl std::future::Future<Output = Result<(), DatastoreError>>,
+        stored: impl FnOnce(u64),
     ) -> Result<ChunkInsertOutcome, DatastoreError> {
-        self.check_writable()?;
         let key = chunk_key(digest);
-        let _shared = self.chunk_lock.read().await;
+        let _shared = self.lock.read().await;
         let duplicate = ChunkInsertOutcome { duplicate: true };
         // Object storage: a known digest needs no request at all (docs/design.md#known-chunk-set).
         if self.known.contains(digest) {
@@ -44,12 +106,10 @@ impl Datastore {
             return Ok(duplicate);
         }
         let size = raw.len() as u64;
-        self.usage_check_quota(digest, size).await?;
-        let outcome = self
-            .insert_chunk_locked(digest, &key, raw, encrypted)
-            .await?;
+        quota.await?;
+        let outcome = self.insert_locked(digest, &key, raw, encrypted).await?;
         if !outcome.duplicate {
-            self.usage_chunk_stored(digest, size);
+            stored(size);
         }
         // Stored now (ours or an equivalent copy): known, and in use for GC.
         self.known.insert(digest);
@@ -60,7 +120,7 @@ impl Datastore {
     }
 
     /// The insert decision against the stored object; the caller holds the chunk lock shared.
-    async fn insert_chunk_locked(
+    async fn insert_locked(
         &self,
         digest: &Digest,
         key: &str,
@@ -68,7 +128,11 @@ impl Datastore {
         encrypted: bool,
     ) -> Result<ChunkInsertOutcome, DatastoreError> {
         let key = key.to_string();
-        let checksum = self.backend.wants_put_checksum().then(|| sha256(&raw));
+        let checksum = self
+            .backend
+            .capabilities()
+            .wants_put_checksum
+            .then(|| sha256(&raw));
         let opts = PutOptions {
             if_absent: true,
             sha256: checksum,
@@ -161,7 +225,7 @@ impl Datastore {
     }
 
     /// The stored chunk blob.
-    pub async fn load_chunk(&self, digest: &Digest) -> Result<Bytes, DatastoreError> {
+    pub async fn load(&self, digest: &Digest) -> Result<Bytes, DatastoreError> {
         match self.backend.get(&chunk_key(digest)).await {
             Ok(data) => Ok(data),
             Err(e) if e.is_not_found() => Err(DatastoreError::NotFound(format!(
@@ -174,12 +238,28 @@ impl Datastore {
 
     /// Whether the chunk is in the in-memory known-chunk set (object stores only; always false
     /// on the local backend): known chunks are stored, no request needed to tell.
-    pub fn chunk_known(&self, digest: &Digest) -> bool {
+    pub fn is_known(&self, digest: &Digest) -> bool {
         self.known.contains(digest)
     }
 
+    /// Number of chunk digests held in memory for deduplication (0 on the local backend).
+    pub fn known_count(&self) -> usize {
+        self.known.len()
+    }
+
     /// Whether the chunk is stored.
-    pub async fn chunk_exists(&self, digest: &Digest) -> Result<bool, DatastoreError> {
+    pub async fn exists(&self, digest: &Digest) -> Result<bool, DatastoreError> {
         Ok(self.backend.head(&chunk_key(digest)).await?.is_some())
+    }
+
+    /// Persist pending known-set journal entries through this store's (fenced) backend.
+    pub(super) async fn flush_known(&self) -> Result<(), DatastoreError> {
+        self.known.flush(self.backend.as_ref()).await
+    }
+
+    /// Persist pending known-set journal entries through `backend` (the unfenced store, for
+    /// the final flush of a closing datastore).
+    pub(super) async fn flush_known_to(&self, backend: &dyn Backend) -> Result<(), DatastoreError> {
+        self.known.flush(backend).await
     }
 }

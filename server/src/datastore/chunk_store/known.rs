@@ -25,8 +25,8 @@ use bytes::Bytes;
 use crate::backend::{Backend, PutOptions};
 use crate::format::Digest;
 
-use super::layout::{parse_chunk_key, ChunkKey, CHUNK_PREFIX};
-use super::{lock_std, DatastoreError};
+use super::super::layout::{parse_chunk_key, ChunkKey, CHUNK_PREFIX};
+use super::super::{lock_std, DatastoreError};
 
 /// Full persisted digest set.
 pub const KNOWN_INDEX: &str = ".chunks/.index";

@@ -18,8 +18,9 @@ use crate::backend::PutOptions;
 use crate::format::blob::{BlobView, MAX_CHUNK_SIZE};
 use crate::format::{digest_to_hex, sha256, Digest};
 
-use super::layout::chunk_key;
-use super::{Datastore, DatastoreError};
+use super::super::layout::chunk_key;
+use super::super::DatastoreError;
+use super::ChunkStore;
 
 /// How far a chunk is checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,9 +85,9 @@ pub(crate) fn check_chunk_bytes(
     Ok(())
 }
 
-impl Datastore {
+impl ChunkStore {
     /// Check one chunk (see the module text for what each level does).
-    pub async fn check_chunk(
+    pub async fn check(
         &self,
         digest: &Digest,
         level: ChunkCheck,
@@ -119,12 +120,16 @@ impl Datastore {
     }
 
     /// Take a missing or corrupt chunk out of service: forget it as stored (so the next backup
-    /// uploads it again) and, if it exists, move it to its `.bad` name. Returns the new key.
-    pub async fn mark_chunk_bad(&self, digest: &Digest) -> Result<Option<String>, DatastoreError> {
-        self.check_writable()?;
+    /// uploads it again) and, if it exists, move it to its `.bad` name. Returns the new key;
+    /// `moved` is told the chunk's size while the exclusive chunk lock is still held.
+    pub(in crate::datastore) async fn move_aside(
+        &self,
+        digest: &Digest,
+        moved: impl FnOnce(u64),
+    ) -> Result<Option<String>, DatastoreError> {
         let key = chunk_key(digest);
         // Exclusive: no insert may find the chunk present (or known) while it is moved.
-        let _exclusive = self.chunk_lock.write().await;
+        let _exclusive = self.lock.write().await;
         self.known.remove(digest);
         let data = match self.backend.get(&key).await {
             Ok(data) => data,
@@ -149,9 +154,9 @@ impl Datastore {
             .await?;
         crate::fault::pause_at_async("verify-move-bad", &key).await;
         self.backend.delete(&key).await?;
-        self.usage_chunk_moved_aside(digest, size);
+        moved(size);
         tracing::warn!(
-            store = %self.name,
+            store = %self.store,
             "chunk {} moved to {target}",
             digest_to_hex(digest)
         );
@@ -160,7 +165,9 @@ impl Datastore {
 
     /// Persist the known-chunk set after chunks were dropped from it, so that a restart does
     /// not bring them back from the journal.
-    pub(crate) async fn persist_known_after_removal(&self) -> Result<(), DatastoreError> {
+    pub(in crate::datastore) async fn persist_known_after_removal(
+        &self,
+    ) -> Result<(), DatastoreError> {
         self.known
             .write_full(self.backend.as_ref(), &HashSet::new())
             .await

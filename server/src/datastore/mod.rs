@@ -14,6 +14,7 @@ mod gc;
 mod groups;
 pub mod history;
 mod known;
+mod known_file;
 pub mod layout;
 mod list_cache;
 mod locks;
@@ -32,6 +33,7 @@ mod verify;
 mod verify_chunks;
 mod writer_lease;
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +49,7 @@ pub use gc::{
 pub use groups::GroupRemoveStats;
 pub use history::{JobKind, JobRecord};
 pub use known::{KNOWN_DELTA_PREFIX, KNOWN_INDEX};
+pub use known_file::{DigestFile, DigestFileWriter, Origin as DigestFileOrigin};
 pub use list_cache::CachedBackend;
 pub use moves::NamespaceMoveStats;
 pub use namespaces::NamespaceDeleteStats;
@@ -169,12 +172,37 @@ impl Datastore {
         Self::open_with(name, backend, holder, timing).await
     }
 
+    /// [`Self::open_as`], keeping the local copy of the known-chunk set in `cache_dir` (the
+    /// server passes a directory under its data dir), so that a restart maps it instead of
+    /// downloading `.chunks/.index`. Without it the copy lives in the temp dir for one open.
+    pub async fn open_cached(
+        name: &str,
+        backend: Arc<dyn Backend>,
+        holder: &str,
+        cache_dir: &Path,
+    ) -> Result<Arc<Self>, DatastoreError> {
+        let timing = crate::fault::lease_timing()
+            .map(|(ttl, renew, margin)| LeaseTiming { ttl, renew, margin })
+            .unwrap_or_default();
+        Self::open_in(name, backend, holder, timing, Some(cache_dir)).await
+    }
+
     /// [`Self::open_as`] with a lease TTL, renewal interval and margin of its own (tests).
     pub async fn open_with(
         name: &str,
         backend: Arc<dyn Backend>,
         holder: &str,
         timing: LeaseTiming,
+    ) -> Result<Arc<Self>, DatastoreError> {
+        Self::open_in(name, backend, holder, timing, None).await
+    }
+
+    async fn open_in(
+        name: &str,
+        backend: Arc<dyn Backend>,
+        holder: &str,
+        timing: LeaseTiming,
+        cache_dir: Option<&Path>,
     ) -> Result<Arc<Self>, DatastoreError> {
         let opened_at = std::time::SystemTime::now();
         // A local directory may be changed by hand or by PBS; an object-store prefix only by us,
@@ -196,7 +224,7 @@ impl Datastore {
         ));
         let known = match local {
             true => known::KnownChunks::disabled(),
-            false => known::KnownChunks::load(backend.as_ref(), name).await?,
+            false => known::KnownChunks::load(backend.as_ref(), name, cache_dir).await?,
         };
         let last_gc = gc::load_status(backend.as_ref()).await?;
         let retention = retention_hooks::RetentionState::load(backend.as_ref()).await?;

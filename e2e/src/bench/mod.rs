@@ -6,6 +6,7 @@
 pub mod auth_cost;
 pub mod backup_restore;
 pub mod gc;
+pub mod known;
 pub mod lock;
 pub mod memory;
 pub mod placement;

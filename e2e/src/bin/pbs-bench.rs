@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use pbs_cloud_e2e::bench::{
-    auth_cost, backup_restore, gc, lock, memory, placement, report, s3_ingest, sha,
+    auth_cost, backup_restore, gc, known, lock, memory, placement, report, s3_ingest, sha,
 };
 
 #[derive(Parser)]
@@ -132,6 +132,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Known-chunk set at N synthetic digests: the old in-memory HashSet vs the memory-mapped
+    /// local file (load time, lookups, RSS split into heap and page cache, peak), each variant
+    /// in a child process of its own.
+    Known {
+        /// Set sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+        digests: Vec<u64>,
+        /// Parent directory of the synthetic index and local files (640 MB at 10 M).
+        #[arg(long, default_value = "/var/tmp")]
+        dir: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One variant of `known`, run by it in a child process; prints JSON.
+    #[command(hide = true)]
+    KnownProbe {
+        #[arg(long)]
+        variant: String,
+        #[arg(long)]
+        digests: u64,
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Garbage collection of a synthetic datastore of N small chunks (half referenced): mark
     /// and sweep times, S3 requests, and the index cache's effect on a second run.
     Gc {
@@ -218,6 +242,19 @@ fn run(cli: Cli) -> Result<()> {
             };
             let r = runtime.block_on(gc::run(&opts))?;
             print(json, &r, gc::render)
+        }
+        Command::Known { digests, dir, json } => {
+            let exe = std::env::current_exe().context("find pbs-bench itself")?;
+            let r = known::run(&exe, &dir, &digests)?;
+            print(json, &r, known::render)
+        }
+        Command::KnownProbe {
+            variant,
+            digests,
+            dir,
+        } => {
+            let r = known::probe(&variant, &dir, digests)?;
+            print(true, &r, |_| String::new())
         }
         Command::Sha256 { mib, rounds, json } => {
             let r = sha::run(mib, rounds)?;

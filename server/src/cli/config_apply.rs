@@ -30,6 +30,8 @@ pub(super) struct DatastoreSpec {
     pub abandoned_after: Option<std::time::Duration>,
     /// GC's minimum chunk age (`gc_atime_cutoff_minutes`).
     pub gc_cutoff: Option<std::time::Duration>,
+    /// Where the known-chunk set's local file goes (docs/design.md#known-chunk-set).
+    pub cache_dir: PathBuf,
 }
 
 /// Every configured datastore, or the default one. The default datastore follows the seed's
@@ -70,6 +72,7 @@ pub(super) fn datastore_specs(
             gc_cutoff: ds
                 .gc_atime_cutoff_minutes
                 .map(|m| std::time::Duration::from_secs(m.saturating_mul(60))),
+            cache_dir: known_cache_dir(data_dir),
         });
     }
     if specs.is_empty() {
@@ -85,9 +88,15 @@ pub(super) fn datastore_specs(
             comment: None,
             abandoned_after: None,
             gc_cutoff: None,
+            cache_dir: known_cache_dir(data_dir),
         });
     }
     Ok(specs)
+}
+
+/// Local copies of the datastores' known-chunk sets (one file per datastore).
+fn known_cache_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("known-chunks")
 }
 
 /// Opens the backend and the datastore of one spec.
@@ -96,7 +105,7 @@ pub(super) async fn open_spec(
     holder: &str,
 ) -> anyhow::Result<DatastoreEntry> {
     let backend = spec.location.open(&spec.name).await?;
-    let store = Datastore::open_as(&spec.name, backend, holder)
+    let store = Datastore::open_cached(&spec.name, backend, holder, &spec.cache_dir)
         .await
         .with_context(|| format!("datastore '{}' ({})", spec.name, spec.location.describe()))?;
     if let Some(grace) = spec.abandoned_after {

@@ -113,7 +113,7 @@ async fn import_cli(args: &ImportArgs) -> anyhow::Result<ImportSummary> {
     let source = open_source(&args.from)?;
     let backend = spec.location.open(&spec.name).await?;
     let holder = format!("import-{}@{}", std::process::id(), super::serve::hostname());
-    let target = Datastore::open_as(&spec.name, backend, &holder)
+    let target = Datastore::open_cached(&spec.name, backend, &holder, &spec.cache_dir)
         .await
         .with_context(|| format!("datastore '{}' ({})", spec.name, spec.location.describe()))?;
     tracing::info!(

@@ -25,6 +25,7 @@ mod usage;
 mod verify;
 mod writer_lease;
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ pub use archive_source::DidxSource;
 pub use chunk_store::{
     ChunkCheck, ChunkInsertOutcome, ChunkStore, ChunkVerdict, KNOWN_DELTA_PREFIX, KNOWN_INDEX,
 };
+pub use chunk_store::{DigestFile, DigestFileOrigin, DigestFileWriter};
 pub use entry::DatastoreEntry;
 pub use gc::{
     GcCacheStats, GcStatus, DEFAULT_ABANDONED_AFTER, DEFAULT_GC_CUTOFF, DEFAULT_INDEX_CACHE_DIGESTS,
@@ -160,12 +162,37 @@ impl Datastore {
         Self::open_with(name, backend, holder, timing).await
     }
 
+    /// [`Self::open_as`], keeping the local copy of the known-chunk set in `cache_dir` (the
+    /// server passes a directory under its data dir), so that a restart maps it instead of
+    /// downloading `.chunks/.index`. Without it the copy lives in the temp dir for one open.
+    pub async fn open_cached(
+        name: &str,
+        backend: Arc<dyn Backend>,
+        holder: &str,
+        cache_dir: &Path,
+    ) -> Result<Arc<Self>, DatastoreError> {
+        let timing = crate::fault::lease_timing()
+            .map(|(ttl, renew, margin)| LeaseTiming { ttl, renew, margin })
+            .unwrap_or_default();
+        Self::open_in(name, backend, holder, timing, Some(cache_dir)).await
+    }
+
     /// [`Self::open_as`] with a lease TTL, renewal interval and margin of its own (tests).
     pub async fn open_with(
         name: &str,
         backend: Arc<dyn Backend>,
         holder: &str,
         timing: LeaseTiming,
+    ) -> Result<Arc<Self>, DatastoreError> {
+        Self::open_in(name, backend, holder, timing, None).await
+    }
+
+    async fn open_in(
+        name: &str,
+        backend: Arc<dyn Backend>,
+        holder: &str,
+        timing: LeaseTiming,
+        cache_dir: Option<&Path>,
     ) -> Result<Arc<Self>, DatastoreError> {
         let opened_at = std::time::SystemTime::now();
         // A local directory may be changed by hand or by PBS; an object-store prefix only by us,
@@ -185,7 +212,7 @@ impl Datastore {
             writer.clone(),
             gate.clone(),
         ));
-        let chunks = ChunkStore::open(name, backend.clone(), !local).await?;
+        let chunks = ChunkStore::open(name, backend.clone(), !local, cache_dir).await?;
         let last_gc = gc::load_status(backend.as_ref()).await?;
         let retention = RetentionLocks::load(name, backend.clone()).await?;
         let usage = Arc::new(StoreUsage::load(name, backend.clone()).await?);

@@ -115,7 +115,11 @@ async fn reassembled(
 /// One chunk of an index: loaded, CRC checked, decoded, length and SHA-256 as the index says.
 async fn decoded_chunk(store: &Arc<Datastore>, digest: Digest, len: u64) -> Result<Bytes, String> {
     let hex = digest_to_hex(&digest);
-    let raw = store.load_chunk(&digest).await.map_err(|e| e.to_string())?;
+    let raw = store
+        .chunks()
+        .load(&digest)
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::task::spawn_blocking(move || {
         let view = BlobView::parse(&raw).map_err(|e| format!("chunk {hex}: {e}"))?;
         view.verify_crc().map_err(|e| format!("chunk {hex}: {e}"))?;

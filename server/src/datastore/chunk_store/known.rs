@@ -1,11 +1,20 @@
 //! Known chunk digests (docs/design.md#known-chunk-set): deduplication without a request per known
 //! chunk.
 //!
-//! On object storage the set of stored digests is loaded at open from a compact persisted
-//! object, `.chunks/.index` (magic + sorted 32-byte digests), plus small journal objects
+//! On object storage the set of stored digests is persisted as a compact object,
+//! `.chunks/.index` (magic + sorted 32-byte digests), plus small journal objects
 //! `.chunks/.index-delta/<seq>` written as new chunks arrive (at every finished backup and
-//! periodically), or naming chunks taken out of service (verify's move of a bad chunk), applied
-//! in sequence order. Only when `.chunks/.index` is absent is the chunk store listed to rebuild it.
+//! periodically), or naming chunks taken out of service (verify's move of a bad chunk, GC),
+//! applied in sequence order. Only when `.chunks/.index` is absent is the chunk store listed to
+//! rebuild it.
+//!
+//! In this process the set is layered so that its size costs no heap: the base is a local,
+//! memory-mapped copy of `.chunks/.index` ([`DigestFile`]), kept in the cache directory the
+//! datastore was opened with and mapped again on restart when it still copies the stored object
+//! (else downloaded); additions and removals since sit in small in-memory sets. Past
+//! [`MAX_UNMERGED`] of them, or [`MAX_DELTAS`] journal objects, they are merged into a new base
+//! file by a streaming merge, which is uploaded as the new `.chunks/.index`: the local base and
+//! the persisted index are always the same bytes.
 //!
 //! Invariant: every digest in the set (and in the persisted index) is stored. Digests are
 //! added only after a successful write; GC journals the removal of each batch of chunks it is
@@ -17,26 +26,30 @@
 //! object's time for free, so GC asks here instead of relying on [`Backend::touch`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, RwLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::backend::{Backend, PutOptions};
+use crate::backend::{Backend, ObjectMeta, PutOptions};
 use crate::format::Digest;
 
 use super::super::layout::{parse_chunk_key, ChunkKey, CHUNK_PREFIX};
 use super::super::{lock_std, DatastoreError};
+use super::known_file::{DigestFile, DigestFileWriter, Origin, INDEX_MAGIC};
 
 /// Full persisted digest set.
 pub const KNOWN_INDEX: &str = ".chunks/.index";
 /// Journal of digests added since the full index was written.
 pub const KNOWN_DELTA_PREFIX: &str = ".chunks/.index-delta/";
-const MAGIC: &[u8; 8] = b"PBSCKIX1";
+const MAGIC: &[u8; 8] = INDEX_MAGIC;
 /// Magic of a journal object listing digests that are no longer stored.
 const REMOVED_MAGIC: &[u8; 8] = b"PBSCKRM1";
 /// Journal objects before they are folded into a new full index.
 const MAX_DELTAS: usize = 64;
+/// Additions plus removals held in memory before they are merged into a new base.
+const MAX_UNMERGED: usize = 64 * 1024;
 
 #[derive(Debug, Default)]
 struct Persisted {
@@ -44,19 +57,170 @@ struct Persisted {
     deltas: Vec<String>,
 }
 
-/// The in-memory digest set and its persistence.
+/// Where the base came from at open (tests check that a restart maps the local file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BaseSource {
+    /// No set (local filesystem).
+    None,
+    /// The local file still copied `.chunks/.index`.
+    LocalFile,
+    /// `.chunks/.index` was downloaded into a new local file.
+    Downloaded,
+    /// `.chunks/.index` was missing or unreadable: rebuilt from a listing.
+    Rebuilt,
+}
+
+/// Additions and removals being merged into a new base; lookups still see them.
+#[derive(Debug, Default)]
+struct Frozen {
+    added: HashSet<Digest>,
+    removed: HashSet<Digest>,
+}
+
+/// The set as layers, newest first: `added`/`removed`, then `frozen` (during a merge), then
+/// `base`. `added` never holds a digest the lower layers have; `removed` only ones they have.
+#[derive(Debug, Default)]
+struct Layers {
+    base: Option<Arc<DigestFile>>,
+    frozen: Option<Frozen>,
+    added: HashSet<Digest>,
+    removed: HashSet<Digest>,
+    len: usize,
+}
+
+impl Layers {
+    fn below(&self, d: &Digest) -> bool {
+        if let Some(f) = &self.frozen {
+            if f.added.contains(d) {
+                return true;
+            }
+            if f.removed.contains(d) {
+                return false;
+            }
+        }
+        self.base.as_ref().is_some_and(|b| b.contains(d))
+    }
+
+    fn contains(&self, d: &Digest) -> bool {
+        self.added.contains(d) || (!self.removed.contains(d) && self.below(d))
+    }
+
+    fn insert(&mut self, d: &Digest) -> bool {
+        if self.contains(d) {
+            return false;
+        }
+        if !self.removed.remove(d) {
+            self.added.insert(*d);
+        }
+        self.len += 1;
+        true
+    }
+
+    fn remove(&mut self, d: &Digest) -> bool {
+        if !self.contains(d) {
+            return false;
+        }
+        if !self.added.remove(d) {
+            self.removed.insert(*d);
+        }
+        self.len -= 1;
+        true
+    }
+
+    fn unmerged(&self) -> usize {
+        self.added.len() + self.removed.len()
+    }
+
+    /// Start a merge: the current additions and removals, sorted, for the new base.
+    fn freeze(&mut self) -> (Option<Arc<DigestFile>>, Vec<Digest>, Vec<Digest>) {
+        let frozen = Frozen {
+            added: std::mem::take(&mut self.added),
+            removed: std::mem::take(&mut self.removed),
+        };
+        let mut added: Vec<Digest> = frozen.added.iter().copied().collect();
+        added.sort_unstable();
+        let mut removed: Vec<Digest> = frozen.removed.iter().copied().collect();
+        removed.sort_unstable();
+        self.frozen = Some(frozen);
+        (self.base.clone(), added, removed)
+    }
+
+    /// The merge is stored: `base` is the old base with the frozen layer applied.
+    fn finish(&mut self, base: Arc<DigestFile>) {
+        self.base = Some(base);
+        self.frozen = None;
+    }
+
+    /// The merge failed: fold the frozen layer back under the newer changes.
+    fn unfreeze(&mut self) {
+        let Some(f) = self.frozen.take() else { return };
+        for d in f.added {
+            // removed while frozen: both cancel
+            if !self.removed.remove(&d) {
+                self.added.insert(d);
+            }
+        }
+        for d in f.removed {
+            // added again while frozen: present in the base after all
+            if !self.added.remove(&d) {
+                self.removed.insert(d);
+            }
+        }
+    }
+}
+
+/// Where base files are written, and the file a restart looks for.
+#[derive(Debug)]
+struct BaseFiles {
+    dir: PathBuf,
+    /// `None`: files stay in the temp dir under temporary names, removed when unused.
+    dest: Option<PathBuf>,
+}
+
+impl BaseFiles {
+    fn new(store: &str, cache_dir: Option<&Path>) -> Self {
+        if let Some(dir) = cache_dir {
+            match std::fs::create_dir_all(dir) {
+                Ok(()) => {
+                    let name: String = store
+                        .chars()
+                        .map(
+                            |c| match c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                                true => c,
+                                false => '_',
+                            },
+                        )
+                        .collect();
+                    return BaseFiles {
+                        dir: dir.to_path_buf(),
+                        dest: Some(dir.join(format!("{name}.known"))),
+                    };
+                }
+                Err(e) => tracing::warn!(
+                    "datastore '{store}': cannot create the known-chunk cache dir '{}' ({e}); \
+                     using the temp dir",
+                    dir.display()
+                ),
+            }
+        }
+        BaseFiles {
+            dir: std::env::temp_dir(),
+            dest: None,
+        }
+    }
+}
+
+/// The digest set and its persistence.
 #[derive(Debug)]
 pub(crate) struct KnownChunks {
     /// Off for the local filesystem, where a stat is as cheap as a set lookup.
     enabled: bool,
-    set: RwLock<HashSet<Digest>>,
+    layers: RwLock<Layers>,
     pending: Mutex<Vec<Digest>>,
     recent: Mutex<HashMap<Digest, SystemTime>>,
     persisted: tokio::sync::Mutex<Persisted>,
-}
-
-fn encode(digests: &mut Vec<Digest>) -> Bytes {
-    encode_with(MAGIC, digests)
+    files: BaseFiles,
+    source: BaseSource,
 }
 
 fn encode_with(magic: &[u8; 8], digests: &mut Vec<Digest>) -> Bytes {
@@ -70,30 +234,39 @@ fn encode_with(magic: &[u8; 8], digests: &mut Vec<Digest>) -> Bytes {
     Bytes::from(out)
 }
 
-fn decode(key: &str, data: &[u8]) -> Result<Vec<Digest>, DatastoreError> {
-    decode_body(key, data.strip_prefix(MAGIC.as_slice()))
-}
-
 /// A journal object: `(added, digests)`.
 fn decode_delta(key: &str, data: &[u8]) -> Result<(bool, Vec<Digest>), DatastoreError> {
-    match data.strip_prefix(REMOVED_MAGIC.as_slice()) {
-        Some(body) => Ok((false, decode_body(key, Some(body))?)),
-        None => Ok((true, decode(key, data)?)),
-    }
-}
-
-fn decode_body(key: &str, body: Option<&[u8]>) -> Result<Vec<Digest>, DatastoreError> {
+    let (added, body) = match data.strip_prefix(REMOVED_MAGIC.as_slice()) {
+        Some(body) => (false, Some(body)),
+        None => (true, data.strip_prefix(MAGIC.as_slice())),
+    };
     let body = body
         .filter(|b| b.len() % 32 == 0)
         .ok_or_else(|| DatastoreError::Internal(format!("'{key}' is not a known-chunk index")))?;
-    Ok(body
+    let digests = body
         .chunks_exact(32)
         .map(|c| {
             let mut d = [0u8; 32];
             d.copy_from_slice(c);
             d
         })
-        .collect())
+        .collect();
+    Ok((added, digests))
+}
+
+fn origin_of(meta: &ObjectMeta) -> Origin {
+    Origin {
+        size: meta.size,
+        modified: meta.modified,
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DatastoreError> + Send + 'static,
+) -> Result<T, DatastoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DatastoreError::Internal(format!("known-chunk file task failed: {e}")))?
 }
 
 impl KnownChunks {
@@ -101,46 +274,48 @@ impl KnownChunks {
     pub fn disabled() -> Self {
         KnownChunks {
             enabled: false,
-            set: RwLock::new(HashSet::new()),
+            layers: RwLock::new(Layers::default()),
             pending: Mutex::new(Vec::new()),
             recent: Mutex::new(HashMap::new()),
             persisted: tokio::sync::Mutex::new(Persisted::default()),
+            files: BaseFiles::new("", None),
+            source: BaseSource::None,
         }
     }
 
-    /// Load `.chunks/.index` and its journal; rebuild by listing when the index is missing or
-    /// unreadable.
-    pub async fn load(backend: &dyn Backend, store: &str) -> Result<Self, DatastoreError> {
-        let known = KnownChunks {
+    /// Map the local copy of `.chunks/.index` from `cache_dir` (the temp dir without one) if it
+    /// still copies the stored object, else download it; apply the journal; rebuild by listing
+    /// when the index is missing or unreadable.
+    pub async fn load(
+        backend: &dyn Backend,
+        store: &str,
+        cache_dir: Option<&Path>,
+    ) -> Result<Self, DatastoreError> {
+        let mut known = KnownChunks {
             enabled: true,
+            files: BaseFiles::new(store, cache_dir),
             ..Self::disabled()
         };
-        let base = match backend.get(KNOWN_INDEX).await {
-            Ok(data) => match decode(KNOWN_INDEX, &data) {
-                Ok(digests) => Some(digests),
-                Err(e) => {
-                    tracing::warn!("datastore '{store}': {e}; rebuilding it");
-                    None
-                }
-            },
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e.into()),
+        let base = match backend.head(KNOWN_INDEX).await? {
+            Some(meta) => known.open_base(backend, store, &meta).await?,
+            None => None,
         };
-        let Some(base) = base else {
+        let Some((base, source)) = base else {
+            known.source = BaseSource::Rebuilt;
             let listed = backend.list(CHUNK_PREFIX, None).await?;
-            let rebuilt: HashSet<Digest> = listed
-                .objects
-                .iter()
-                .filter_map(|obj| match parse_chunk_key(&obj.key) {
-                    Some(ChunkKey::Chunk(d)) => Some(d),
-                    _ => None,
-                })
-                .collect();
-            tracing::info!(
-                "datastore '{store}': rebuilt the known-chunk index from a listing ({} chunks)",
-                rebuilt.len()
-            );
-            *lock_write(&known.set) = rebuilt;
+            {
+                let mut layers = lock_write(&known.layers);
+                for obj in &listed.objects {
+                    if let Some(ChunkKey::Chunk(d)) = parse_chunk_key(&obj.key) {
+                        layers.insert(&d);
+                    }
+                }
+                tracing::info!(
+                    "datastore '{store}': rebuilt the known-chunk index from a listing ({} chunks)",
+                    layers.len
+                );
+            }
+            drop(listed);
             // Old journal objects are folded into the new full index.
             let deltas = backend.list(KNOWN_DELTA_PREFIX, None).await?;
             known.persisted.lock().await.deltas =
@@ -148,7 +323,12 @@ impl KnownChunks {
             known.write_full(backend, &HashSet::new()).await?;
             return Ok(known);
         };
-        let mut set: HashSet<Digest> = base.into_iter().collect();
+        known.source = source;
+        let mut layers = Layers {
+            len: base.len(),
+            base: Some(Arc::new(base)),
+            ..Layers::default()
+        };
         let deltas = backend.list(KNOWN_DELTA_PREFIX, None).await?;
         let mut state = Persisted::default();
         for obj in deltas.objects {
@@ -159,12 +339,12 @@ impl KnownChunks {
             let Some(seq) = seq else { continue };
             match backend.get(&obj.key).await {
                 Ok(data) => match decode_delta(&obj.key, &data)? {
-                    (true, added) => set.extend(added),
-                    (false, removed) => {
-                        for d in &removed {
-                            set.remove(d);
-                        }
-                    }
+                    (true, added) => added.iter().for_each(|d| {
+                        layers.insert(d);
+                    }),
+                    (false, removed) => removed.iter().for_each(|d| {
+                        layers.remove(d);
+                    }),
                 },
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
@@ -173,27 +353,84 @@ impl KnownChunks {
             state.deltas.push(obj.key);
         }
         tracing::info!(
-            "datastore '{store}': {} known chunks loaded ({} journal objects)",
-            set.len(),
+            "datastore '{store}': {} known chunks loaded ({:?} base, {} journal objects)",
+            layers.len,
+            known.source,
             state.deltas.len()
         );
-        *lock_write(&known.set) = set;
+        *lock_write(&known.layers) = layers;
         *known.persisted.lock().await = state;
         Ok(known)
+    }
+
+    /// The local file if it copies the stored `.chunks/.index` (`meta`), else a new copy;
+    /// `None` when the stored index is unreadable.
+    async fn open_base(
+        &self,
+        backend: &dyn Backend,
+        store: &str,
+        meta: &ObjectMeta,
+    ) -> Result<Option<(DigestFile, BaseSource)>, DatastoreError> {
+        let origin = origin_of(meta);
+        if let Some(dest) = self.files.dest.clone() {
+            let shown = dest.display().to_string();
+            match blocking(move || DigestFile::open(&dest)).await {
+                Ok(Some(file)) if file.origin() == origin => {
+                    return Ok(Some((file, BaseSource::LocalFile)))
+                }
+                Ok(Some(_)) => tracing::info!(
+                    "datastore '{store}': '{shown}' copies an older {KNOWN_INDEX}; downloading it"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("datastore '{store}': {e}; downloading {KNOWN_INDEX}"),
+            }
+        }
+        let data = match backend.get(KNOWN_INDEX).await {
+            Ok(data) => data,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let dir = self.files.dir.clone();
+        let dest = self.files.dest.clone();
+        let copied = blocking(move || {
+            DigestFileWriter::from_index(&dir, KNOWN_INDEX, &data)
+                .map(|unsealed| unsealed.seal(origin, dest.as_deref()))
+        })
+        .await;
+        match copied {
+            Ok(file) => Ok(Some((file?, BaseSource::Downloaded))),
+            Err(e) => {
+                tracing::warn!("datastore '{store}': {e}; rebuilding it");
+                Ok(None)
+            }
+        }
     }
 
     pub fn enabled(&self) -> bool {
         self.enabled
     }
 
+    /// Where the base came from at open.
+    #[cfg(test)]
+    pub(crate) fn source(&self) -> BaseSource {
+        self.source
+    }
+
+    /// Path of the mapped base file.
+    #[cfg(test)]
+    pub(crate) fn base_path(&self) -> Option<PathBuf> {
+        let layers = lock_read(&self.layers);
+        layers.base.as_ref().map(|b| b.path().to_path_buf())
+    }
+
     /// Whether the chunk is known to be stored.
     pub fn contains(&self, digest: &Digest) -> bool {
-        self.enabled && lock_read(&self.set).contains(digest)
+        self.enabled && lock_read(&self.layers).contains(digest)
     }
 
     /// Number of known chunks.
     pub fn len(&self) -> usize {
-        lock_read(&self.set).len()
+        lock_read(&self.layers).len
     }
 
     /// A chunk was just stored (or found stored): remember it and journal it.
@@ -201,14 +438,14 @@ impl KnownChunks {
         if !self.enabled {
             return;
         }
-        if lock_write(&self.set).insert(*digest) {
+        if lock_write(&self.layers).insert(digest) {
             lock_std(&self.pending).push(*digest);
         }
     }
 
     /// GC is about to delete the chunk (caller holds the exclusive chunk lock).
     pub fn remove(&self, digest: &Digest) {
-        lock_write(&self.set).remove(digest);
+        lock_write(&self.layers).remove(digest);
         lock_std(&self.recent).remove(digest);
     }
 
@@ -227,8 +464,12 @@ impl KnownChunks {
         lock_std(&self.recent).retain(|_, t| *t >= before);
     }
 
-    /// Write the journal of chunks added since the last flush; fold the journal into a new
-    /// full index when it grew long.
+    fn merge_due(&self, state: &Persisted) -> bool {
+        state.deltas.len() > MAX_DELTAS || lock_read(&self.layers).unmerged() > MAX_UNMERGED
+    }
+
+    /// Write the journal of chunks added since the last flush; merge the changes into a new
+    /// base and full index when the journal or the in-memory changes grew long.
     pub async fn flush(&self, backend: &dyn Backend) -> Result<(), DatastoreError> {
         if !self.enabled {
             return Ok(());
@@ -240,7 +481,7 @@ impl KnownChunks {
         }
         let key = format!("{KNOWN_DELTA_PREFIX}{:016x}", state.next_seq);
         if let Err(e) = backend
-            .put(&key, encode(&mut batch), PutOptions::default())
+            .put(&key, encode_with(MAGIC, &mut batch), PutOptions::default())
             .await
         {
             // Keep them for the next attempt.
@@ -251,7 +492,7 @@ impl KnownChunks {
         }
         state.next_seq += 1;
         state.deltas.push(key);
-        let fold = state.deltas.len() > MAX_DELTAS;
+        let fold = self.merge_due(&state);
         drop(state);
         if fold {
             self.write_full(backend, &HashSet::new()).await?;
@@ -271,9 +512,9 @@ impl KnownChunks {
         }
         let mut state = self.persisted.lock().await;
         {
-            let mut set = lock_write(&self.set);
+            let mut layers = lock_write(&self.layers);
             for d in digests {
-                set.remove(d);
+                layers.remove(d);
             }
         }
         // A pending addition written after this record would undo it.
@@ -295,10 +536,16 @@ impl KnownChunks {
             })?;
         state.next_seq += 1;
         state.deltas.push(key);
+        let fold = self.merge_due(&state);
+        drop(state);
+        if fold {
+            self.write_full(backend, &HashSet::new()).await?;
+        }
         Ok(())
     }
 
-    /// Persist the whole set minus `exclude` as `.chunks/.index`, then drop the journal.
+    /// Forget `exclude`, merge the changes held in memory into a new base file, store it as
+    /// `.chunks/.index`, then drop the journal.
     pub async fn write_full(
         &self,
         backend: &dyn Backend,
@@ -308,18 +555,51 @@ impl KnownChunks {
             return Ok(());
         }
         let mut state = self.persisted.lock().await;
-        let mut all: Vec<Digest> = lock_read(&self.set)
-            .iter()
-            .filter(|d| !exclude.contains(*d))
-            .copied()
-            .collect();
-        lock_std(&self.pending).clear();
-        backend
-            .put(KNOWN_INDEX, encode(&mut all), PutOptions::default())
-            .await?;
+        let (base, added, removed) = {
+            let mut layers = lock_write(&self.layers);
+            for d in exclude {
+                layers.remove(d);
+            }
+            layers.freeze()
+        };
+        // Everything pending is in the frozen layer, hence in the new index.
+        let pending = std::mem::take(&mut *lock_std(&self.pending));
+        match self.store_merge(backend, base, added, removed).await {
+            Ok(file) => lock_write(&self.layers).finish(Arc::new(file)),
+            Err(e) => {
+                lock_write(&self.layers).unfreeze();
+                lock_std(&self.pending).extend(pending);
+                return Err(e);
+            }
+        }
         let old = std::mem::take(&mut state.deltas);
         backend.delete_many(&old).await?;
         Ok(())
+    }
+
+    /// Streaming merge into a new local file, uploaded as `.chunks/.index` from the mapping.
+    async fn store_merge(
+        &self,
+        backend: &dyn Backend,
+        base: Option<Arc<DigestFile>>,
+        added: Vec<Digest>,
+        removed: Vec<Digest>,
+    ) -> Result<DigestFile, DatastoreError> {
+        let dir = self.files.dir.clone();
+        let unsealed =
+            blocking(move || DigestFileWriter::merge(&dir, base.as_deref(), &added, &removed))
+                .await?;
+        let opts = PutOptions {
+            sha256: Some(unsealed.sha256()),
+            ..PutOptions::default()
+        };
+        backend.put(KNOWN_INDEX, unsealed.object(), opts).await?;
+        let meta = backend.head(KNOWN_INDEX).await?.ok_or_else(|| {
+            DatastoreError::Internal(format!("'{KNOWN_INDEX}' is missing right after its write"))
+        })?;
+        let origin = origin_of(&meta);
+        let dest = self.files.dest.clone();
+        blocking(move || unsealed.seal(origin, dest.as_deref())).await
     }
 }
 
@@ -332,16 +612,5 @@ fn lock_write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn index_round_trips_sorted() {
-        let mut ds = vec![[3u8; 32], [1u8; 32], [3u8; 32]];
-        let data = encode(&mut ds);
-        assert_eq!(data.len(), 8 + 64);
-        assert_eq!(decode("k", &data).unwrap(), vec![[1u8; 32], [3u8; 32]]);
-        assert!(decode("k", b"PBSCKIX1abc").is_err());
-        assert!(decode("k", b"nonsense").is_err());
-    }
-}
+#[path = "known_tests.rs"]
+mod tests;

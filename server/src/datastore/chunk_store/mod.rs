@@ -8,6 +8,7 @@
 //! first; readers use [`super::Datastore::chunks`].
 
 mod known;
+mod known_file;
 mod sweep;
 mod verify;
 
@@ -23,6 +24,7 @@ use super::layout::chunk_key;
 use super::DatastoreError;
 
 pub use known::{KNOWN_DELTA_PREFIX, KNOWN_INDEX};
+pub use known_file::{DigestFile, DigestFileWriter, Origin as DigestFileOrigin};
 pub(in crate::datastore) use sweep::{DELETE_BATCH, DELETE_PARALLELISM};
 pub(crate) use verify::bad_chunk_key;
 #[cfg(test)]
@@ -65,10 +67,11 @@ impl ChunkStore {
         store: &str,
         backend: Arc<dyn Backend>,
         exclusive: bool,
+        cache_dir: Option<&std::path::Path>,
     ) -> Result<Self, DatastoreError> {
         let known = match exclusive {
             false => known::KnownChunks::disabled(),
-            true => known::KnownChunks::load(backend.as_ref(), store).await?,
+            true => known::KnownChunks::load(backend.as_ref(), store, cache_dir).await?,
         };
         Ok(Self {
             store: store.to_string(),

@@ -52,6 +52,8 @@ pub struct Options {
     pub parallelism: usize,
     /// Leave the datastore in place afterwards.
     pub keep: bool,
+    /// Marked digests GC holds in memory before spilling (the server's default when `None`).
+    pub mark_budget: Option<usize>,
 }
 
 /// One GC run.
@@ -79,6 +81,8 @@ pub struct GcRun {
 #[derive(Debug, Clone, Serialize)]
 pub struct GcReport {
     pub backend: String,
+    /// `--mark-budget`, when given.
+    pub mark_budget: Option<usize>,
     pub location: String,
     pub chunks: usize,
     pub referenced_chunks: usize,
@@ -207,6 +211,9 @@ async fn measure(
     let open_requests = since(counts(), before_open);
     let open_peak_rss_kib = vm_hwm_kib(own_pid);
     ds.set_gc_cutoff(Duration::ZERO);
+    if let Some(budget) = opts.mark_budget {
+        ds.set_gc_mark_budget(budget);
+    }
 
     let mut runs = Vec::new();
     for (label, cache) in [
@@ -246,6 +253,7 @@ async fn measure(
     }
     let speedup = runs[2].mark_seconds / runs[1].mark_seconds.max(1e-6);
     Ok(GcReport {
+        mark_budget: opts.mark_budget,
         backend: match local_root {
             Some(_) => "local".into(),
             None => "s3".into(),
@@ -435,6 +443,9 @@ pub fn render(r: &GcReport) -> String {
         requests_cell(&r.open_requests),
         kib_cell(r.open_peak_rss_kib)
     );
+    if let Some(budget) = r.mark_budget {
+        out.push_str(&format!("GC mark budget: {budget} digests in memory\n\n"));
+    }
     out.push_str(&format!(
         "{:<40} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>10} {:>10}  {}\n",
         "run",

@@ -174,6 +174,10 @@ enum Command {
         /// Keep the datastore afterwards.
         #[arg(long)]
         keep: bool,
+        /// Marked digests GC holds in memory before spilling to temporary files (server
+        /// default: 1048576).
+        #[arg(long)]
+        mark_budget: Option<usize>,
         /// Only remove a datastore kept earlier (an S3 prefix such as `t/bench-gc-…`).
         #[arg(long)]
         remove_prefix: Option<String>,
@@ -212,6 +216,7 @@ fn run(cli: Cli) -> Result<()> {
             dir,
             parallelism,
             keep,
+            mark_budget,
             remove_prefix,
             json,
         } => {
@@ -239,6 +244,7 @@ fn run(cli: Cli) -> Result<()> {
                 target,
                 parallelism,
                 keep,
+                mark_budget,
             };
             let r = runtime.block_on(gc::run(&opts))?;
             print(json, &r, gc::render)

@@ -7,7 +7,7 @@
 //! without [`BackupLease::commit`] deletes everything written under the snapshot, so a dropped
 //! connection never leaves a snapshot behind (docs/design.md#manifest-last).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -63,11 +63,13 @@ impl LeaseRegistry {
             .any(|s| lock_std(&s.chunks).contains_key(digest))
     }
 
-    /// Add every chunk known to a running backup to `into`.
-    pub fn collect_chunks(&self, into: &mut HashSet<Digest>) {
+    /// Every chunk known to a running backup (GC marks them in use).
+    pub fn running_chunks(&self) -> Vec<Digest> {
+        let mut chunks = Vec::new();
         for state in lock_std(&self.live).values() {
-            into.extend(lock_std(&state.chunks).keys().copied());
+            chunks.extend(lock_std(&state.chunks).keys().copied());
         }
+        chunks
     }
 }
 

@@ -15,6 +15,7 @@ on_both_backends!(
     gc_after_prune_frees_exactly_unreferenced_chunks,
     abandoned_backups_go_after_the_grace_period,
     second_gc_reads_indexes_from_the_cache,
+    gc_with_marks_spilled_to_disk_frees_the_same_chunks,
 );
 
 const S3_TICK: Duration = Duration::from_millis(1100); // S3 times have 1 s resolution
@@ -191,6 +192,44 @@ async fn gc_races_a_backup_reusing_old_chunks(kind: Kind) {
     let status = e.ds.garbage_collect(&|_| {}).await.unwrap();
     assert_eq!(status.removed_chunks, 0, "{status:?}");
     assert_eq!(restore(&e.ds, &p, T0 + 10).await, b_data.concat());
+}
+
+/// With a mark budget far below the marked chunks, marking spills to temporary files; the
+/// sweep must still keep exactly the referenced chunks and count each distinct one once.
+async fn gc_with_marks_spilled_to_disk_frees_the_same_chunks(kind: Kind) {
+    let e = env_on(kind, "gc-spill").await;
+    let (g1, g2) = (vm("1"), vm("2"));
+    let first: Vec<Vec<u8>> = (0..300).map(|i| payload("spill", i)).collect();
+    // The second snapshot shares 100 chunks with the first and adds 50 of its own.
+    let second: Vec<Vec<u8>> = (200..350).map(|i| payload("spill", i)).collect();
+    snapshot_with(&e.ds, &g1, T0, &first).await;
+    snapshot_with(&e.ds, &g2, T0, &second).await;
+    let mut garbage = Vec::new();
+    for i in 0..40 {
+        let (digest, raw) = chunk(&payload("garbage", i));
+        e.ds.insert_chunk(&digest, raw, false).await.unwrap();
+        garbage.push(digest);
+    }
+    tokio::time::sleep(S3_TICK).await;
+    e.ds.set_gc_cutoff(Duration::ZERO);
+    e.ds.set_gc_mark_budget(0); // the smallest budget: one digest per shard
+
+    let referenced = referenced_chunks(&e.ds).await;
+    assert_eq!(referenced.len(), 350);
+    let status = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    let after = stored_chunks(&e.backend).await;
+    assert_eq!(after, referenced, "exactly the referenced chunks stay");
+    assert!(garbage.iter().all(|d| !after.contains(d)));
+    assert_eq!(status.removed_chunks, 40, "{status:?}");
+    assert_eq!(status.disk_chunks, 350, "{status:?}");
+    // 450 references, 350 distinct.
+    assert_eq!(
+        status.cache_stats,
+        Some(GcCacheStats {
+            hits: 100,
+            misses: 350
+        })
+    );
 }
 
 async fn gc_after_prune_frees_exactly_unreferenced_chunks(kind: Kind) {

@@ -12,12 +12,12 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::backend::ObjectMeta;
 use crate::format::index::{index_kind_of, AnyIndex};
-use crate::format::Digest;
 
 use super::super::layout::is_index_name;
 use super::super::{Datastore, DatastoreError};
 use super::index_cache::ParsedIndex;
-use super::{GcCacheStats, GcStatus, Progress};
+use super::mark_set::MarkSet;
+use super::{GcStatus, Progress};
 
 /// Index downloads in flight at once.
 const FETCH_PARALLELISM: usize = 16;
@@ -45,7 +45,7 @@ impl Datastore {
         objects: &[ObjectMeta],
         status: &mut GcStatus,
         say: &(dyn Fn(String) + Send + Sync),
-    ) -> Result<HashSet<Digest>, DatastoreError> {
+    ) -> Result<MarkSet, DatastoreError> {
         let indexes: Vec<&ObjectMeta> = objects
             .iter()
             .filter(|o| is_index_name(o.key.rsplit('/').next().unwrap_or(&o.key)))
@@ -55,8 +55,7 @@ impl Datastore {
 
         let total = indexes.len() as u64;
         let progress = Progress::new("marked", total, "index files");
-        let mut marked = HashSet::new();
-        let mut cache = GcCacheStats::default();
+        let mut marked = MarkSet::new(self.gc_state.mark_budget());
         let mut done = 0u64;
         // Futures built up front (not in a stream closure) so the task stays `Send`.
         let fetches: Vec<_> = indexes.iter().map(|obj| self.parsed_index(obj)).collect();
@@ -72,17 +71,11 @@ impl Datastore {
                 }
                 status.index_file_count += 1;
                 status.index_data_bytes += parsed.data_size;
-                for digest in &parsed.digests {
-                    match marked.insert(*digest) {
-                        true => cache.misses += 1,
-                        false => cache.hits += 1,
-                    }
-                }
+                marked.insert_all(parsed.digests.iter().copied()).await?;
             }
             progress.report(done, say);
         }
-        status.cache_stats = Some(cache);
-        self.leases.collect_chunks(&mut marked);
+        marked.insert_all(self.leases.running_chunks()).await?;
         Ok(marked)
     }
 

@@ -10,6 +10,7 @@
 mod abandoned;
 mod index_cache;
 mod mark;
+mod mark_set;
 mod sweep;
 
 use std::sync::Mutex;
@@ -112,6 +113,14 @@ pub(crate) struct GcState {
     index_cache: index_cache::IndexCache,
     abandoned_after: Mutex<Duration>,
     writer_margin: Mutex<Duration>,
+    /// Marked digests held in memory before they spill to disk (`mark_set.rs`).
+    mark_budget: std::sync::atomic::AtomicUsize,
+}
+
+impl GcState {
+    fn mark_budget(&self) -> usize {
+        self.mark_budget.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Default for GcState {
@@ -122,6 +131,7 @@ impl Default for GcState {
             index_cache: index_cache::IndexCache::default(),
             abandoned_after: Mutex::new(DEFAULT_ABANDONED_AFTER),
             writer_margin: Mutex::new(WRITER_MARGIN),
+            mark_budget: std::sync::atomic::AtomicUsize::new(mark_set::DEFAULT_MARK_BUDGET),
         }
     }
 }
@@ -168,6 +178,14 @@ impl Datastore {
     /// disables it.
     pub fn set_index_cache_capacity(&self, digests: usize) {
         self.gc_state.index_cache.set_capacity(digests);
+    }
+
+    /// Marked digests GC holds in memory before spilling them to temporary files (default
+    /// 1 Mi digests, 32 MiB).
+    pub fn set_gc_mark_budget(&self, digests: usize) {
+        self.gc_state
+            .mark_budget
+            .store(digests, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Index files whose digest lists are cached in memory.
@@ -307,11 +325,11 @@ impl Datastore {
             .filter(|o| !gone.iter().any(|p| o.key.starts_with(p.as_str())))
             .collect();
         say("Start GC phase1 (mark used chunks)".to_string());
-        let marked = self.mark_used_chunks(&objects, &mut status, say).await?;
+        let mut marked = self.mark_used_chunks(&objects, &mut status, say).await?;
         status.mark_duration_ms = phase1.elapsed().as_millis() as u64;
         say(format!(
-            "marked {} distinct chunks from {} index files ({} from the index cache) in {:.3}s",
-            marked.len(),
+            "marked {} chunk references from {} index files ({} from the index cache) in {:.3}s",
+            marked.references(),
             status.index_file_count,
             status.index_cache_hits,
             status.mark_duration_ms as f64 / 1000.0
@@ -322,7 +340,7 @@ impl Datastore {
         // The sweep's listing doubles as the usage recount's (changes from here on are logged).
         self.usage.scan_begin();
         let remaining = match self
-            .sweep_unused_chunks(&marked, limits, &mut status, say)
+            .sweep_unused_chunks(&mut marked, limits, &mut status, say)
             .await
         {
             Ok(remaining) => remaining,
@@ -332,6 +350,12 @@ impl Datastore {
             }
         };
         status.sweep_duration_ms = phase2.elapsed().as_millis() as u64;
+        // Every shard was taken, so the set knows its distinct count now.
+        let distinct = marked.distinct_taken();
+        status.cache_stats = Some(GcCacheStats {
+            hits: marked.references() - distinct,
+            misses: distinct,
+        });
         // Reconcile the usage counters while GC's lock is still held.
         self.usage_gc_finished(remaining).await;
 

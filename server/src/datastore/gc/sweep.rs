@@ -9,7 +9,6 @@
 //! backups and reuse times under it before deleting the batch. Object stores get one
 //! DeleteObjects per 1000 keys, several in flight.
 
-use std::collections::HashSet;
 use std::time::SystemTime;
 
 use crate::backend::ObjectMeta;
@@ -19,6 +18,7 @@ use super::super::chunk_store::{DELETE_BATCH, DELETE_PARALLELISM};
 use super::super::layout::ChunkKey;
 use super::super::usage::{ChunkTally, CHUNK_SHARDS};
 use super::super::{Datastore, DatastoreError};
+use super::mark_set::MarkSet;
 use super::{GcStatus, Progress};
 
 /// Time limits of one sweep (docs/formats.md#gc-cutoff).
@@ -44,7 +44,7 @@ impl Datastore {
     /// takes instead of listing the chunk store a second time.
     pub(super) async fn sweep_unused_chunks(
         &self,
-        marked: &HashSet<Digest>,
+        marked: &mut MarkSet,
         limits: SweepLimits,
         status: &mut GcStatus,
         say: &(dyn Fn(String) + Send + Sync),
@@ -54,9 +54,11 @@ impl Datastore {
         let mut journaled = false;
         for shard in 0..CHUNK_SHARDS {
             self.check_gc_abort()?;
+            let shard_marks = marked.take_shard(shard).await?;
             let candidates = self
-                .sweep_shard_listing(shard, marked, limits, status, &mut remaining)
+                .sweep_shard_listing(shard, &shard_marks, limits, status, &mut remaining)
                 .await?;
+            drop(shard_marks);
             journaled |= self.chunks.journals_removals() && !candidates.is_empty();
             for group in candidates.chunks(DELETE_BATCH * DELETE_PARALLELISM) {
                 // Between batches every decision made so far is complete.
@@ -78,7 +80,7 @@ impl Datastore {
     async fn sweep_shard_listing(
         &self,
         shard: usize,
-        marked: &HashSet<Digest>,
+        marked: &[Digest],
         limits: SweepLimits,
         status: &mut GcStatus,
         remaining: &mut ChunkTally,
@@ -95,7 +97,7 @@ impl Datastore {
             if !bad {
                 sizes.push((digest, obj.size));
             }
-            if marked.contains(&digest) {
+            if marked.binary_search(&digest).is_ok() {
                 count_in_use(status, bad, obj.size);
                 keep(remaining, bad, obj.size);
                 continue;

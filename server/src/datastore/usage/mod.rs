@@ -44,8 +44,8 @@ use super::{lock_std, DatastoreError};
 pub use meter::{TenantMeter, UsageObserver, DEFAULT_QUOTA_WARN_PERCENT};
 #[cfg(test)]
 use persist::USAGE_OBJECT;
-use scan::{chunk_shard, ScanLog};
-pub(crate) use scan::{ChunkTally, CHUNK_SHARDS};
+use scan::ScanLog;
+pub(crate) use scan::{chunk_shard, ChunkTally, CHUNK_SHARDS};
 
 /// The five usage figures of a datastore or tenant.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 # The cache is keyed by compiler only, so artefacts of old dependency sets pile up in it. Past
 # a size limit it is dropped whole and the run builds cold (measured cold: see README).
-cache_limit_gb=${PBS_CLOUD_TARGET_LIMIT_GB:-20}
+cache_limit_gb=${PBS_CLOUD_TARGET_LIMIT_GB:-30}
 if [ -d "$CARGO_TARGET_DIR" ]; then
     cache_gb=$(du -s --block-size=1G "$CARGO_TARGET_DIR" | cut -f1)
     if [ "$cache_gb" -gt "$cache_limit_gb" ]; then

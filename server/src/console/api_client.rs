@@ -11,6 +11,9 @@ use serde_json::Value;
 use super::ConsoleError;
 use crate::state::AppState;
 
+/// Name of the CSRF token in forms and of the header `console.js` sends (the API's header).
+pub(crate) const CSRF_FIELD: &str = "CSRFPreventionToken";
+
 /// Calls `/api2/json/...` as the signed-in user.
 pub(crate) struct Api {
     state: Arc<AppState>,
@@ -99,7 +102,7 @@ impl Api {
             .method(method)
             .uri(format!("/api2/json/{path}"))
             .header(header::COOKIE, self.cookie.clone())
-            .header(super::session::CSRF_FIELD, csrf)
+            .header(CSRF_FIELD, csrf)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(Bytes::from(query(params)))
             .map_err(|e| ConsoleError::BadRequest(format!("bad API path {path}: {e}")))?;

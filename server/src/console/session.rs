@@ -18,8 +18,7 @@ use crate::state::AppState;
 
 pub(crate) const COOKIE: &str = "__Host-PBSAuthCookie";
 const ATTRIBUTES: &str = "Secure; SameSite=Strict; HttpOnly; Path=/";
-/// Name of the CSRF token in forms and of the header `console.js` sends (the API's header).
-pub(crate) const CSRF_FIELD: &str = "CSRFPreventionToken";
+pub(crate) use super::api_client::CSRF_FIELD;
 
 /// `Set-Cookie` value carrying `ticket`.
 pub(crate) fn cookie(ticket: &str) -> Result<HeaderValue, ConsoleError> {

@@ -155,9 +155,11 @@ async fn oversized_rest_bodies_are_refused() {
             .await;
         let r = match r {
             Ok(r) => r,
-            // far above the limit the server answers 400 and closes the connection without
-            // draining the body; the client may fail writing before it reads the answer
-            Err(e) if total > MIB && e.status().is_none() => continue,
+            // Above the limit the server answers 400 from the head and closes the connection
+            // without reading the body (by design: a refused body is never read). Whether the
+            // client reads that answer or fails writing first is a race of socket buffers (it
+            // failed at 600 KiB on a loaded machine), so both are a refusal here.
+            Err(e) if total > 512 * 1024 && e.status().is_none() => continue,
             Err(e) => panic!("prune body {total}: no answer: {e}"),
         };
         if total < 512 * 1024 {

@@ -64,7 +64,12 @@ eval "$kube_env"
 export PBS_CLOUD_KUBECONFIG="$KUBECONFIG"
 
 echo "== cargo test"
-cargo test --workspace --no-fail-fast -- --test-threads=2
+test_status=0
+cargo test --workspace --no-fail-fast -- --test-threads=2 || test_status=$?
+
+echo "== build cache: remove executables of earlier builds (e2e/prune-build-cache.sh)"
+bash e2e/prune-build-cache.sh || echo "prune-build-cache failed; the cache is left as it is"
+[ "$test_status" = 0 ] || exit "$test_status"
 
 echo "== fuzz smoke run: every parser target for 2 s (cargo-fuzz cached under ~/.cache/pbs-cloud)"
 bash e2e/fuzz.sh --seconds 2

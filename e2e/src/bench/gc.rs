@@ -210,9 +210,9 @@ async fn measure(
     let open_seconds = opened.elapsed().as_secs_f64();
     let open_requests = since(counts(), before_open);
     let open_peak_rss_kib = vm_hwm_kib(own_pid);
-    ds.set_gc_cutoff(Duration::ZERO);
+    ds.gc().set_cutoff(Duration::ZERO);
     if let Some(budget) = opts.mark_budget {
-        ds.set_gc_mark_budget(budget);
+        ds.gc().set_mark_budget(budget);
     }
 
     let mut runs = Vec::new();
@@ -222,7 +222,7 @@ async fn measure(
         ("3: index cache disabled", false),
     ] {
         if !cache {
-            ds.set_index_cache_capacity(0);
+            ds.gc().set_index_cache_capacity(0);
         }
         eprintln!("GC run {label}");
         let before = counts();
@@ -230,7 +230,8 @@ async fn measure(
         let _ = reset_own_peak_rss();
         let t = Instant::now();
         let status = ds
-            .garbage_collect(&|line| {
+            .gc()
+            .run(&|line| {
                 if line.starts_with("Start GC") || line.contains("% (") {
                     eprintln!("  {line}");
                 }

@@ -106,7 +106,11 @@ impl Ctx {
         ns: &BackupNamespace,
         group: &BackupGroup,
     ) -> Result<bool, HttpError> {
-        let owner = store.group_owner(ns, group).await.map_err(ds_error)?;
+        let owner = store
+            .tree()
+            .group_owner(ns, group)
+            .await
+            .map_err(ds_error)?;
         Ok(owner.is_some_and(|o| owner_matches(&self.id.authid, &o)))
     }
 }

@@ -145,7 +145,7 @@ fn ns(path: &str) -> BackupNamespace {
 async fn add_store(state: &AppState, root: &std::path::Path, name: &str, tenant: &str) {
     let backend = Arc::new(LocalBackend::open(&root.join(name)).unwrap());
     let store = Datastore::open(name, backend).await.unwrap();
-    store.set_gc_cutoff(Duration::ZERO);
+    store.gc().set_cutoff(Duration::ZERO);
     state.insert_datastore(DatastoreEntry {
         name: name.into(),
         tenant: tenant.into(),
@@ -172,10 +172,16 @@ async fn add_group(state: &AppState, store: &str, ns_path: &str, group: &str, ow
         .unwrap();
     entry
         .store
+        .tree()
         .set_group_owner(&ns, &group, owner)
         .await
         .unwrap();
-    entry.store.set_protected(&ns, &dir, true).await.unwrap();
+    entry
+        .store
+        .tree()
+        .set_protected(&ns, &dir, true)
+        .await
+        .unwrap();
 }
 
 impl Fixture {
@@ -208,12 +214,21 @@ impl Fixture {
         add_store(&state, dir.path(), "gl1", "globex").await;
         let s1 = state.datastore("st1").unwrap();
         let root = BackupNamespace::root();
-        s1.store.create_namespace(&root, "teamA").await.unwrap();
         s1.store
+            .tree()
+            .create_namespace(&root, "teamA")
+            .await
+            .unwrap();
+        s1.store
+            .tree()
             .create_namespace(&ns("teamA"), "sub")
             .await
             .unwrap();
-        s1.store.create_namespace(&root, "teamB").await.unwrap();
+        s1.store
+            .tree()
+            .create_namespace(&root, "teamB")
+            .await
+            .unwrap();
         for (store, ns_path, group, owner) in GROUPS {
             add_group(&state, store, ns_path, group, owner).await;
         }

@@ -53,7 +53,7 @@ pub async fn datastore_usage(ctx: &Ctx) -> Result<Response<Body>, HttpError> {
             "mount-status": "nonremovable",
             "backend-type": store.backend_kind(),
         });
-        if let Some(gc) = store.last_gc_status().await {
+        if let Some(gc) = store.gc().last_status().await {
             item["gc-status"] = gc.pbs_json();
         }
         items.push(item);

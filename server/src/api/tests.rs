@@ -49,7 +49,7 @@ pub(super) async fn env() -> Env {
     auth.add_acl("/", "bob@pbs", "Admin").unwrap();
     let backend = Arc::new(LocalBackend::open(&dir.path().join("s1")).unwrap());
     let store = Datastore::open("s1", backend.clone()).await.unwrap();
-    store.set_gc_cutoff(Duration::ZERO);
+    store.gc().set_cutoff(Duration::ZERO);
     let node = NodeIdentity {
         name: "testnode".into(),
         instance_id: "abcdef0123456789".into(),
@@ -80,7 +80,11 @@ async fn snapshot(env: &Env, id: &str, time: i64, owner: &str) -> BackupDir {
         .await
         .unwrap();
     let store = env.state.datastore("s1").unwrap().store.clone();
-    store.set_group_owner(&ns, &group, owner).await.unwrap();
+    store
+        .tree()
+        .set_group_owner(&ns, &group, owner)
+        .await
+        .unwrap();
     dir
 }
 

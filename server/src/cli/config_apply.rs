@@ -109,10 +109,10 @@ pub(super) async fn open_spec(
         .await
         .with_context(|| format!("datastore '{}' ({})", spec.name, spec.location.describe()))?;
     if let Some(grace) = spec.abandoned_after {
-        store.set_abandoned_after(grace);
+        store.gc().set_abandoned_after(grace);
     }
     if let Some(cutoff) = spec.gc_cutoff {
-        store.set_gc_cutoff(cutoff);
+        store.gc().set_cutoff(cutoff);
     }
     tracing::info!(
         "datastore '{}' (tenant '{}') at {}",
@@ -197,7 +197,7 @@ impl AppliedConfig {
         }
         for spec in &specs {
             if let Some(current) = self.state.datastore(&spec.name) {
-                current.store.set_abandoned_after(
+                current.store.gc().set_abandoned_after(
                     spec.abandoned_after
                         .unwrap_or(crate::datastore::DEFAULT_ABANDONED_AFTER),
                 );

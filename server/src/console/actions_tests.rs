@@ -36,6 +36,7 @@ async fn first_time(env: &Env, id: &str) -> i64 {
     let group = BackupGroup::new(BackupType::Vm, id).unwrap();
     let list = env
         .store
+        .tree()
         .list_snapshots(&BackupNamespace::root(), &group)
         .await
         .unwrap();
@@ -120,6 +121,7 @@ async fn notes_protection_and_forget_go_through_the_api() {
     let dir = BackupDir::new(BackupGroup::new(BackupType::Vm, "100").unwrap(), t).unwrap();
     let (manifest, _) = env
         .store
+        .tree()
         .load_manifest(&BackupNamespace::root(), &dir)
         .await
         .unwrap();
@@ -157,6 +159,7 @@ async fn notes_protection_and_forget_go_through_the_api() {
     );
     assert!(env
         .store
+        .tree()
         .snapshot_exists(&BackupNamespace::root(), &dir)
         .await
         .unwrap());
@@ -188,6 +191,7 @@ async fn notes_protection_and_forget_go_through_the_api() {
     );
     assert!(env
         .store
+        .tree()
         .snapshot_exists(&BackupNamespace::root(), &dir)
         .await
         .unwrap());
@@ -235,6 +239,7 @@ async fn notes_protection_and_forget_go_through_the_api() {
     );
     assert!(!env
         .store
+        .tree()
         .snapshot_exists(&BackupNamespace::root(), &dir)
         .await
         .unwrap());
@@ -287,6 +292,7 @@ async fn prune_simulator_shows_the_servers_selection_then_runs_it() {
     let group_id = BackupGroup::new(BackupType::Vm, "200").unwrap();
     let count = || async {
         env.store
+            .tree()
             .list_snapshots(&BackupNamespace::root(), &group_id)
             .await
             .unwrap()

@@ -77,8 +77,13 @@ pub(super) async fn env() -> Env {
             .put(&key, Bytes::from(manifest.to_blob()), PutOptions::default())
             .await
             .unwrap();
-        store.set_group_owner(&ns, &group, owner).await.unwrap();
         store
+            .tree()
+            .set_group_owner(&ns, &group, owner)
+            .await
+            .unwrap();
+        store
+            .tree()
             .set_group_notes(&ns, &group, &format!("{HOSTILE} of {owner}"))
             .await
             .unwrap();

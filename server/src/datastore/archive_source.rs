@@ -72,7 +72,10 @@ impl DidxSource {
         dir: &BackupDir,
         file: &FileInfo,
     ) -> Result<Self, DatastoreError> {
-        let raw = ds.read_snapshot_file(ns, dir, &file.filename).await?;
+        let raw = ds
+            .tree()
+            .read_snapshot_file(ns, dir, &file.filename)
+            .await?;
         let object = || format!("{} of snapshot {}", file.filename, snapshot_label(ns, dir));
         let index = DynamicIndex::parse(&raw).map_err(|source| DatastoreError::Corrupt {
             object: object(),

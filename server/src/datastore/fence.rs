@@ -19,6 +19,7 @@ use crate::backend::{
 };
 
 use super::writer_lease::WriterLease;
+use super::DatastoreError;
 
 /// Writes in flight and whether new ones are still admitted.
 #[derive(Debug, Default)]
@@ -58,6 +59,37 @@ impl WriteGate {
 
     pub fn is_closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)
+    }
+}
+
+/// The check an operation makes before its first write, so that it is refused with a clear
+/// error before it starts rather than by the fence halfway through: refused once the
+/// datastore is closing, and while this server does not hold (or could not renew) the writer
+/// lease. Each part of the datastore that writes keeps a clone.
+#[derive(Clone, Debug)]
+pub(crate) struct WriteCheck {
+    store: String,
+    gate: Arc<WriteGate>,
+    lease: Arc<WriterLease>,
+}
+
+impl WriteCheck {
+    pub fn new(store: &str, gate: Arc<WriteGate>, lease: Arc<WriterLease>) -> Self {
+        Self {
+            store: store.to_string(),
+            gate,
+            lease,
+        }
+    }
+
+    pub fn check(&self) -> Result<(), DatastoreError> {
+        if self.gate.is_closing() {
+            return Err(DatastoreError::Busy(format!(
+                "datastore '{}' is closing; refusing to write",
+                self.store
+            )));
+        }
+        self.lease.check().map_err(DatastoreError::Busy)
     }
 }
 

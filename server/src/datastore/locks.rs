@@ -149,6 +149,41 @@ impl Drop for KeyedGuard<'_> {
     }
 }
 
+/// Keeps garbage collection apart from group and namespace moves and usage recounts: GC holds
+/// `running` for its whole run, so does a recount and a move while it copies objects. A move
+/// counts itself first, so that a GC meeting the mutex held waits for the move instead of
+/// failing as "already running" (its mark phase could otherwise miss an index between its
+/// old and new key).
+#[derive(Debug, Default)]
+pub(crate) struct GcExclusion {
+    pub running: tokio::sync::Mutex<()>,
+    moves: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts one move as running until dropped.
+pub(crate) struct MoveActive<'a>(&'a GcExclusion);
+
+impl Drop for MoveActive<'_> {
+    fn drop(&mut self) {
+        self.0
+            .moves
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl GcExclusion {
+    /// Whether a group or namespace move is running or waiting.
+    pub fn move_active(&self) -> bool {
+        self.moves.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
+    /// Count a move as running until the guard drops.
+    pub fn begin_move(&self) -> MoveActive<'_> {
+        self.moves.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        MoveActive(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,17 +10,14 @@ mod chunk_store;
 mod entry;
 mod fence;
 mod gc;
-mod groups;
 pub mod history;
 pub mod layout;
 mod list_cache;
 mod locks;
-mod moves;
-mod namespaces;
 pub mod prune;
 pub mod retention;
 mod session;
-mod snapshots;
+mod tree;
 mod usage;
 mod verify;
 mod writer_lease;
@@ -39,17 +36,17 @@ pub use chunk_store::{
 pub use chunk_store::{DigestFile, DigestFileOrigin, DigestFileWriter};
 pub use entry::DatastoreEntry;
 pub use gc::{
-    GcCacheStats, GcStatus, DEFAULT_ABANDONED_AFTER, DEFAULT_GC_CUTOFF, DEFAULT_INDEX_CACHE_DIGESTS,
+    GarbageCollector, GcCacheStats, GcStatus, DEFAULT_ABANDONED_AFTER, DEFAULT_GC_CUTOFF,
+    DEFAULT_INDEX_CACHE_DIGESTS,
 };
-pub use groups::GroupRemoveStats;
 pub use history::{JobKind, JobRecord};
 pub use list_cache::CachedBackend;
-pub use moves::NamespaceMoveStats;
-pub use namespaces::NamespaceDeleteStats;
 pub use prune::{compute_prune, compute_prune_with_tz, KeepOptions, PruneCandidate, PruneMark};
 pub use retention::{RetentionLocks, RetentionStatus, SnapshotLockInfo};
 pub use session::{BackupLease, ReaderLease};
-pub use snapshots::SnapshotInfo;
+pub use tree::{
+    GroupRemoveStats, NamespaceDeleteStats, NamespaceMoveStats, SnapshotInfo, SnapshotTree,
+};
 pub use usage::{
     StoreUsage, TenantMeter, UsageCounters, UsageObserver, DEFAULT_QUOTA_WARN_PERCENT,
 };
@@ -111,23 +108,24 @@ pub struct Datastore {
     unfenced: Arc<dyn Backend>,
     /// Writes in flight; closed by `close` before the lease is released.
     gate: Arc<fence::WriteGate>,
-    /// Group and snapshot locks (in-process).
+    /// The write check every operation makes first (writer lease, closing gate).
+    writable: fence::WriteCheck,
+    /// Group and snapshot locks (in-process), shared with the snapshot tree.
     locks: Arc<locks::LockTable>,
-    /// Serialises manifest and `.protected` edits per snapshot.
-    manifest_locks: locks::KeyedMutex,
+    /// Namespaces, groups, snapshots and their edits.
+    tree: Arc<SnapshotTree>,
     /// Running backup sessions, for GC.
     leases: Arc<session::LeaseRegistry>,
-    gc_running: tokio::sync::Mutex<()>,
-    gc_cutoff: Mutex<Duration>,
-    last_gc: Mutex<Option<GcStatus>>,
-    /// GC settings and the index cache.
-    gc_state: gc::GcState,
+    /// Keeps GC, moves and usage recounts apart.
+    gc_exclusion: Arc<locks::GcExclusion>,
+    /// Garbage collection: its settings, index cache and last status.
+    gc: GarbageCollector,
     /// This server's single-writer lease on the datastore.
     writer: Arc<writer_lease::WriterLease>,
     /// The chunk store (with the known-digest set and the chunk lock).
-    chunks: ChunkStore,
+    chunks: Arc<ChunkStore>,
     /// Retention locks (WORM): rules, records, removal checks, Object Lock requests.
-    retention: RetentionLocks,
+    retention: Arc<RetentionLocks>,
     /// Usage counters and quota (shared with the tenant's meter).
     usage: Arc<StoreUsage>,
 }
@@ -212,22 +210,46 @@ impl Datastore {
             writer.clone(),
             gate.clone(),
         ));
-        let chunks = ChunkStore::open(name, backend.clone(), !local, cache_dir).await?;
-        let last_gc = gc::load_status(backend.as_ref()).await?;
-        let retention = RetentionLocks::load(name, backend.clone()).await?;
+        let chunks = Arc::new(ChunkStore::open(name, backend.clone(), !local, cache_dir).await?);
+        let retention = Arc::new(RetentionLocks::load(name, backend.clone()).await?);
         let usage = Arc::new(StoreUsage::load(name, backend.clone()).await?);
+        let writable = fence::WriteCheck::new(name, gate.clone(), writer.clone());
+        let locks = Arc::new(locks::LockTable::default());
+        let gc_exclusion = Arc::new(locks::GcExclusion::default());
+        let tree = Arc::new(SnapshotTree::new(tree::TreeParts {
+            name: name.to_string(),
+            backend: backend.clone(),
+            writable: writable.clone(),
+            locks: locks.clone(),
+            retention: retention.clone(),
+            usage: usage.clone(),
+            gc_exclusion: gc_exclusion.clone(),
+        }));
+        let leases = Arc::new(session::LeaseRegistry::default());
+        let gc = GarbageCollector::open(gc::GcParts {
+            name: name.to_string(),
+            backend: backend.clone(),
+            writable: writable.clone(),
+            tree: tree.clone(),
+            chunks: chunks.clone(),
+            locks: locks.clone(),
+            leases: leases.clone(),
+            retention: retention.clone(),
+            usage: usage.clone(),
+            gc_exclusion: gc_exclusion.clone(),
+        })
+        .await?;
         let ds = Arc::new(Self {
             name: name.to_string(),
             backend,
             unfenced,
             gate,
-            locks: Arc::new(locks::LockTable::default()),
-            manifest_locks: locks::KeyedMutex::default(),
-            leases: Arc::new(session::LeaseRegistry::default()),
-            gc_running: tokio::sync::Mutex::new(()),
-            gc_cutoff: Mutex::new(DEFAULT_GC_CUTOFF),
-            last_gc: Mutex::new(last_gc),
-            gc_state: gc::GcState::default(),
+            writable,
+            locks,
+            tree,
+            leases,
+            gc_exclusion,
+            gc,
             writer,
             chunks,
             retention,
@@ -269,13 +291,7 @@ impl Datastore {
     /// Refuse writes after the writer lease was lost to another server, while it could not be
     /// renewed in time, or once the datastore is closing.
     pub fn check_writable(&self) -> Result<(), DatastoreError> {
-        if self.gate.is_closing() {
-            return Err(DatastoreError::Busy(format!(
-                "datastore '{}' is closing; refusing to write",
-                self.name
-            )));
-        }
-        self.writer.check().map_err(DatastoreError::Busy)
+        self.writable.check()
     }
 
     /// Clean shutdown: refuse new writes, wait (at most `drain`) for the writes in flight,
@@ -316,6 +332,17 @@ impl Datastore {
     /// Usage counters, quota and status figures of this datastore.
     pub fn usage(&self) -> &Arc<StoreUsage> {
         &self.usage
+    }
+
+    /// Namespaces, groups and snapshots: listing, manifests, notes, owners, protection,
+    /// removal and moves.
+    pub fn tree(&self) -> &SnapshotTree {
+        &self.tree
+    }
+
+    /// Garbage collection: run, stop, settings and the last status.
+    pub fn gc(&self) -> &GarbageCollector {
+        &self.gc
     }
 
     /// The retention locks (WORM) of this datastore.
@@ -370,16 +397,6 @@ impl Datastore {
     /// The backend, for layers that need raw object access (usage accounting, import).
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
-    }
-
-    /// Change GC's minimum chunk age (default 24 h 5 min; tests use 0).
-    pub fn set_gc_cutoff(&self, cutoff: Duration) {
-        *lock_std(&self.gc_cutoff) = cutoff;
-    }
-
-    /// Current GC minimum chunk age.
-    pub fn gc_cutoff(&self) -> Duration {
-        *lock_std(&self.gc_cutoff)
     }
 }
 

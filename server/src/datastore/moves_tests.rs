@@ -69,7 +69,8 @@ async fn backup(
 }
 
 async fn times(ds: &Datastore, at: &BackupNamespace, group: &BackupGroup) -> Vec<i64> {
-    ds.list_snapshots(at, group)
+    ds.tree()
+        .list_snapshots(at, group)
         .await
         .unwrap()
         .into_iter()
@@ -92,21 +93,27 @@ fn lines() -> (
 #[tokio::test]
 async fn group_moves_with_protection_owner_and_usage() {
     let (_dir, ds) = store().await;
-    ds.create_namespace(&BackupNamespace::root(), "a")
+    ds.tree()
+        .create_namespace(&BackupNamespace::root(), "a")
         .await
         .unwrap();
-    ds.create_namespace(&BackupNamespace::root(), "b")
+    ds.tree()
+        .create_namespace(&BackupNamespace::root(), "b")
         .await
         .unwrap();
     let g = host("mv");
     backup(&ds, &ns("a"), &g, 1000, AUTH).await;
     backup(&ds, &ns("a"), &g, 2000, AUTH).await;
     let first = BackupDir::new(g.clone(), 1000).unwrap();
-    ds.set_protected(&ns("a"), &first, true).await.unwrap();
+    ds.tree()
+        .set_protected(&ns("a"), &first, true)
+        .await
+        .unwrap();
     let before = ds.usage().counters();
 
     let (log, sink) = lines();
     let moved = ds
+        .tree()
         .move_group(&ns("a"), &g, &ns("b"), true, &sink)
         .await
         .unwrap();
@@ -118,17 +125,21 @@ async fn group_moves_with_protection_owner_and_usage() {
             "removing backup group \"ns/a/host/mv\"".to_string(),
         ]
     );
-    assert!(!ds.group_exists(&ns("a"), &g).await.unwrap());
+    assert!(!ds.tree().group_exists(&ns("a"), &g).await.unwrap());
     assert_eq!(times(&ds, &ns("b"), &g).await, vec![1000, 2000]);
     assert!(
-        ds.is_protected(&ns("b"), &first).await.unwrap(),
+        ds.tree().is_protected(&ns("b"), &first).await.unwrap(),
         "protection moves along"
     );
     assert_eq!(
-        ds.group_owner(&ns("b"), &g).await.unwrap().as_deref(),
+        ds.tree()
+            .group_owner(&ns("b"), &g)
+            .await
+            .unwrap()
+            .as_deref(),
         Some(AUTH)
     );
-    ds.load_manifest(&ns("b"), &first).await.unwrap();
+    ds.tree().load_manifest(&ns("b"), &first).await.unwrap();
     let after = ds.usage().counters();
     assert_eq!(after.snapshots, before.snapshots);
     assert_eq!(after.logical_bytes, before.logical_bytes);
@@ -138,7 +149,8 @@ async fn group_moves_with_protection_owner_and_usage() {
 async fn merges_need_the_same_owner_and_distinct_times() {
     let (_dir, ds) = store().await;
     for n in ["a", "b"] {
-        ds.create_namespace(&BackupNamespace::root(), n)
+        ds.tree()
+            .create_namespace(&BackupNamespace::root(), n)
             .await
             .unwrap();
     }
@@ -149,6 +161,7 @@ async fn merges_need_the_same_owner_and_distinct_times() {
     let (_, sink) = lines();
 
     let err = ds
+        .tree()
         .move_group(&ns("a"), &g, &ns("b"), false, &sink)
         .await
         .unwrap_err();
@@ -158,6 +171,7 @@ async fn merges_need_the_same_owner_and_distinct_times() {
         "{err}"
     );
     let err = ds
+        .tree()
         .move_group(&ns("a"), &g, &ns("b"), true, &sink)
         .await
         .unwrap_err();
@@ -170,10 +184,12 @@ async fn merges_need_the_same_owner_and_distinct_times() {
     assert_eq!(times(&ds, &ns("b"), &g).await, vec![1000, 3000]);
 
     // Different times merge; the target keeps its owner.
-    ds.remove_snapshot(&ns("b"), &BackupDir::new(g.clone(), 1000).unwrap(), false)
+    ds.tree()
+        .remove_snapshot(&ns("b"), &BackupDir::new(g.clone(), 1000).unwrap(), false)
         .await
         .unwrap();
-    ds.move_group(&ns("a"), &g, &ns("b"), true, &sink)
+    ds.tree()
+        .move_group(&ns("a"), &g, &ns("b"), true, &sink)
         .await
         .unwrap();
     assert_eq!(times(&ds, &ns("b"), &g).await, vec![1000, 3000]);
@@ -183,6 +199,7 @@ async fn merges_need_the_same_owner_and_distinct_times() {
     backup(&ds, &ns("a"), &o, 1000, AUTH).await;
     backup(&ds, &ns("b"), &o, 2000, "bob@pbs").await;
     let err = ds
+        .tree()
         .move_group(&ns("a"), &o, &ns("b"), true, &sink)
         .await
         .unwrap_err();
@@ -193,13 +210,15 @@ async fn merges_need_the_same_owner_and_distinct_times() {
 #[tokio::test]
 async fn running_backup_and_missing_target_are_refused() {
     let (_dir, ds) = store().await;
-    ds.create_namespace(&BackupNamespace::root(), "a")
+    ds.tree()
+        .create_namespace(&BackupNamespace::root(), "a")
         .await
         .unwrap();
     let g = host("busy");
     backup(&ds, &BackupNamespace::root(), &g, 1000, AUTH).await;
     let (_, sink) = lines();
     let err = ds
+        .tree()
         .move_group(&BackupNamespace::root(), &g, &ns("nope"), true, &sink)
         .await
         .unwrap_err();
@@ -210,11 +229,13 @@ async fn running_backup_and_missing_target_are_refused() {
         .await
         .unwrap();
     let err = ds
+        .tree()
         .check_move_group(&BackupNamespace::root(), &g, &ns("a"), true)
         .await
         .unwrap_err();
     assert!(matches!(err, DatastoreError::Busy(_)), "{err}");
     let err = ds
+        .tree()
         .move_group(&BackupNamespace::root(), &g, &ns("a"), true, &sink)
         .await
         .unwrap_err();
@@ -227,6 +248,7 @@ async fn running_backup_and_missing_target_are_refused() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match ds
+            .tree()
             .move_group(&BackupNamespace::root(), &g, &ns("a"), true, &sink)
             .await
         {
@@ -243,10 +265,12 @@ async fn running_backup_and_missing_target_are_refused() {
 #[tokio::test]
 async fn retention_locked_snapshots_stay_where_they_are() {
     let (_dir, ds) = store().await;
-    ds.create_namespace(&BackupNamespace::root(), "w")
+    ds.tree()
+        .create_namespace(&BackupNamespace::root(), "w")
         .await
         .unwrap();
-    ds.create_namespace(&BackupNamespace::root(), "x")
+    ds.tree()
+        .create_namespace(&BackupNamespace::root(), "x")
         .await
         .unwrap();
     ds.retention()
@@ -271,12 +295,14 @@ async fn retention_locked_snapshots_stay_where_they_are() {
     backup(&ds, &ns("w"), &g, now, AUTH).await;
     let (_, sink) = lines();
     let err = ds
+        .tree()
         .move_group(&ns("w"), &g, &ns("x"), true, &sink)
         .await
         .unwrap_err();
     assert!(matches!(err, DatastoreError::Locked(_)), "{err}");
     assert!(err.to_string().contains("retention-locked"), "{err}");
     let err = ds
+        .tree()
         .check_move_namespace(&ns("w"), &ns("y"), None, true)
         .await
         .unwrap_err();
@@ -288,24 +314,30 @@ async fn retention_locked_snapshots_stay_where_they_are() {
 async fn namespace_moves_with_children_depth_and_source_removal() {
     let (_dir, ds) = store().await;
     let root = BackupNamespace::root();
-    ds.create_namespace(&root, "src").await.unwrap();
-    ds.create_namespace(&ns("src"), "kid").await.unwrap();
-    ds.create_namespace(&ns("src/kid"), "deep").await.unwrap();
-    ds.create_namespace(&root, "dst").await.unwrap();
+    ds.tree().create_namespace(&root, "src").await.unwrap();
+    ds.tree().create_namespace(&ns("src"), "kid").await.unwrap();
+    ds.tree()
+        .create_namespace(&ns("src/kid"), "deep")
+        .await
+        .unwrap();
+    ds.tree().create_namespace(&root, "dst").await.unwrap();
     backup(&ds, &ns("src"), &host("top"), 1000, AUTH).await;
     backup(&ds, &ns("src/kid"), &host("child"), 1000, AUTH).await;
     backup(&ds, &ns("src/kid/deep"), &host("deepest"), 1000, AUTH).await;
 
     let err = ds
+        .tree()
         .check_move_namespace(&ns("src"), &ns("src/kid/x"), None, true)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("into itself"), "{err}");
     assert!(ds
+        .tree()
         .check_move_namespace(&root, &ns("x"), None, true)
         .await
         .is_err());
     assert!(ds
+        .tree()
         .check_move_namespace(&ns("src"), &ns("nope/x"), None, true)
         .await
         .unwrap_err()
@@ -314,6 +346,7 @@ async fn namespace_moves_with_children_depth_and_source_removal() {
     // Two levels (src, src/kid): the deepest stays, and with it its parents.
     let (log, sink) = lines();
     let stats = ds
+        .tree()
         .move_namespace(&ns("src"), &ns("dst/moved"), Some(1), true, true, &sink)
         .await
         .unwrap();
@@ -347,21 +380,27 @@ async fn namespace_moves_with_children_depth_and_source_removal() {
 
     // The rest, all levels: now the source tree goes away completely.
     let stats = ds
+        .tree()
         .move_namespace(&ns("src"), &ns("dst/moved"), None, true, true, &sink)
         .await
         .unwrap();
     assert_eq!(stats.groups, 1);
     assert_eq!(stats.removed_namespaces, 3);
-    assert!(!ds.namespace_exists(&ns("src")).await.unwrap());
+    assert!(!ds.tree().namespace_exists(&ns("src")).await.unwrap());
     assert_eq!(
         times(&ds, &ns("dst/moved/kid/deep"), &host("deepest")).await,
         vec![1000]
     );
     // Without delete-source the emptied source stays.
-    ds.move_namespace(&ns("dst/moved/kid"), &ns("k2"), None, false, true, &sink)
+    ds.tree()
+        .move_namespace(&ns("dst/moved/kid"), &ns("k2"), None, false, true, &sink)
         .await
         .unwrap();
-    assert!(ds.namespace_exists(&ns("dst/moved/kid")).await.unwrap());
+    assert!(ds
+        .tree()
+        .namespace_exists(&ns("dst/moved/kid"))
+        .await
+        .unwrap());
     assert_eq!(
         times(&ds, &ns("k2/deep"), &host("deepest")).await,
         vec![1000]

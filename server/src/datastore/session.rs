@@ -114,7 +114,7 @@ impl Datastore {
         authid: &str,
     ) -> Result<BackupLease, DatastoreError> {
         self.check_writable()?;
-        self.require_namespace(ns).await?;
+        self.tree.require_namespace(ns).await?;
         let dir = BackupDir::new(group.clone(), time)?;
         let group_lock = self
             .locks
@@ -125,10 +125,11 @@ impl Datastore {
                 group_label(ns, group)
             ))
             })?;
-        let created_group = self.create_group_owner(ns, group, authid).await?;
+        let created_group = self.tree.create_group_owner(ns, group, authid).await?;
         let owner = match created_group {
             true => authid.to_string(),
             false => self
+                .tree
                 .group_owner(ns, group)
                 .await?
                 .unwrap_or_else(|| authid.to_string()),
@@ -170,7 +171,7 @@ impl Datastore {
                 snapshot_label(ns, &dir)
             ))
         })?;
-        if self.snapshot_exists(ns, &dir).await? {
+        if self.tree.snapshot_exists(ns, &dir).await? {
             return Err(DatastoreError::AlreadyExists(
                 "backup directory already exists.".to_string(),
             ));
@@ -199,12 +200,12 @@ impl Datastore {
         ns: &BackupNamespace,
         group: &BackupGroup,
     ) -> Result<Option<BackupDir>, DatastoreError> {
-        let snapshots = self.list_snapshots(ns, group).await?;
+        let snapshots = self.tree.list_snapshots(ns, group).await?;
         let Some(last) = snapshots.into_iter().rev().find(|s| s.finished) else {
             return Ok(None);
         };
         // A missing or unreadable verify state counts as OK.
-        let failed = match self.load_manifest(ns, &last.dir).await {
+        let failed = match self.tree.load_manifest(ns, &last.dir).await {
             Ok((manifest, _)) => manifest.verify_state().is_some_and(|v| v.state == "failed"),
             Err(_) => false,
         };
@@ -225,7 +226,7 @@ impl Datastore {
                 snapshot_label(ns, dir)
             ))
         })?;
-        if !self.snapshot_finished(ns, dir).await? {
+        if !self.tree.snapshot_finished(ns, dir).await? {
             return Err(DatastoreError::NotFound(format!(
                 "snapshot {} not found",
                 snapshot_label(ns, dir)
@@ -281,13 +282,16 @@ impl BackupLease {
                 group_label(&self.ns, &self.dir.group)
             )));
         };
-        self.ds.read_snapshot_file(&self.ns, prev, name).await
+        self.ds
+            .tree()
+            .read_snapshot_file(&self.ns, prev, name)
+            .await
     }
 
     /// Whether the previous snapshot still exists (`finish` refuses if it vanished).
     pub async fn previous_exists(&self) -> Result<bool, DatastoreError> {
         match &self.previous {
-            Some(prev) => self.ds.snapshot_finished(&self.ns, prev).await,
+            Some(prev) => self.ds.tree().snapshot_finished(&self.ns, prev).await,
             None => Ok(false),
         }
     }
@@ -398,7 +402,11 @@ impl Drop for BackupLease {
                 }
             }
             if created_group {
-                if let Err(e) = ds.remove_group_if_empty_locked(&ns, &dir.group).await {
+                if let Err(e) = ds
+                    .tree()
+                    .remove_group_if_empty_locked(&ns, &dir.group)
+                    .await
+                {
                     tracing::warn!("removing empty group of aborted backup {label} failed: {e}");
                 }
             }
@@ -449,7 +457,10 @@ impl ReaderLease {
 
     /// A file of the snapshot.
     pub async fn read_file(&self, name: &str) -> Result<Bytes, DatastoreError> {
-        self.ds.read_snapshot_file(&self.ns, &self.dir, name).await
+        self.ds
+            .tree()
+            .read_snapshot_file(&self.ns, &self.dir, name)
+            .await
     }
 
     /// A chunk blob.

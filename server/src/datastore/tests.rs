@@ -308,17 +308,21 @@ async fn committed_backup_is_listed_as_finished(kind: Kind) {
     assert!(lease.write_file("x.txt", Bytes::new()).await.is_err());
     lease.commit(manifest_blob(&g, T0)).await.unwrap();
 
-    let snaps = e.ds.list_snapshots(&root(), &g).await.unwrap();
+    let snaps = e.ds.tree().list_snapshots(&root(), &g).await.unwrap();
     assert_eq!(snaps.len(), 1);
     assert!(snaps[0].finished);
     assert!(!snaps[0].protected);
     assert_eq!(snaps[0].files, ["conf.blob", "index.json.blob"]);
     assert_eq!(
-        e.ds.list_groups(&root()).await.unwrap(),
+        e.ds.tree().list_groups(&root()).await.unwrap(),
         std::slice::from_ref(&g)
     );
     assert_eq!(
-        e.ds.group_owner(&root(), &g).await.unwrap().as_deref(),
+        e.ds.tree()
+            .group_owner(&root(), &g)
+            .await
+            .unwrap()
+            .as_deref(),
         Some(AUTH)
     );
     assert!(e
@@ -328,7 +332,11 @@ async fn committed_backup_is_listed_as_finished(kind: Kind) {
         .unwrap()
         .is_some());
 
-    let (manifest, len) = e.ds.load_manifest(&root(), &snaps[0].dir).await.unwrap();
+    let (manifest, len) =
+        e.ds.tree()
+            .load_manifest(&root(), &snaps[0].dir)
+            .await
+            .unwrap();
     assert_eq!(manifest.backup_time, T0);
     assert!(len > 0);
     // The group lock was released by commit.
@@ -377,11 +385,15 @@ async fn dropped_lease_leaves_nothing_behind(kind: Kind) {
         .unwrap();
     drop(lease);
     eventually("second aborted snapshot removed", || async {
-        e.ds.list_snapshots(&root(), &g).await.unwrap().len() == 1
+        e.ds.tree().list_snapshots(&root(), &g).await.unwrap().len() == 1
     })
     .await;
     assert_eq!(
-        e.ds.group_owner(&root(), &g).await.unwrap().as_deref(),
+        e.ds.tree()
+            .group_owner(&root(), &g)
+            .await
+            .unwrap()
+            .as_deref(),
         Some(AUTH)
     );
 }
@@ -430,7 +442,8 @@ async fn previous_skips_verify_failed_snapshot(kind: Kind) {
         state: s.to_string(),
         upid: "UPID:x".to_string(),
     };
-    e.ds.update_manifest(&root(), &last, |m| m.set_verify_state(&state("ok")))
+    e.ds.tree()
+        .update_manifest(&root(), &last, |m| m.set_verify_state(&state("ok")))
         .await
         .unwrap();
     let lease = e.ds.start_backup(&root(), &g, T0 + 20, AUTH).await.unwrap();
@@ -439,10 +452,11 @@ async fn previous_skips_verify_failed_snapshot(kind: Kind) {
     assert!(lease.read_previous_file("root.pxar.didx").await.is_ok());
     drop(lease);
 
-    e.ds.update_manifest(&root(), &last, |m| m.set_verify_state(&state("failed")))
+    e.ds.tree()
+        .update_manifest(&root(), &last, |m| m.set_verify_state(&state("failed")))
         .await
         .unwrap();
-    let (m, _) = e.ds.load_manifest(&root(), &last).await.unwrap();
+    let (m, _) = e.ds.tree().load_manifest(&root(), &last).await.unwrap();
     assert_eq!(m.verify_state().unwrap().state, "failed");
     let lease = start_when_free(&e.ds, &g, T0 + 20).await;
     assert!(lease.previous().is_none(), "no base after a failed verify");
@@ -456,7 +470,8 @@ async fn previous_and_readers_block_removal(kind: Kind) {
 
     let lease = e.ds.start_backup(&root(), &g, T0 + 1, AUTH).await.unwrap();
     let err =
-        e.ds.remove_snapshot(&root(), &first, false)
+        e.ds.tree()
+            .remove_snapshot(&root(), &first, false)
             .await
             .unwrap_err();
     assert!(matches!(err, DatastoreError::Busy(_)), "{err}");
@@ -474,11 +489,12 @@ async fn previous_and_readers_block_removal(kind: Kind) {
     assert!(reader.read_file("../owner").await.is_err());
     drop(lease);
     eventually("backup released previous", || async {
-        e.ds.list_snapshots(&root(), &g).await.unwrap().len() == 1
+        e.ds.tree().list_snapshots(&root(), &g).await.unwrap().len() == 1
     })
     .await;
     let err =
-        e.ds.remove_snapshot(&root(), &first, false)
+        e.ds.tree()
+            .remove_snapshot(&root(), &first, false)
             .await
             .unwrap_err();
     assert!(
@@ -489,7 +505,12 @@ async fn previous_and_readers_block_removal(kind: Kind) {
     // The aborted backup's cleanup task may still hold the previous snapshot shared.
     eventually(
         "snapshot removable once reader and cleanup are gone",
-        || async { e.ds.remove_snapshot(&root(), &first, false).await.is_ok() },
+        || async {
+            e.ds.tree()
+                .remove_snapshot(&root(), &first, false)
+                .await
+                .is_ok()
+        },
     )
     .await;
     let missing = e.ds.start_reader(&root(), &first).await.unwrap_err();
@@ -501,24 +522,40 @@ async fn protected_snapshot_refuses_removal(kind: Kind) {
     let g = vm("100");
     backup(&e.ds, &root(), &g, T0).await;
     let dir = BackupDir::new(g.clone(), T0).unwrap();
-    e.ds.set_protected(&root(), &dir, true).await.unwrap();
-    assert!(e.ds.list_snapshots(&root(), &g).await.unwrap()[0].protected);
+    e.ds.tree()
+        .set_protected(&root(), &dir, true)
+        .await
+        .unwrap();
+    assert!(e.ds.tree().list_snapshots(&root(), &g).await.unwrap()[0].protected);
     let err =
-        e.ds.remove_snapshot(&root(), &dir, false)
+        e.ds.tree()
+            .remove_snapshot(&root(), &dir, false)
             .await
             .unwrap_err();
     assert!(matches!(err, DatastoreError::Protected(_)), "{err}");
     assert!(err
         .to_string()
         .starts_with("cannot remove protected snapshot vm/100/"));
-    let stats = e.ds.remove_group(&root(), &g).await.unwrap();
+    let stats = e.ds.tree().remove_group(&root(), &g).await.unwrap();
     assert_eq!(stats.protected_snapshots, 1);
-    assert!(e.ds.group_owner(&root(), &g).await.unwrap().is_some());
+    assert!(e
+        .ds
+        .tree()
+        .group_owner(&root(), &g)
+        .await
+        .unwrap()
+        .is_some());
 
-    e.ds.set_protected(&root(), &dir, false).await.unwrap();
-    e.ds.remove_snapshot(&root(), &dir, false).await.unwrap();
+    e.ds.tree()
+        .set_protected(&root(), &dir, false)
+        .await
+        .unwrap();
+    e.ds.tree()
+        .remove_snapshot(&root(), &dir, false)
+        .await
+        .unwrap();
     // Last snapshot gone: group (owner) gone too.
-    assert!(e.ds.list_groups(&root()).await.unwrap().is_empty());
+    assert!(e.ds.tree().list_groups(&root()).await.unwrap().is_empty());
     assert!(all_keys(e.backend.as_ref())
         .await
         .iter()
@@ -527,9 +564,15 @@ async fn protected_snapshot_refuses_removal(kind: Kind) {
     // force removes a protected snapshot.
     backup(&e.ds, &root(), &g, T0 + 5).await;
     let dir = BackupDir::new(g.clone(), T0 + 5).unwrap();
-    e.ds.set_protected(&root(), &dir, true).await.unwrap();
-    e.ds.remove_snapshot(&root(), &dir, true).await.unwrap();
-    assert!(!e.ds.snapshot_exists(&root(), &dir).await.unwrap());
+    e.ds.tree()
+        .set_protected(&root(), &dir, true)
+        .await
+        .unwrap();
+    e.ds.tree()
+        .remove_snapshot(&root(), &dir, true)
+        .await
+        .unwrap();
+    assert!(!e.ds.tree().snapshot_exists(&root(), &dir).await.unwrap());
 }
 
 async fn remove_group_removes_everything_unprotected(kind: Kind) {
@@ -537,17 +580,25 @@ async fn remove_group_removes_everything_unprotected(kind: Kind) {
     let g = vm("100");
     backup(&e.ds, &root(), &g, T0).await;
     backup(&e.ds, &root(), &g, T0 + 1).await;
-    e.ds.set_group_notes(&root(), &g, "notes").await.unwrap();
+    e.ds.tree()
+        .set_group_notes(&root(), &g, "notes")
+        .await
+        .unwrap();
     assert_eq!(
-        e.ds.group_notes(&root(), &g).await.unwrap().as_deref(),
+        e.ds.tree()
+            .group_notes(&root(), &g)
+            .await
+            .unwrap()
+            .as_deref(),
         Some("notes")
     );
-    let stats = e.ds.remove_group(&root(), &g).await.unwrap();
+    let stats = e.ds.tree().remove_group(&root(), &g).await.unwrap();
     assert_eq!(stats.removed_snapshots, 2);
     assert_eq!(stats.protected_snapshots, 0);
-    assert!(!e.ds.group_exists(&root(), &g).await.unwrap());
+    assert!(!e.ds.tree().group_exists(&root(), &g).await.unwrap());
     assert!(e
         .ds
+        .tree()
         .remove_group(&root(), &g)
         .await
         .unwrap_err()

@@ -17,16 +17,17 @@ async fn snapshot_lifecycle(kind: Kind) {
     let g = vm("100");
     backup(&e.ds, &root(), &g, T0).await;
     backup(&e.ds, &root(), &g, T0 + 10).await;
-    let snaps = e.ds.list_snapshots(&root(), &g).await.unwrap();
+    let snaps = e.ds.tree().list_snapshots(&root(), &g).await.unwrap();
     assert_eq!(snaps.len(), 2);
     assert!(snaps.iter().all(|s| s.finished));
     assert_eq!(snaps[0].files, ["index.json.blob", "root.pxar.didx"]);
     assert_eq!(
-        e.ds.list_groups(&root()).await.unwrap(),
+        e.ds.tree().list_groups(&root()).await.unwrap(),
         std::slice::from_ref(&g)
     );
     let index =
-        e.ds.read_snapshot_file(&root(), &snaps[1].dir, "root.pxar.didx")
+        e.ds.tree()
+            .read_snapshot_file(&root(), &snaps[1].dir, "root.pxar.didx")
             .await
             .unwrap();
     assert_eq!(
@@ -34,22 +35,31 @@ async fn snapshot_lifecycle(kind: Kind) {
         didx(&[(sha256(format!("data {}", T0 + 10).as_bytes()), 10)])
     );
 
-    e.ds.set_protected(&root(), &snaps[0].dir, true)
+    e.ds.tree()
+        .set_protected(&root(), &snaps[0].dir, true)
         .await
         .unwrap();
-    let err = e.ds.remove_snapshot(&root(), &snaps[0].dir, false).await;
+    let err =
+        e.ds.tree()
+            .remove_snapshot(&root(), &snaps[0].dir, false)
+            .await;
     assert!(matches!(err, Err(DatastoreError::Protected(_))), "{err:?}");
-    e.ds.remove_snapshot(&root(), &snaps[1].dir, false)
+    e.ds.tree()
+        .remove_snapshot(&root(), &snaps[1].dir, false)
         .await
         .unwrap();
-    assert_eq!(e.ds.list_snapshots(&root(), &g).await.unwrap().len(), 1);
-    let stats = e.ds.remove_group(&root(), &g).await.unwrap();
+    assert_eq!(
+        e.ds.tree().list_snapshots(&root(), &g).await.unwrap().len(),
+        1
+    );
+    let stats = e.ds.tree().remove_group(&root(), &g).await.unwrap();
     assert_eq!(stats.protected_snapshots, 1);
-    e.ds.set_protected(&root(), &snaps[0].dir, false)
+    e.ds.tree()
+        .set_protected(&root(), &snaps[0].dir, false)
         .await
         .unwrap();
-    e.ds.remove_group(&root(), &g).await.unwrap();
-    assert!(e.ds.list_groups(&root()).await.unwrap().is_empty());
+    e.ds.tree().remove_group(&root(), &g).await.unwrap();
+    assert!(e.ds.tree().list_groups(&root()).await.unwrap().is_empty());
 }
 
 async fn dedup_survives_reopen(kind: Kind) {
@@ -104,14 +114,14 @@ async fn gc_removes_only_unreferenced(kind: Kind) {
         .await
         .unwrap();
     // Default cutoff (24 h 5 min): nothing is old enough.
-    let status = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    let status = e.ds.gc().run(&|_| {}).await.unwrap();
     assert_eq!(status.removed_chunks, 0);
     assert_eq!(status.pending_chunks, 1);
     assert_eq!(status.disk_chunks, 1);
 
     tokio::time::sleep(Duration::from_millis(1100)).await; // S3 times have 1 s resolution
-    e.ds.set_gc_cutoff(Duration::ZERO);
-    let status = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    e.ds.gc().set_cutoff(Duration::ZERO);
+    let status = e.ds.gc().run(&|_| {}).await.unwrap();
     assert_eq!(status.removed_chunks, 1);
     assert!(e.ds.chunks().exists(&referenced).await.unwrap());
     assert!(!e.ds.chunks().exists(&garbage).await.unwrap());
@@ -126,7 +136,7 @@ async fn gc_removes_only_unreferenced(kind: Kind) {
         assert!(ds.chunks().exists(&garbage).await.unwrap());
         let _ = out;
     }
-    assert_eq!(reopened.last_gc_status().await, Some(status));
+    assert_eq!(reopened.gc().last_status().await, Some(status));
 }
 
 async fn writer_lease_excludes_other_servers(kind: Kind) {
@@ -177,7 +187,7 @@ async fn aborted_backup_leaves_no_snapshot(kind: Kind) {
         .unwrap();
     drop(lease);
     eventually("aborted backup cleaned up", || async {
-        e.ds.list_groups(&root()).await.unwrap().is_empty()
+        e.ds.tree().list_groups(&root()).await.unwrap().is_empty()
     })
     .await;
     let listed = e.backend.list("", None).await.unwrap();
@@ -194,19 +204,28 @@ async fn listings_come_from_memory(kind: Kind) {
     let e = env_on(kind, "listcache").await;
     let g = vm("100");
     backup(&e.ds, &root(), &g, T0).await;
-    assert_eq!(e.ds.list_snapshots(&root(), &g).await.unwrap().len(), 1);
-    assert_eq!(e.ds.list_groups(&root()).await.unwrap().len(), 1);
+    assert_eq!(
+        e.ds.tree().list_snapshots(&root(), &g).await.unwrap().len(),
+        1
+    );
+    assert_eq!(e.ds.tree().list_groups(&root()).await.unwrap().len(), 1);
     let before = e.lists();
     for _ in 0..5 {
-        assert_eq!(e.ds.list_snapshots(&root(), &g).await.unwrap().len(), 1);
-        assert_eq!(e.ds.list_groups(&root()).await.unwrap().len(), 1);
+        assert_eq!(
+            e.ds.tree().list_snapshots(&root(), &g).await.unwrap().len(),
+            1
+        );
+        assert_eq!(e.ds.tree().list_groups(&root()).await.unwrap().len(), 1);
     }
     assert_eq!(e.lists(), before, "no LIST per request");
     // Writes through the datastore invalidate the cached listings.
     backup(&e.ds, &root(), &g, T0 + 1).await;
     backup(&e.ds, &root(), &vm("200"), T0).await;
-    assert_eq!(e.ds.list_snapshots(&root(), &g).await.unwrap().len(), 2);
-    assert_eq!(e.ds.list_groups(&root()).await.unwrap().len(), 2);
+    assert_eq!(
+        e.ds.tree().list_snapshots(&root(), &g).await.unwrap().len(),
+        2
+    );
+    assert_eq!(e.ds.tree().list_groups(&root()).await.unwrap().len(), 2);
 }
 
 #[path = "tests_gc.rs"]

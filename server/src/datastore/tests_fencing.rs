@@ -93,64 +93,77 @@ async fn concurrent_takeover_has_one_winner(kind: Kind) {
 async fn a_server_that_lost_its_lease_refuses_every_destructive_operation(kind: Kind) {
     let e = short_lease_env(kind, "fenced", 6, 2).await;
     let ns = BackupNamespace::parse("team").unwrap();
-    e.ds.create_namespace(&root(), "team").await.unwrap();
+    e.ds.tree().create_namespace(&root(), "team").await.unwrap();
     backup(&e.ds, &root(), &vm("100"), T0).await;
     backup(&e.ds, &root(), &vm("100"), T0 + 10).await;
     backup(&e.ds, &ns, &vm("200"), T0).await;
-    e.ds.set_gc_cutoff(Duration::ZERO);
+    e.ds.gc().set_cutoff(Duration::ZERO);
     let before = all_keys(e.backend.as_ref()).await;
 
     // Another server takes over once server-a's lease expired.
     let other = open_when_expired(&e.backend, "server-b").await;
     e.ds.writer.renew().await.unwrap();
 
-    let snaps = e.ds.list_snapshots(&root(), &vm("100")).await.unwrap();
+    let snaps =
+        e.ds.tree()
+            .list_snapshots(&root(), &vm("100"))
+            .await
+            .unwrap();
     let chunk_digest = sha256(format!("data {T0}").as_bytes());
     let refused: Vec<(&str, DatastoreError)> = vec![
         (
             "forget",
-            e.ds.remove_snapshot(&root(), &snaps[0].dir, false)
+            e.ds.tree()
+                .remove_snapshot(&root(), &snaps[0].dir, false)
                 .await
                 .unwrap_err(),
         ),
         (
             "group removal",
-            e.ds.remove_group(&root(), &vm("100")).await.unwrap_err(),
+            e.ds.tree()
+                .remove_group(&root(), &vm("100"))
+                .await
+                .unwrap_err(),
         ),
         (
             "namespace removal",
-            e.ds.delete_namespace(&ns, true).await.unwrap_err(),
+            e.ds.tree().delete_namespace(&ns, true).await.unwrap_err(),
         ),
-        ("gc", e.ds.garbage_collect(&|_| {}).await.unwrap_err()),
+        ("gc", e.ds.gc().run(&|_| {}).await.unwrap_err()),
         (
             "verify's move of a bad chunk",
             e.ds.mark_chunk_bad(&chunk_digest).await.unwrap_err(),
         ),
         (
             "group move",
-            e.ds.move_group(&root(), &vm("100"), &ns, false, &|_| {})
+            e.ds.tree()
+                .move_group(&root(), &vm("100"), &ns, false, &|_| {})
                 .await
                 .unwrap_err(),
         ),
         (
             "namespace move",
-            e.ds.move_namespace(
-                &ns,
-                &BackupNamespace::parse("moved").unwrap(),
-                None,
-                true,
-                false,
-                &|_| {},
-            )
-            .await
-            .unwrap_err(),
+            e.ds.tree()
+                .move_namespace(
+                    &ns,
+                    &BackupNamespace::parse("moved").unwrap(),
+                    None,
+                    true,
+                    false,
+                    &|_| {},
+                )
+                .await
+                .unwrap_err(),
         ),
     ];
     for (what, err) in &refused {
         assert!(err.to_string().contains("lease"), "{what}: {err}");
     }
     // Prune removes through forget: the job refuses the same way.
-    let err = e.ds.remove_snapshot(&root(), &snaps[1].dir, false).await;
+    let err =
+        e.ds.tree()
+            .remove_snapshot(&root(), &snaps[1].dir, false)
+            .await;
     assert!(err.is_err(), "prune's removal");
     assert_eq!(
         all_keys(e.backend.as_ref()).await,
@@ -159,6 +172,7 @@ async fn a_server_that_lost_its_lease_refuses_every_destructive_operation(kind: 
     );
     // The new holder works normally.
     other
+        .tree()
         .remove_snapshot(&root(), &snaps[0].dir, false)
         .await
         .expect("the holder may forget");
@@ -176,8 +190,11 @@ async fn writes_stop_when_the_lease_is_not_renewed_in_time_and_resume_after() {
     }
     let err = e.ds.check_writable().unwrap_err().to_string();
     assert!(err.contains("last renewed"), "{err}");
-    let snaps = e.ds.list_snapshots(&root(), &vm("1")).await.unwrap();
-    let err = e.ds.remove_snapshot(&root(), &snaps[0].dir, false).await;
+    let snaps = e.ds.tree().list_snapshots(&root(), &vm("1")).await.unwrap();
+    let err =
+        e.ds.tree()
+            .remove_snapshot(&root(), &snaps[0].dir, false)
+            .await;
     assert!(err.unwrap_err().to_string().contains("renewed"));
     let (digest, raw) = chunk(b"while stale");
     assert!(e
@@ -195,7 +212,8 @@ async fn writes_stop_when_the_lease_is_not_renewed_in_time_and_resume_after() {
     e.ds.writer.renew().await.unwrap();
     e.ds.check_writable().expect("writable after renewal");
     e.ds.insert_chunk(&digest, raw, false).await.unwrap();
-    e.ds.remove_snapshot(&root(), &snaps[0].dir, false)
+    e.ds.tree()
+        .remove_snapshot(&root(), &snaps[0].dir, false)
         .await
         .unwrap();
 }

@@ -56,13 +56,14 @@ async fn stored_chunks(raw: &Arc<dyn Backend>) -> BTreeSet<Digest> {
 /// Digests referenced by the indexes of every finished snapshot of the root namespace.
 async fn referenced_chunks(ds: &Arc<Datastore>) -> BTreeSet<Digest> {
     let mut out = BTreeSet::new();
-    for group in ds.list_groups(&root()).await.unwrap() {
-        for snap in ds.list_snapshots(&root(), &group).await.unwrap() {
+    for group in ds.tree().list_groups(&root()).await.unwrap() {
+        for snap in ds.tree().list_snapshots(&root(), &group).await.unwrap() {
             for file in &snap.files {
                 let Some(kind) = index_kind_of(file) else {
                     continue;
                 };
                 let data = ds
+                    .tree()
                     .read_snapshot_file(&root(), &snap.dir, file)
                     .await
                     .unwrap();
@@ -111,8 +112,8 @@ async fn gc_races_a_backup_reusing_old_chunks(kind: Kind) {
     let (garbage, raw) = chunk(b"garbage");
     e.ds.insert_chunk(&garbage, raw, false).await.unwrap();
     tokio::time::sleep(S3_TICK).await;
-    e.ds.set_gc_cutoff(Duration::ZERO);
-    e.ds.set_gc_writer_margin(Duration::ZERO);
+    e.ds.gc().set_cutoff(Duration::ZERO);
+    e.ds.gc().set_writer_margin(Duration::ZERO);
 
     let lease = e.ds.start_backup(&root(), &p, T0 + 10, AUTH).await.unwrap();
     assert_eq!(lease.previous().map(|d| d.time), Some(T0));
@@ -128,11 +129,13 @@ async fn gc_races_a_backup_reusing_old_chunks(kind: Kind) {
         lease.register_chunk(&digest, data.len() as u64);
         b_data.push(data.clone());
     }
-    e.ds.remove_snapshot(&root(), &BackupDir::new(a.clone(), T0).unwrap(), false)
+    e.ds.tree()
+        .remove_snapshot(&root(), &BackupDir::new(a.clone(), T0).unwrap(), false)
         .await
         .unwrap();
     let busy =
-        e.ds.remove_snapshot(&root(), &BackupDir::new(p.clone(), T0).unwrap(), false)
+        e.ds.tree()
+            .remove_snapshot(&root(), &BackupDir::new(p.clone(), T0).unwrap(), false)
             .await;
     assert!(
         matches!(busy, Err(DatastoreError::Busy(_))),
@@ -152,7 +155,7 @@ async fn gc_races_a_backup_reusing_old_chunks(kind: Kind) {
                 tokio::task::block_in_place(|| go_rx.lock().unwrap().recv().unwrap());
             }
         };
-        ds.garbage_collect(&log).await
+        ds.gc().run(&log).await
     });
     tokio::task::spawn_blocking(move || marked_rx.recv().unwrap())
         .await
@@ -189,7 +192,7 @@ async fn gc_races_a_backup_reusing_old_chunks(kind: Kind) {
 
     // A later GC with B finished keeps all of it as well.
     tokio::time::sleep(S3_TICK).await;
-    let status = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    let status = e.ds.gc().run(&|_| {}).await.unwrap();
     assert_eq!(status.removed_chunks, 0, "{status:?}");
     assert_eq!(restore(&e.ds, &p, T0 + 10).await, b_data.concat());
 }
@@ -211,12 +214,12 @@ async fn gc_with_marks_spilled_to_disk_frees_the_same_chunks(kind: Kind) {
         garbage.push(digest);
     }
     tokio::time::sleep(S3_TICK).await;
-    e.ds.set_gc_cutoff(Duration::ZERO);
-    e.ds.set_gc_mark_budget(0); // the smallest budget: one digest per shard
+    e.ds.gc().set_cutoff(Duration::ZERO);
+    e.ds.gc().set_mark_budget(0); // the smallest budget: one digest per shard
 
     let referenced = referenced_chunks(&e.ds).await;
     assert_eq!(referenced.len(), 350);
-    let status = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    let status = e.ds.gc().run(&|_| {}).await.unwrap();
     let after = stored_chunks(&e.backend).await;
     assert_eq!(after, referenced, "exactly the referenced chunks stay");
     assert!(garbage.iter().all(|d| !after.contains(d)));
@@ -242,10 +245,10 @@ async fn gc_after_prune_frees_exactly_unreferenced_chunks(kind: Kind) {
     }
     snapshot_with(&e.ds, &g2, T0, &[shared.clone(), payload("g2", 0)]).await;
     tokio::time::sleep(S3_TICK).await;
-    e.ds.set_gc_cutoff(Duration::ZERO);
+    e.ds.gc().set_cutoff(Duration::ZERO);
 
     // keep-last 2 in g1
-    let snaps = e.ds.list_snapshots(&root(), &g1).await.unwrap();
+    let snaps = e.ds.tree().list_snapshots(&root(), &g1).await.unwrap();
     let candidates: Vec<PruneCandidate> = snaps
         .iter()
         .map(|s| PruneCandidate {
@@ -260,12 +263,20 @@ async fn gc_after_prune_frees_exactly_unreferenced_chunks(kind: Kind) {
     };
     for (snap, mark) in snaps.iter().zip(compute_prune(&candidates, &opts)) {
         if !mark.keep() {
-            e.ds.remove_snapshot(&root(), &snap.dir, false)
+            e.ds.tree()
+                .remove_snapshot(&root(), &snap.dir, false)
                 .await
                 .unwrap();
         }
     }
-    assert_eq!(e.ds.list_snapshots(&root(), &g1).await.unwrap().len(), 2);
+    assert_eq!(
+        e.ds.tree()
+            .list_snapshots(&root(), &g1)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 
     let before = stored_chunks(&e.backend).await;
     let referenced = referenced_chunks(&e.ds).await;
@@ -275,7 +286,7 @@ async fn gc_after_prune_frees_exactly_unreferenced_chunks(kind: Kind) {
         3,
         "g1 chunks 0..=2 are referenced only by pruned snapshots"
     );
-    let status = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    let status = e.ds.gc().run(&|_| {}).await.unwrap();
     let after = stored_chunks(&e.backend).await;
     let freed: BTreeSet<Digest> = before.difference(&after).copied().collect();
     assert_eq!(freed, expected);
@@ -317,7 +328,7 @@ async fn gc_after_prune_frees_exactly_unreferenced_chunks(kind: Kind) {
     assert!(last.summary.get("mark-duration-ms").is_some());
     assert!(last.summary.get("sweep-duration-ms").is_some());
     let reopened = Datastore::open("test", e.backend.clone()).await.unwrap();
-    assert_eq!(reopened.last_gc_status().await, Some(status));
+    assert_eq!(reopened.gc().last_status().await, Some(status));
 }
 
 /// Objects of a snapshot that never got a manifest, as a killed server leaves them.
@@ -325,7 +336,10 @@ async fn leave_abandoned(e: &Env, group: &BackupGroup, time: i64, data: &[u8]) -
     let dir = BackupDir::new(group.clone(), time).unwrap();
     let (digest, raw) = chunk(data);
     e.ds.insert_chunk(&digest, raw, false).await.unwrap();
-    e.ds.create_group_owner(&root(), group, AUTH).await.unwrap();
+    e.ds.tree()
+        .create_group_owner(&root(), group, AUTH)
+        .await
+        .unwrap();
     let key = layout::snapshot_file_key(&root(), &dir, "root.pxar.didx").unwrap();
     e.ds.backend()
         .put(
@@ -369,14 +383,15 @@ async fn abandoned_backups_go_after_the_grace_period(kind: Kind) {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let young_chunk = leave_abandoned(&e, &young, T0, b"abandoned young").await;
-    e.ds.set_abandoned_after(Duration::from_secs(2));
-    e.ds.set_gc_cutoff(Duration::ZERO);
+    e.ds.gc().set_abandoned_after(Duration::from_secs(2));
+    e.ds.gc().set_cutoff(Duration::ZERO);
     // The running backup started after the old chunk was written.
-    e.ds.set_gc_writer_margin(Duration::ZERO);
+    e.ds.gc().set_writer_margin(Duration::ZERO);
 
     let lines = Mutex::new(Vec::new());
     let status =
-        e.ds.garbage_collect(&|l| lines.lock().unwrap().push(l))
+        e.ds.gc()
+            .run(&|l| lines.lock().unwrap().push(l))
             .await
             .unwrap();
     let lines = lines.into_inner().unwrap();
@@ -399,6 +414,7 @@ async fn abandoned_backups_go_after_the_grace_period(kind: Kind) {
     assert!(has_objects(&e, &running).await, "running backup kept");
     assert!(e
         .ds
+        .tree()
         .snapshot_finished(&root(), &BackupDir::new(done.clone(), T0).unwrap())
         .await
         .unwrap());
@@ -437,11 +453,11 @@ async fn second_gc_reads_indexes_from_the_cache(kind: Kind) {
         .await;
     }
     let gets = || e.backend.request_counts().map_or(0, |c| c.get);
-    let first = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    let first = e.ds.gc().run(&|_| {}).await.unwrap();
     assert_eq!((first.index_cache_hits, first.index_cache_misses), (0, 6));
-    assert_eq!(e.ds.index_cache_entries(), 6);
+    assert_eq!(e.ds.gc().index_cache_entries(), 6);
     let before = gets();
-    let second = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    let second = e.ds.gc().run(&|_| {}).await.unwrap();
     assert_eq!((second.index_cache_hits, second.index_cache_misses), (6, 0));
     assert_eq!(second.index_file_count, 6);
     assert_eq!(second.disk_chunks, first.disk_chunks);
@@ -449,12 +465,12 @@ async fn second_gc_reads_indexes_from_the_cache(kind: Kind) {
         assert_eq!(gets(), before, "no index downloaded again");
     }
     // A removed snapshot leaves the cache; a disabled cache downloads again.
-    e.ds.remove_group(&root(), &vm("0")).await.unwrap();
-    let third = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    e.ds.tree().remove_group(&root(), &vm("0")).await.unwrap();
+    let third = e.ds.gc().run(&|_| {}).await.unwrap();
     assert_eq!(third.index_file_count, 5);
-    assert_eq!(e.ds.index_cache_entries(), 5);
-    e.ds.set_index_cache_capacity(0);
-    let fourth = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    assert_eq!(e.ds.gc().index_cache_entries(), 5);
+    e.ds.gc().set_index_cache_capacity(0);
+    let fourth = e.ds.gc().run(&|_| {}).await.unwrap();
     assert_eq!((fourth.index_cache_hits, fourth.index_cache_misses), (0, 5));
 }
 
@@ -477,20 +493,20 @@ async fn gc_stop_request_ends_it_before_anything_is_swept() {
         &e.root.join(layout::chunk_key(&orphan)),
         Duration::from_secs(3600),
     );
-    e.ds.set_gc_cutoff(Duration::from_secs(60));
+    e.ds.gc().set_cutoff(Duration::from_secs(60));
 
     let ds = e.ds.clone();
     let stop_when_marking = move |line: String| {
         if line.starts_with("Start GC phase1") {
-            ds.request_gc_abort();
+            ds.gc().request_abort();
         }
     };
-    let err = e.ds.garbage_collect(&stop_when_marking).await.unwrap_err();
+    let err = e.ds.gc().run(&stop_when_marking).await.unwrap_err();
     assert!(err.to_string().contains("aborted"), "{err}");
     assert!(stored_chunks(&e.backend).await.contains(&orphan));
-    assert!(e.ds.last_gc_status().await.is_none());
+    assert!(e.ds.gc().last_status().await.is_none());
 
-    let status = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    let status = e.ds.gc().run(&|_| {}).await.unwrap();
     assert_eq!(status.removed_chunks, 1);
     assert!(!stored_chunks(&e.backend).await.contains(&orphan));
 }

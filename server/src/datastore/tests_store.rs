@@ -12,32 +12,42 @@ on_both_backends!(
 
 async fn namespaces_create_list_delete(kind: Kind) {
     let e = env_on(kind, "ns").await;
-    let a = e.ds.create_namespace(&root(), "a").await.unwrap();
-    let ab = e.ds.create_namespace(&a, "b").await.unwrap();
-    let c = e.ds.create_namespace(&root(), "c").await.unwrap();
+    let a = e.ds.tree().create_namespace(&root(), "a").await.unwrap();
+    let ab = e.ds.tree().create_namespace(&a, "b").await.unwrap();
+    let c = e.ds.tree().create_namespace(&root(), "c").await.unwrap();
     assert!(e
         .backend
         .head("ns/a/ns/b/.namespace")
         .await
         .unwrap()
         .is_some());
-    let err = e.ds.create_namespace(&root(), "a").await.unwrap_err();
+    let err =
+        e.ds.tree()
+            .create_namespace(&root(), "a")
+            .await
+            .unwrap_err();
     assert!(matches!(err, DatastoreError::AlreadyExists(_)), "{err}");
     let missing = BackupNamespace::parse("x").unwrap();
     assert!(e
         .ds
+        .tree()
         .create_namespace(&missing, "y")
         .await
         .unwrap_err()
         .is_not_found());
-    assert!(e.ds.create_namespace(&root(), "../evil").await.is_err());
+    assert!(e
+        .ds
+        .tree()
+        .create_namespace(&root(), "../evil")
+        .await
+        .is_err());
 
-    let all = e.ds.list_namespaces(&root(), None).await.unwrap();
+    let all = e.ds.tree().list_namespaces(&root(), None).await.unwrap();
     assert_eq!(all, [root(), a.clone(), ab.clone(), c.clone()]);
-    let shallow = e.ds.list_namespaces(&root(), Some(1)).await.unwrap();
+    let shallow = e.ds.tree().list_namespaces(&root(), Some(1)).await.unwrap();
     assert_eq!(shallow, [root(), a.clone(), c.clone()]);
     assert_eq!(
-        e.ds.list_namespaces(&a, Some(0)).await.unwrap(),
+        e.ds.tree().list_namespaces(&a, Some(0)).await.unwrap(),
         std::slice::from_ref(&a)
     );
 
@@ -50,24 +60,27 @@ async fn namespaces_create_list_delete(kind: Kind) {
     // Groups block deletion unless delete_groups; protected snapshots survive.
     backup(&e.ds, &ab, &vm("1"), T0).await;
     backup(&e.ds, &a, &vm("2"), T0).await;
-    assert!(e.ds.delete_namespace(&a, false).await.is_err());
-    assert!(e.ds.delete_namespace(&root(), true).await.is_err());
+    assert!(e.ds.tree().delete_namespace(&a, false).await.is_err());
+    assert!(e.ds.tree().delete_namespace(&root(), true).await.is_err());
     let keep = BackupDir::new(vm("2"), T0).unwrap();
-    e.ds.set_protected(&a, &keep, true).await.unwrap();
-    let stats = e.ds.delete_namespace(&a, true).await.unwrap();
+    e.ds.tree().set_protected(&a, &keep, true).await.unwrap();
+    let stats = e.ds.tree().delete_namespace(&a, true).await.unwrap();
     assert_eq!(stats.removed_snapshots, 1);
     assert_eq!(stats.protected_snapshots, 1);
     assert_eq!(stats.removed_namespaces, 1, "only a/b goes");
-    assert!(e.ds.namespace_exists(&a).await.unwrap());
-    assert!(!e.ds.namespace_exists(&ab).await.unwrap());
+    assert!(e.ds.tree().namespace_exists(&a).await.unwrap());
+    assert!(!e.ds.tree().namespace_exists(&ab).await.unwrap());
 
-    e.ds.set_protected(&a, &keep, false).await.unwrap();
-    let stats = e.ds.delete_namespace(&a, true).await.unwrap();
+    e.ds.tree().set_protected(&a, &keep, false).await.unwrap();
+    let stats = e.ds.tree().delete_namespace(&a, true).await.unwrap();
     assert_eq!(stats.removed_namespaces, 1);
-    assert!(!e.ds.namespace_exists(&a).await.unwrap());
-    let stats = e.ds.delete_namespace(&c, false).await.unwrap();
+    assert!(!e.ds.tree().namespace_exists(&a).await.unwrap());
+    let stats = e.ds.tree().delete_namespace(&c, false).await.unwrap();
     assert_eq!(stats.removed_namespaces, 1);
-    assert_eq!(e.ds.list_namespaces(&root(), None).await.unwrap(), [root()]);
+    assert_eq!(
+        e.ds.tree().list_namespaces(&root(), None).await.unwrap(),
+        [root()]
+    );
 }
 
 /// Local only: PBS leaves namespace and group directories on disk (an empty `ns/empty` counts as
@@ -79,15 +92,17 @@ async fn pbs_written_namespace_directory_counts() {
     std::fs::write(e.root.join("ns/legacy/vm/5/owner"), "root@pam\n").unwrap();
     std::fs::create_dir_all(e.root.join("ns/empty")).unwrap();
     let legacy = BackupNamespace::parse("legacy").unwrap();
-    assert!(e.ds.namespace_exists(&legacy).await.unwrap());
+    assert!(e.ds.tree().namespace_exists(&legacy).await.unwrap());
     assert!(e
         .ds
+        .tree()
         .namespace_exists(&BackupNamespace::parse("empty").unwrap())
         .await
         .unwrap());
-    assert_eq!(e.ds.list_groups(&legacy).await.unwrap(), [vm("5")]);
+    assert_eq!(e.ds.tree().list_groups(&legacy).await.unwrap(), [vm("5")]);
     assert_eq!(
-        e.ds.group_owner(&legacy, &vm("5"))
+        e.ds.tree()
+            .group_owner(&legacy, &vm("5"))
             .await
             .unwrap()
             .as_deref(),
@@ -270,7 +285,7 @@ async fn gc_sweeps_only_unreferenced_old_chunks() {
     assert_eq!(lease.known_chunk_size(&leased), Some(6));
     let lines = std::sync::Mutex::new(Vec::new());
     let log = |l: String| lines.lock().unwrap().push(l);
-    let status = e.ds.garbage_collect(&log).await.unwrap();
+    let status = e.ds.gc().run(&log).await.unwrap();
     assert!(!e.ds.chunks().exists(&garbage).await.unwrap());
     assert!(e.ds.chunks().exists(&referenced).await.unwrap());
     assert!(e.ds.chunks().exists(&leased).await.unwrap());
@@ -288,21 +303,21 @@ async fn gc_sweeps_only_unreferenced_old_chunks() {
 
     // Cutoff 0 with the lease gone: the young and the formerly leased chunk go too.
     drop(lease);
-    e.ds.set_gc_cutoff(Duration::ZERO);
+    e.ds.gc().set_cutoff(Duration::ZERO);
     eventually("lease cleanup done", || async {
-        e.ds.list_groups(&root()).await.unwrap().len() == 1
+        e.ds.tree().list_groups(&root()).await.unwrap().len() == 1
     })
     .await;
-    let status = e.ds.garbage_collect(&|_| {}).await.unwrap();
+    let status = e.ds.gc().run(&|_| {}).await.unwrap();
     assert_eq!(status.removed_chunks, 2);
     assert!(e.ds.chunks().exists(&referenced).await.unwrap());
     assert!(!e.ds.chunks().exists(&young).await.unwrap());
     assert!(!e.ds.chunks().exists(&leased).await.unwrap());
 
     // Status persisted and read back on open.
-    assert_eq!(e.ds.last_gc_status().await, Some(status.clone()));
+    assert_eq!(e.ds.gc().last_status().await, Some(status.clone()));
     let reopened = Datastore::open("test", e.backend.clone()).await.unwrap();
-    assert_eq!(reopened.last_gc_status().await, Some(status));
+    assert_eq!(reopened.gc().last_status().await, Some(status));
     let text = std::fs::read_to_string(e.root.join(".gc-status")).unwrap();
     assert!(text.contains("\"removed-chunks\": 2"), "{text}");
 }
@@ -314,6 +329,7 @@ async fn client_log_rules(kind: Kind) {
     let log = Bytes::from(encode_blob(b"log text", true));
     assert!(e
         .ds
+        .tree()
         .add_client_log(&root(), &dir, log.clone())
         .await
         .unwrap_err()
@@ -322,16 +338,22 @@ async fn client_log_rules(kind: Kind) {
     let mut corrupt = log.to_vec();
     corrupt[8] ^= 0xff;
     let err =
-        e.ds.add_client_log(&root(), &dir, Bytes::from(corrupt))
+        e.ds.tree()
+            .add_client_log(&root(), &dir, Bytes::from(corrupt))
             .await
             .unwrap_err();
     assert!(matches!(err, DatastoreError::Corrupt { .. }), "{err}");
-    e.ds.add_client_log(&root(), &dir, log.clone())
+    e.ds.tree()
+        .add_client_log(&root(), &dir, log.clone())
         .await
         .unwrap();
-    let err = e.ds.add_client_log(&root(), &dir, log).await.unwrap_err();
+    let err =
+        e.ds.tree()
+            .add_client_log(&root(), &dir, log)
+            .await
+            .unwrap_err();
     assert_eq!(err.to_string(), "backup already contains a log.");
-    let snaps = e.ds.list_snapshots(&root(), &g).await.unwrap();
+    let snaps = e.ds.tree().list_snapshots(&root(), &g).await.unwrap();
     assert!(snaps[0].files.contains(&"client.log.blob".to_string()));
 }
 
@@ -342,7 +364,10 @@ async fn path_tricks_are_rejected(kind: Kind) {
     let dir = BackupDir::new(g.clone(), T0).unwrap();
     for name in ["../owner", "..", "a/b.blob", "", "/etc/passwd", "x\\y.blob"] {
         assert!(
-            e.ds.read_snapshot_file(&root(), &dir, name).await.is_err(),
+            e.ds.tree()
+                .read_snapshot_file(&root(), &dir, name)
+                .await
+                .is_err(),
             "{name:?}"
         );
     }
@@ -362,10 +387,18 @@ async fn path_tricks_are_rejected(kind: Kind) {
     }
     let reopened = Datastore::open("test", e.backend.clone()).await.unwrap();
     assert_eq!(
-        reopened.list_groups(&root()).await.unwrap(),
+        reopened.tree().list_groups(&root()).await.unwrap(),
         std::slice::from_ref(&g)
     );
-    assert_eq!(reopened.list_snapshots(&root(), &g).await.unwrap().len(), 1);
+    assert_eq!(
+        reopened
+            .tree()
+            .list_snapshots(&root(), &g)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 /// Local only: directories without objects in them, made behind the backend's back (object
@@ -381,8 +414,11 @@ async fn junk_directories_are_ignored() {
     std::fs::create_dir_all(e.root.join("vm/100/not-a-time")).unwrap();
     std::fs::write(e.root.join("vm/100/not-a-time/x.blob"), b"x").unwrap();
     assert_eq!(
-        e.ds.list_groups(&root()).await.unwrap(),
+        e.ds.tree().list_groups(&root()).await.unwrap(),
         std::slice::from_ref(&g)
     );
-    assert_eq!(e.ds.list_snapshots(&root(), &g).await.unwrap().len(), 1);
+    assert_eq!(
+        e.ds.tree().list_snapshots(&root(), &g).await.unwrap().len(),
+        1
+    );
 }

@@ -116,16 +116,16 @@ impl Datastore {
     ) -> Result<Vec<(BackupNamespace, BackupDir)>, DatastoreError> {
         let namespaces = match group {
             Some(_) => vec![ns.clone()],
-            None => self.list_namespaces(ns, max_depth).await?,
+            None => self.tree.list_namespaces(ns, max_depth).await?,
         };
         let mut out = Vec::new();
         for ns in namespaces {
             let groups = match group {
                 Some(g) => vec![g.clone()],
-                None => self.list_groups(&ns).await?,
+                None => self.tree.list_groups(&ns).await?,
             };
             for g in groups {
-                for snap in self.list_snapshots(&ns, &g).await? {
+                for snap in self.tree.list_snapshots(&ns, &g).await? {
                     if snap.finished && time.is_none_or(|t| t == snap.dir.time) {
                         out.push((ns.clone(), snap.dir));
                     }
@@ -191,7 +191,7 @@ impl Datastore {
             run.summary.snapshots_ok += 1;
             return Ok(());
         };
-        let manifest = match self.load_manifest(ns, dir).await {
+        let manifest = match self.tree.load_manifest(ns, dir).await {
             Ok((m, _)) => m,
             Err(e) if e.is_not_found() => {
                 (run.log)(format!("SKIPPED: {label} (removed)"));
@@ -226,6 +226,7 @@ impl Datastore {
             upid: upid.to_string(),
         };
         match self
+            .tree
             .update_manifest(ns, dir, |m: &mut Manifest| {
                 m.set_verify_state(&verify_state)
             })
@@ -254,6 +255,7 @@ impl Datastore {
         file: &FileInfo,
     ) -> Result<(), String> {
         let raw = self
+            .tree
             .read_snapshot_file(ns, dir, &file.filename)
             .await
             .map_err(|e| e.to_string())?;

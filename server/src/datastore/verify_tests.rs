@@ -116,7 +116,8 @@ async fn run(ds: &Datastore, level: ChunkCheck) -> VerifySummary {
 }
 
 async fn state_of(ds: &Datastore, dir: &BackupDir) -> Option<VerifyState> {
-    ds.load_manifest(&root(), dir)
+    ds.tree()
+        .load_manifest(&root(), dir)
         .await
         .unwrap()
         .0

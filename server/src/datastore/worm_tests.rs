@@ -140,19 +140,30 @@ async fn worm_compliance_snapshot_survives_forget_prune_gc_and_direct_delete() {
     assert!(info.retain_until >= t + DAY);
 
     // Forget and prune (both remove snapshots through remove_snapshot).
-    assert_locked(ds.remove_snapshot(&root(), &dir, false).await.unwrap_err());
-    assert_locked(ds.remove_snapshot(&root(), &dir, true).await.unwrap_err());
     assert_locked(
-        ds.remove_snapshot_bypassing_governance(&root(), &dir)
+        ds.tree()
+            .remove_snapshot(&root(), &dir, false)
             .await
             .unwrap_err(),
     );
-    let removed = ds.remove_group(&root(), &g).await.unwrap();
+    assert_locked(
+        ds.tree()
+            .remove_snapshot(&root(), &dir, true)
+            .await
+            .unwrap_err(),
+    );
+    assert_locked(
+        ds.tree()
+            .remove_snapshot_bypassing_governance(&root(), &dir)
+            .await
+            .unwrap_err(),
+    );
+    let removed = ds.tree().remove_group(&root(), &g).await.unwrap();
     assert_eq!(removed.removed_snapshots, 0);
-    ds.set_gc_cutoff(std::time::Duration::ZERO);
-    let status = ds.garbage_collect(&|_| {}).await.unwrap();
+    ds.gc().set_cutoff(std::time::Duration::ZERO);
+    let status = ds.gc().run(&|_| {}).await.unwrap();
     assert_eq!(status.removed_chunks, 0);
-    assert!(ds.snapshot_finished(&root(), &dir).await.unwrap());
+    assert!(ds.tree().snapshot_finished(&root(), &dir).await.unwrap());
 
     // The bucket itself refuses to delete any version, even with governance bypass.
     let ol: &dyn ObjectLock = raw.as_ref();
@@ -197,7 +208,12 @@ async fn worm_compliance_snapshot_survives_forget_prune_gc_and_direct_delete() {
     // Reopened, the server still knows the lock.
     ds.close().await.unwrap();
     let ds = Datastore::open("worm", raw.clone()).await.expect("reopen");
-    assert_locked(ds.remove_snapshot(&root(), &dir, false).await.unwrap_err());
+    assert_locked(
+        ds.tree()
+            .remove_snapshot(&root(), &dir, false)
+            .await
+            .unwrap_err(),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,8 +310,18 @@ async fn worm_governance_bypass_only_through_admin_path() {
         .expect("locks");
     let g = vm("300");
     let dir = backup(&ds, &g, now(), &parts("g", 2)).await;
-    assert_locked(ds.remove_snapshot(&root(), &dir, false).await.unwrap_err());
-    assert_locked(ds.remove_snapshot(&root(), &dir, true).await.unwrap_err());
+    assert_locked(
+        ds.tree()
+            .remove_snapshot(&root(), &dir, false)
+            .await
+            .unwrap_err(),
+    );
+    assert_locked(
+        ds.tree()
+            .remove_snapshot(&root(), &dir, true)
+            .await
+            .unwrap_err(),
+    );
     // Without the bypass header the bucket refuses the version delete too.
     let ol: &dyn ObjectLock = raw.as_ref();
     let prefix = snapshot_prefix(&root(), &dir).unwrap();
@@ -317,7 +343,8 @@ async fn worm_governance_bypass_only_through_admin_path() {
         .await
         .is_err());
     assert_locked(
-        ds.remove_snapshot_bypassing_governance(&root(), &dir)
+        ds.tree()
+            .remove_snapshot_bypassing_governance(&root(), &dir)
             .await
             .unwrap_err(),
     );
@@ -327,10 +354,11 @@ async fn worm_governance_bypass_only_through_admin_path() {
         .unwrap();
     assert!(!ol.get_legal_hold(&versions[0].key).await.unwrap());
 
-    ds.remove_snapshot_bypassing_governance(&root(), &dir)
+    ds.tree()
+        .remove_snapshot_bypassing_governance(&root(), &dir)
         .await
         .expect("admin bypass");
-    assert!(!ds.snapshot_exists(&root(), &dir).await.unwrap());
+    assert!(!ds.tree().snapshot_exists(&root(), &dir).await.unwrap());
     assert!(ol.list_versions(&prefix).await.unwrap().is_empty());
     assert!(ds
         .retention()
@@ -339,8 +367,8 @@ async fn worm_governance_bypass_only_through_admin_path() {
         .unwrap()
         .is_none());
     // Its chunks are still locked: GC keeps them.
-    ds.set_gc_cutoff(std::time::Duration::ZERO);
-    let status = ds.garbage_collect(&|_| {}).await.unwrap();
+    ds.gc().set_cutoff(std::time::Duration::ZERO);
+    let status = ds.gc().run(&|_| {}).await.unwrap();
     assert_eq!(status.removed_chunks, 0);
     for p in parts("g", 2) {
         assert!(raw
@@ -392,7 +420,12 @@ async fn worm_local_backend_refuses_forget_and_reports_server_only() {
     assert_eq!(info.enforced_by, "server");
     assert_eq!(ds.retention().status().enforced_by, "server");
     assert_eq!(info.retain_until % (10 * DAY), 0);
-    assert_locked(ds.remove_snapshot(&root(), &dir, false).await.unwrap_err());
+    assert_locked(
+        ds.tree()
+            .remove_snapshot(&root(), &dir, false)
+            .await
+            .unwrap_err(),
+    );
     // The record is not a file of the snapshot directory.
     let listed = raw
         .list(&snapshot_prefix(&root(), &dir).unwrap(), None)
@@ -401,10 +434,16 @@ async fn worm_local_backend_refuses_forget_and_reports_server_only() {
     assert!(listed.objects.iter().all(|o| !o.key.contains("lock")));
     ds.close().await.unwrap();
     let ds = Datastore::open("local", raw).await.expect("reopen");
-    assert_locked(ds.remove_snapshot(&root(), &dir, false).await.unwrap_err());
+    assert_locked(
+        ds.tree()
+            .remove_snapshot(&root(), &dir, false)
+            .await
+            .unwrap_err(),
+    );
     // A simulated clock past the date lets it go.
     ds.retention().set_clock(Some(info.retain_until + 1));
-    ds.remove_snapshot(&root(), &dir, false)
+    ds.tree()
+        .remove_snapshot(&root(), &dir, false)
         .await
         .expect("lock passed");
 }

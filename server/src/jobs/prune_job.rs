@@ -118,8 +118,12 @@ pub async fn run(
         log("no keep options given - keeping every snapshot".to_string());
     }
     let would = if dry_run { "would " } else { "" };
-    for ns in store.list_namespaces(&params.ns, params.max_depth).await? {
-        for group in store.list_groups(&ns).await? {
+    for ns in store
+        .tree()
+        .list_namespaces(&params.ns, params.max_depth)
+        .await?
+    {
+        for group in store.tree().list_groups(&ns).await? {
             if !group_selected(&params.filters, &group) {
                 continue;
             }
@@ -128,7 +132,7 @@ pub async fn run(
             }
             summary.groups += 1;
             log(format!("Pruning group {}", label(&ns, &group.path())));
-            let snapshots = store.list_snapshots(&ns, &group).await?;
+            let snapshots = store.tree().list_snapshots(&ns, &group).await?;
             let candidates: Vec<PruneCandidate> = snapshots
                 .iter()
                 .map(|s| PruneCandidate {
@@ -169,7 +173,7 @@ pub async fn run(
                     summary.removed.push(name);
                     continue;
                 }
-                match store.remove_snapshot(&ns, &info.dir, false).await {
+                match store.tree().remove_snapshot(&ns, &info.dir, false).await {
                     Ok(()) => summary.removed.push(name),
                     Err(e) => {
                         log(format!("failed to remove snapshot {name}: {e}"));

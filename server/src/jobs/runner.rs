@@ -268,12 +268,10 @@ async fn execute(
                 let (log, store) = (log.clone(), store.clone());
                 tokio::spawn(async move {
                     log.aborted().await;
-                    store.request_gc_abort();
+                    store.gc().request_abort();
                 })
             };
-            let result = store
-                .garbage_collect_as(Some(log.upid().to_string()), &sink)
-                .await;
+            let result = store.gc().run_as(Some(log.upid().to_string()), &sink).await;
             watcher.abort();
             match result {
                 Ok(status) => (json!(status), Ok(())),

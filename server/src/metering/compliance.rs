@@ -78,6 +78,7 @@ pub async fn store_report(
 ) -> Result<StoreReport, DatastoreError> {
     let mut snapshots = Vec::new();
     for ns in store
+        .tree()
         .list_namespaces(&BackupNamespace::root(), None)
         .await?
     {
@@ -85,18 +86,18 @@ pub async fn store_report(
         if access == GroupAccess::Nothing {
             continue;
         }
-        for group in store.list_groups(&ns).await? {
+        for group in store.tree().list_groups(&ns).await? {
             if access.needs_owner() {
-                let owner = store.group_owner(&ns, &group).await?;
+                let owner = store.tree().group_owner(&ns, &group).await?;
                 if !access.admits(scope.caller(), owner.as_deref()) {
                     continue;
                 }
             }
-            for snap in store.list_snapshots(&ns, &group).await? {
+            for snap in store.tree().list_snapshots(&ns, &group).await? {
                 if !snap.finished {
                     continue;
                 }
-                let manifest = match store.load_manifest(&ns, &snap.dir).await {
+                let manifest = match store.tree().load_manifest(&ns, &snap.dir).await {
                     Ok((m, _)) => m,
                     // Removed meanwhile.
                     Err(e) if e.is_not_found() => continue,

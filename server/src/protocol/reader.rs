@@ -92,6 +92,7 @@ pub async fn upgrade(
     if !priv_read {
         // Datastore.Backup alone: only groups the caller owns (docs/protocol.md#group-ownership).
         let owner = store
+            .tree()
             .group_owner(&ns, &dir.group)
             .await
             .map_err(ProtocolError::from)?

@@ -280,11 +280,13 @@ async fn backup_then_restore_over_the_wire() {
     let root = BackupNamespace::root();
     assert!(fx
         .store
+        .tree()
         .snapshot_finished(&root, &snapshot(1_700_000_000))
         .await
         .unwrap());
     let (manifest, _) = fx
         .store
+        .tree()
         .load_manifest(&root, &snapshot(1_700_000_000))
         .await
         .unwrap();
@@ -526,6 +528,7 @@ async fn dropped_connection_removes_snapshot_and_bad_uploads_fail() {
     let root = BackupNamespace::root();
     assert!(!fx
         .store
+        .tree()
         .snapshot_finished(&root, &snapshot(time))
         .await
         .unwrap());

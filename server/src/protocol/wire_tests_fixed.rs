@@ -146,6 +146,7 @@ async fn fixed_index_full_then_incremental() {
     let dir = BackupDir::new(BackupGroup::new(BackupType::Vm, "100").unwrap(), 2000).unwrap();
     let bytes = fx
         .store
+        .tree()
         .read_snapshot_file(&BackupNamespace::root(), &dir, "drive-scsi0.img.fidx")
         .await
         .unwrap();

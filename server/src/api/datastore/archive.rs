@@ -49,6 +49,7 @@ pub async fn open_snapshot(ctx: &Ctx, entry: &DatastoreEntry) -> Result<OpenSnap
         .map_err(ds_error)?;
     let (manifest, _) = entry
         .store
+        .tree()
         .load_manifest(&ns, &dir)
         .await
         .map_err(ds_error)?;

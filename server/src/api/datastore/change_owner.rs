@@ -30,6 +30,7 @@ pub async fn post(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, H
     }
     entry
         .store
+        .tree()
         .set_group_owner(&ns, &group, &new_owner.to_string())
         .await
         .map_err(ds_error)?;

@@ -31,6 +31,7 @@ async fn read(ctx: &Ctx, entry: &DatastoreEntry) -> Result<(String, Bytes), Http
         .await?;
     let data = entry
         .store
+        .tree()
         .read_snapshot_file(&ns, &dir, &name)
         .await
         .map_err(ds_error)?;
@@ -74,6 +75,7 @@ async fn reassembled(
     let dir = ctx.params.snapshot()?;
     let (manifest, _) = entry
         .store
+        .tree()
         .load_manifest(&ns, &dir)
         .await
         .map_err(ds_error)?;

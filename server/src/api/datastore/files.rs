@@ -21,6 +21,7 @@ pub async fn list(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, H
     .await?;
     let store = &entry.store;
     let info = store
+        .tree()
         .list_snapshots(&ns, &dir.group)
         .await
         .map_err(ds_error)?
@@ -30,7 +31,11 @@ pub async fn list(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, H
     if !info.finished {
         return Ok(json_data(content_list(&info.files, None)));
     }
-    let (manifest, raw_len) = store.load_manifest(&ns, &dir).await.map_err(ds_error)?;
+    let (manifest, raw_len) = store
+        .tree()
+        .load_manifest(&ns, &dir)
+        .await
+        .map_err(ds_error)?;
     Ok(json_data(
         snapshot_item(&info, Some((&manifest, raw_len)), None).files,
     ))

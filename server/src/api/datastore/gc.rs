@@ -30,7 +30,7 @@ pub async fn status(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>,
     if !ctx.store_scope(entry).figures() {
         return Err(HttpError::forbidden());
     }
-    let mut value = match entry.store.last_gc_status().await {
+    let mut value = match entry.store.gc().last_status().await {
         Some(gc) => serde_json::to_value(gc)
             .map_err(|e| HttpError::internal(format!("cannot encode gc status: {e}")))?,
         None => json!({}),

@@ -18,16 +18,28 @@ pub async fn list(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, H
     }
     let store = &entry.store;
     let mut items = Vec::new();
-    for group in store.list_groups(&ns).await.map_err(ds_error)? {
-        let owner = store.group_owner(&ns, &group).await.map_err(ds_error)?;
+    for group in store.tree().list_groups(&ns).await.map_err(ds_error)? {
+        let owner = store
+            .tree()
+            .group_owner(&ns, &group)
+            .await
+            .map_err(ds_error)?;
         if !access.admits(&ctx.id.authid, owner.as_deref()) {
             continue;
         }
-        let snapshots = store.list_snapshots(&ns, &group).await.map_err(ds_error)?;
+        let snapshots = store
+            .tree()
+            .list_snapshots(&ns, &group)
+            .await
+            .map_err(ds_error)?;
         if snapshots.is_empty() {
             continue;
         }
-        let notes = store.group_notes(&ns, &group).await.map_err(ds_error)?;
+        let notes = store
+            .tree()
+            .group_notes(&ns, &group)
+            .await
+            .map_err(ds_error)?;
         items.push(group_item(&group, &snapshots, owner, notes.as_deref()));
     }
     Ok(json_data(items))
@@ -43,12 +55,21 @@ pub async fn delete(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>,
     ctx.check_group(entry, &ns, &group, Privileges::MODIFY, Privileges::PRUNE)
         .await?;
     let store = &entry.store;
-    if !store.group_exists(&ns, &group).await.map_err(ds_error)? {
+    if !store
+        .tree()
+        .group_exists(&ns, &group)
+        .await
+        .map_err(ds_error)?
+    {
         return Err(HttpError::not_found(format!(
             "group '{group}' not found - ENOENT: No such file or directory"
         )));
     }
-    let stats = store.remove_group(&ns, &group).await.map_err(ds_error)?;
+    let stats = store
+        .tree()
+        .remove_group(&ns, &group)
+        .await
+        .map_err(ds_error)?;
     if stats.protected_snapshots > 0 && error_on_protected {
         return Err(HttpError::bad_request(format!(
             "group only partially deleted due to protected snapshots ({} of group '{group}' kept)",

@@ -42,6 +42,7 @@ pub async fn move_group(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Bo
     }
     let store = entry.store.clone();
     store
+        .tree()
         .check_move_group(&ns, &group, &target, merge)
         .await
         .map_err(ds_error)?;
@@ -63,6 +64,7 @@ pub async fn move_group(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Bo
         move |log| async move {
             let sink = move |line: String| log.log(line);
             store
+                .tree()
                 .move_group(&ns, &group, &target, merge, &sink)
                 .await
                 .map(|_| ())
@@ -105,6 +107,7 @@ pub async fn move_namespace(
     }
     let store = entry.store.clone();
     store
+        .tree()
         .check_move_namespace(&ns, &target, max_depth, merge)
         .await
         .map_err(ds_error)?;
@@ -117,6 +120,7 @@ pub async fn move_namespace(
         move |log| async move {
             let sink = move |line: String| log.log(line);
             store
+                .tree()
                 .move_namespace(&ns, &target, max_depth, delete_source, merge, &sink)
                 .await
                 .map(|_| ())

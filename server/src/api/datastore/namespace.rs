@@ -22,6 +22,7 @@ pub async fn list(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, H
     };
     let namespaces = entry
         .store
+        .tree()
         .list_namespaces(&parent, max_depth)
         .await
         .map_err(ds_error)?;
@@ -44,6 +45,7 @@ pub async fn create(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>,
     if ctx.privs(entry, &parent).intersects(Privileges::MODIFY) {
         let ns = entry
             .store
+            .tree()
             .create_namespace(&parent, &name)
             .await
             .map_err(ds_error)?;
@@ -68,6 +70,7 @@ pub async fn delete(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>,
     }
     let stats = entry
         .store
+        .tree()
         .delete_namespace(&ns, delete_groups)
         .await
         .map_err(ds_error)?;

@@ -20,6 +20,7 @@ pub async fn get(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, Ht
     .await?;
     let (manifest, _) = entry
         .store
+        .tree()
         .load_manifest(&ns, &dir)
         .await
         .map_err(ds_error)?;
@@ -40,6 +41,7 @@ pub async fn put(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, Ht
     .await?;
     entry
         .store
+        .tree()
         .update_manifest(&ns, &dir, move |m| m.set_notes(&notes))
         .await
         .map_err(ds_error)?;
@@ -53,6 +55,7 @@ pub async fn get_group(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Bod
         .await?;
     let notes = entry
         .store
+        .tree()
         .group_notes(&ns, &group)
         .await
         .map_err(ds_error)?;
@@ -67,6 +70,7 @@ pub async fn put_group(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Bod
         .await?;
     entry
         .store
+        .tree()
         .set_group_notes(&ns, &group, &notes)
         .await
         .map_err(ds_error)?;

@@ -20,6 +20,7 @@ pub async fn get(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, Ht
     .await?;
     if !entry
         .store
+        .tree()
         .snapshot_exists(&ns, &dir)
         .await
         .map_err(ds_error)?
@@ -28,6 +29,7 @@ pub async fn get(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, Ht
     }
     let protected = entry
         .store
+        .tree()
         .is_protected(&ns, &dir)
         .await
         .map_err(ds_error)?;
@@ -51,6 +53,7 @@ pub async fn put(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, Ht
     .await?;
     entry
         .store
+        .tree()
         .set_protected(&ns, &dir, protected)
         .await
         .map_err(ds_error)?;

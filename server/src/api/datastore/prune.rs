@@ -35,7 +35,11 @@ pub async fn run_prune(
     dry_run: bool,
     log: &(dyn Fn(String) + Send + Sync),
 ) -> Result<Vec<PruneItem>, HttpError> {
-    let snapshots = store.list_snapshots(ns, group).await.map_err(ds_error)?;
+    let snapshots = store
+        .tree()
+        .list_snapshots(ns, group)
+        .await
+        .map_err(ds_error)?;
     let candidates: Vec<PruneCandidate> = snapshots
         .iter()
         .map(|s| PruneCandidate {
@@ -88,7 +92,7 @@ pub async fn run_prune(
     }
     if !dry_run {
         for dir in to_remove {
-            if let Err(e) = store.remove_snapshot(ns, &dir, false).await {
+            if let Err(e) = store.tree().remove_snapshot(ns, &dir, false).await {
                 log(format!("failed to remove snapshot {dir}: {e}"));
                 tracing::warn!("prune: failed to remove snapshot {dir}: {e}");
             }

@@ -31,6 +31,7 @@ pub async fn list(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, H
             vec![BackupGroup::new(ty, id).map_err(|e| HttpError::bad_param("backup-id", e))?]
         }
         _ => store
+            .tree()
             .list_groups(&ns)
             .await
             .map_err(ds_error)?
@@ -40,18 +41,22 @@ pub async fn list(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, H
     };
     let mut items = Vec::new();
     for group in groups {
-        let owner = store.group_owner(&ns, &group).await.map_err(ds_error)?;
+        let owner = store
+            .tree()
+            .group_owner(&ns, &group)
+            .await
+            .map_err(ds_error)?;
         if !access.admits(&ctx.id.authid, owner.as_deref()) {
             continue;
         }
-        let snapshots = match store.list_snapshots(&ns, &group).await {
+        let snapshots = match store.tree().list_snapshots(&ns, &group).await {
             Ok(s) => s,
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(ds_error(e)),
         };
         for info in snapshots {
             let manifest = if info.finished {
-                match store.load_manifest(&ns, &info.dir).await {
+                match store.tree().load_manifest(&ns, &info.dir).await {
                     Ok(m) => Some(m),
                     Err(e) => {
                         tracing::warn!("snapshot list: {e}");
@@ -82,10 +87,20 @@ pub async fn delete(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>,
     )
     .await?;
     let store = &entry.store;
-    if !store.snapshot_exists(&ns, &dir).await.map_err(ds_error)? {
+    if !store
+        .tree()
+        .snapshot_exists(&ns, &dir)
+        .await
+        .map_err(ds_error)?
+    {
         return Err(HttpError::not_found(format!("snapshot '{dir}' not found")));
     }
-    if store.is_protected(&ns, &dir).await.map_err(ds_error)? {
+    if store
+        .tree()
+        .is_protected(&ns, &dir)
+        .await
+        .map_err(ds_error)?
+    {
         // PBS's exact text (the stock client shows it as is)
         return Err(HttpError::bad_request("cannot remove protected snapshot"));
     }
@@ -98,12 +113,14 @@ pub async fn delete(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>,
             ));
         }
         store
+            .tree()
             .remove_snapshot_bypassing_governance(&ns, &dir)
             .await
             .map_err(ds_error)?;
         return Ok(json_data(serde_json::Value::Null));
     }
     store
+        .tree()
         .remove_snapshot(&ns, &dir, false)
         .await
         .map_err(ds_error)?;

@@ -27,7 +27,7 @@ pub async fn get(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, Ht
         value["total"] = json!(cap.total);
         value["used"] = json!(cap.used);
         value["avail"] = json!(cap.avail);
-        if let Some(gc) = store.last_gc_status().await.filter(|_| verbose) {
+        if let Some(gc) = store.gc().last_status().await.filter(|_| verbose) {
             value["gc-status"] = serde_json::to_value(gc)
                 .map_err(|e| HttpError::internal(format!("cannot encode gc status: {e}")))?;
         }

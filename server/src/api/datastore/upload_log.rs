@@ -19,6 +19,7 @@ pub async fn post(ctx: &Ctx, entry: &DatastoreEntry) -> Result<Response<Body>, H
     check_log_blob(&ctx.body)?;
     entry
         .store
+        .tree()
         .add_client_log(&ns, &dir, ctx.body.clone())
         .await
         .map_err(ds_error)?;

@@ -16,7 +16,8 @@ use crate::format::names::parse_backup_time;
 
 use super::super::history::{JobKind, JobRecord};
 use super::super::layout::MANIFEST;
-use super::super::{Datastore, DatastoreError};
+use super::super::DatastoreError;
+use super::GarbageCollector;
 use super::GcStatus;
 
 /// Default grace period before a snapshot without manifest counts as abandoned.
@@ -54,7 +55,7 @@ fn unix(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-impl Datastore {
+impl GarbageCollector {
     /// Remove abandoned snapshots found in `objects` (see the module documentation); returns
     /// the removed snapshot prefixes. Counted in `status`, logged through `say`, and recorded
     /// in the job history when anything was removed.
@@ -140,7 +141,7 @@ impl Datastore {
                     "grace-seconds": grace.as_secs(),
                 }),
             };
-            if let Err(e) = self.record_job(&record).await {
+            if let Err(e) = super::super::history::record(self.backend.as_ref(), &record).await {
                 say(format!(
                     "WARN: recording the abandoned-backup cleanup failed: {e}"
                 ));

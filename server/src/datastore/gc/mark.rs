@@ -14,15 +14,16 @@ use crate::backend::ObjectMeta;
 use crate::format::index::{index_kind_of, AnyIndex};
 
 use super::super::layout::is_index_name;
-use super::super::{Datastore, DatastoreError};
+use super::super::DatastoreError;
 use super::index_cache::ParsedIndex;
 use super::mark_set::MarkSet;
+use super::GarbageCollector;
 use super::{GcStatus, Progress};
 
 /// Index downloads in flight at once.
 const FETCH_PARALLELISM: usize = 16;
 
-impl Datastore {
+impl GarbageCollector {
     /// Every object outside dot-prefixed top-level entries (`.chunks/`, `.jobs/`, ...), which
     /// is where snapshots, groups and namespaces live.
     pub(super) async fn list_snapshot_objects(&self) -> Result<Vec<ObjectMeta>, DatastoreError> {
@@ -51,18 +52,18 @@ impl Datastore {
             .filter(|o| is_index_name(o.key.rsplit('/').next().unwrap_or(&o.key)))
             .collect();
         let live: HashSet<&str> = indexes.iter().map(|o| o.key.as_str()).collect();
-        self.gc_state.index_cache.retain_keys(&live);
+        self.index_cache.retain_keys(&live);
 
         let total = indexes.len() as u64;
         let progress = Progress::new("marked", total, "index files");
-        let mut marked = MarkSet::new(self.gc_state.mark_budget());
+        let mut marked = MarkSet::new(self.mark_budget());
         let mut done = 0u64;
         // Futures built up front (not in a stream closure) so the task stays `Send`.
         let fetches: Vec<_> = indexes.iter().map(|obj| self.parsed_index(obj)).collect();
         let mut fetched = futures::stream::iter(fetches).buffer_unordered(FETCH_PARALLELISM);
         while let Some(found) = fetched.try_next().await? {
             // Stopping here is safe: nothing was deleted yet.
-            self.check_gc_abort()?;
+            self.check_abort()?;
             done += 1;
             if let Some((parsed, hit)) = found {
                 match hit {
@@ -86,7 +87,7 @@ impl Datastore {
         &self,
         obj: &ObjectMeta,
     ) -> Result<Option<(Arc<ParsedIndex>, bool)>, DatastoreError> {
-        let cache = &self.gc_state.index_cache;
+        let cache = &self.index_cache;
         if let Some(hit) = cache.get(&obj.key, obj.size, obj.modified) {
             return Ok(Some((hit, true)));
         }

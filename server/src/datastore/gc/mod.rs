@@ -13,16 +13,21 @@ mod mark;
 mod mark_set;
 mod sweep;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use crate::backend::{Backend, PutOptions};
 
-use super::history::{JobKind, JobRecord};
+use super::chunk_store::ChunkStore;
+use super::fence::WriteCheck;
+use super::history::{self, JobKind, JobRecord};
 use super::layout::GC_STATUS;
-use super::{lock_std, Datastore, DatastoreError};
+use super::locks::{GcExclusion, LockTable};
+use super::session::LeaseRegistry;
+use super::usage::reconcile_after_gc;
+use super::{lock_std, DatastoreError, RetentionLocks, SnapshotTree, StoreUsage};
 
 pub use abandoned::DEFAULT_ABANDONED_AFTER;
 pub use index_cache::DEFAULT_INDEX_CACHE_DIGESTS;
@@ -103,11 +108,29 @@ impl GcStatus {
     }
 }
 
-/// GC settings and caches of one datastore.
-#[derive(Debug)]
-pub(crate) struct GcState {
-    /// Group or namespace moves running; GC waits for them (see `moves.rs`).
-    pub(crate) moves: std::sync::atomic::AtomicUsize,
+/// Garbage collection of one datastore: its settings, the index cache kept between runs, the
+/// status of the last run, and the parts of the datastore a run reads and changes (held
+/// explicitly, so that what GC touches is visible here).
+pub struct GarbageCollector {
+    name: String,
+    /// The fenced backend: every delete passes the writer lease.
+    backend: Arc<dyn Backend>,
+    writable: WriteCheck,
+    /// Namespaces, groups and snapshots (the usage recount after the sweep walks them).
+    tree: Arc<SnapshotTree>,
+    chunks: Arc<ChunkStore>,
+    /// Snapshot locks: an abandoned snapshot is only removed when nobody holds it.
+    locks: Arc<LockTable>,
+    /// Running backups: their start bounds the cutoff, their known chunks are kept.
+    leases: Arc<LeaseRegistry>,
+    retention: Arc<RetentionLocks>,
+    usage: Arc<StoreUsage>,
+    /// Held for a whole run; moves and usage recounts take it too.
+    gc_exclusion: Arc<GcExclusion>,
+    /// Minimum chunk age before a chunk may be swept (PBS: 24 h 5 min).
+    cutoff: Mutex<Duration>,
+    /// Status of the last finished run (read back from `.gc-status` at open).
+    last: Mutex<Option<GcStatus>>,
     /// Set by a stop request; the running GC checks it between safe steps.
     abort: std::sync::atomic::AtomicBool,
     index_cache: index_cache::IndexCache,
@@ -117,22 +140,25 @@ pub(crate) struct GcState {
     mark_budget: std::sync::atomic::AtomicUsize,
 }
 
-impl GcState {
-    fn mark_budget(&self) -> usize {
-        self.mark_budget.load(std::sync::atomic::Ordering::Relaxed)
-    }
+/// What [`GarbageCollector::open`] is built from (the parts it shares with the datastore).
+pub(crate) struct GcParts {
+    pub name: String,
+    pub backend: Arc<dyn Backend>,
+    pub writable: WriteCheck,
+    pub tree: Arc<SnapshotTree>,
+    pub chunks: Arc<ChunkStore>,
+    pub locks: Arc<LockTable>,
+    pub leases: Arc<LeaseRegistry>,
+    pub retention: Arc<RetentionLocks>,
+    pub usage: Arc<StoreUsage>,
+    pub gc_exclusion: Arc<GcExclusion>,
 }
 
-impl Default for GcState {
-    fn default() -> Self {
-        Self {
-            moves: std::sync::atomic::AtomicUsize::new(0),
-            abort: std::sync::atomic::AtomicBool::new(false),
-            index_cache: index_cache::IndexCache::default(),
-            abandoned_after: Mutex::new(DEFAULT_ABANDONED_AFTER),
-            writer_margin: Mutex::new(WRITER_MARGIN),
-            mark_budget: std::sync::atomic::AtomicUsize::new(mark_set::DEFAULT_MARK_BUDGET),
-        }
+impl std::fmt::Debug for GarbageCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GarbageCollector")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -157,65 +183,96 @@ fn unix(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-impl Datastore {
+impl GarbageCollector {
+    /// Reads back the status of the last run.
+    pub(crate) async fn open(parts: GcParts) -> Result<Self, DatastoreError> {
+        let last = load_status(parts.backend.as_ref()).await?;
+        Ok(Self {
+            name: parts.name,
+            backend: parts.backend,
+            writable: parts.writable,
+            tree: parts.tree,
+            chunks: parts.chunks,
+            locks: parts.locks,
+            leases: parts.leases,
+            retention: parts.retention,
+            usage: parts.usage,
+            gc_exclusion: parts.gc_exclusion,
+            cutoff: Mutex::new(DEFAULT_GC_CUTOFF),
+            last: Mutex::new(last),
+            abort: std::sync::atomic::AtomicBool::new(false),
+            index_cache: index_cache::IndexCache::default(),
+            abandoned_after: Mutex::new(DEFAULT_ABANDONED_AFTER),
+            writer_margin: Mutex::new(WRITER_MARGIN),
+            mark_budget: std::sync::atomic::AtomicUsize::new(mark_set::DEFAULT_MARK_BUDGET),
+        })
+    }
+
     /// Status of the last finished GC (read back from `.gc-status` at open).
-    pub async fn last_gc_status(&self) -> Option<GcStatus> {
-        lock_std(&self.last_gc).clone()
+    pub async fn last_status(&self) -> Option<GcStatus> {
+        lock_std(&self.last).clone()
+    }
+
+    /// Change GC's minimum chunk age (default 24 h 5 min; tests use 0).
+    pub fn set_cutoff(&self, cutoff: Duration) {
+        *lock_std(&self.cutoff) = cutoff;
+    }
+
+    /// Current GC minimum chunk age.
+    pub fn cutoff(&self) -> Duration {
+        *lock_std(&self.cutoff)
+    }
+
+    fn mark_budget(&self) -> usize {
+        self.mark_budget.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Grace period after which a snapshot without manifest is removed by GC (config
     /// `abandoned_after_hours`, default 24 h).
     pub fn set_abandoned_after(&self, grace: Duration) {
-        *lock_std(&self.gc_state.abandoned_after) = grace;
+        *lock_std(&self.abandoned_after) = grace;
     }
 
     /// Current grace period for abandoned backups.
     pub fn abandoned_after(&self) -> Duration {
-        *lock_std(&self.gc_state.abandoned_after)
+        *lock_std(&self.abandoned_after)
     }
 
     /// Bound of the index cache in digests (default [`DEFAULT_INDEX_CACHE_DIGESTS`]); 0
     /// disables it.
     pub fn set_index_cache_capacity(&self, digests: usize) {
-        self.gc_state.index_cache.set_capacity(digests);
+        self.index_cache.set_capacity(digests);
     }
 
     /// Marked digests GC holds in memory before spilling them to temporary files (default
     /// 1 Mi digests, 32 MiB).
-    pub fn set_gc_mark_budget(&self, digests: usize) {
-        self.gc_state
-            .mark_budget
+    pub fn set_mark_budget(&self, digests: usize) {
+        self.mark_budget
             .store(digests, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Index files whose digest lists are cached in memory.
     pub fn index_cache_entries(&self) -> usize {
-        self.gc_state.index_cache.len()
+        self.index_cache.len()
     }
 
     /// Margin before the oldest running backup's start (5 min; tests shrink it to make a
     /// race observable within seconds).
     #[cfg(test)]
-    pub(crate) fn set_gc_writer_margin(&self, margin: Duration) {
-        *lock_std(&self.gc_state.writer_margin) = margin;
+    pub(crate) fn set_writer_margin(&self, margin: Duration) {
+        *lock_std(&self.writer_margin) = margin;
     }
 
     /// Asks a running GC to stop at its next safe point: between index files while marking
     /// (nothing deleted yet) or between delete batches while sweeping. No effect otherwise.
-    pub fn request_gc_abort(&self) {
-        if self.gc_running.try_lock().is_err() {
-            self.gc_state
-                .abort
-                .store(true, std::sync::atomic::Ordering::Release);
+    pub fn request_abort(&self) {
+        if self.gc_exclusion.running.try_lock().is_err() {
+            self.abort.store(true, std::sync::atomic::Ordering::Release);
         }
     }
 
-    pub(super) fn check_gc_abort(&self) -> Result<(), DatastoreError> {
-        if self
-            .gc_state
-            .abort
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+    pub(super) fn check_abort(&self) -> Result<(), DatastoreError> {
+        if self.abort.load(std::sync::atomic::Ordering::Acquire) {
             return Err(DatastoreError::Internal(
                 "garbage collection aborted on request".to_string(),
             ));
@@ -224,31 +281,31 @@ impl Datastore {
     }
 
     /// Run GC; log lines go to `log` (the task log).
-    pub async fn garbage_collect(
+    pub async fn run(
         &self,
         log: &(dyn Fn(String) + Send + Sync),
     ) -> Result<GcStatus, DatastoreError> {
-        self.garbage_collect_as(None, log).await
+        self.run_as(None, log).await
     }
 
     /// Run GC on behalf of the task `upid` (recorded in the status and the job history).
-    pub async fn garbage_collect_as(
+    pub async fn run_as(
         &self,
         upid: Option<String>,
         log: &(dyn Fn(String) + Send + Sync),
     ) -> Result<GcStatus, DatastoreError> {
-        self.check_writable()?;
-        let _running = match self.gc_running.try_lock() {
+        self.writable.check()?;
+        let _running = match self.gc_exclusion.running.try_lock() {
             Ok(guard) => guard,
             // A usage recount (after an unclean stop) is not a GC: wait for it to finish.
-            Err(_) if self.usage_rescan_active() => {
+            Err(_) if self.usage.rescan_active() => {
                 log("waiting for the usage recount of this datastore to finish".to_string());
-                self.gc_running.lock().await
+                self.gc_exclusion.running.lock().await
             }
             // A group or namespace move keeps GC out while indexes change their keys.
-            Err(_) if self.move_active() => {
+            Err(_) if self.gc_exclusion.move_active() => {
                 log("waiting for a running group or namespace move to finish".to_string());
-                self.gc_running.lock().await
+                self.gc_exclusion.running.lock().await
             }
             Err(_) => {
                 return Err(DatastoreError::Busy(format!(
@@ -257,8 +314,7 @@ impl Datastore {
                 )))
             }
         };
-        self.gc_state
-            .abort
+        self.abort
             .store(false, std::sync::atomic::Ordering::Release);
         let say = |line: String| {
             tracing::info!(store = %self.name, "{line}");
@@ -282,7 +338,7 @@ impl Datastore {
                 Err(_) => serde_json::Value::Null,
             },
         };
-        if let Err(e) = self.record_job(&record).await {
+        if let Err(e) = history::record(self.backend.as_ref(), &record).await {
             say(format!(
                 "WARN: recording the GC run in the job history failed: {e}"
             ));
@@ -296,10 +352,10 @@ impl Datastore {
         say: &(dyn Fn(String) + Send + Sync),
     ) -> Result<GcStatus, DatastoreError> {
         let start = SystemTime::now();
-        let mut min_mtime = start.checked_sub(self.gc_cutoff()).unwrap_or(UNIX_EPOCH);
+        let mut min_mtime = start.checked_sub(self.cutoff()).unwrap_or(UNIX_EPOCH);
         let oldest_writer = self.leases.oldest_start().unwrap_or(start);
         if self.leases.oldest_start().is_some() {
-            let margin = *lock_std(&self.gc_state.writer_margin);
+            let margin = *lock_std(&self.writer_margin);
             min_mtime = min_mtime.min(oldest_writer.checked_sub(margin).unwrap_or(UNIX_EPOCH));
         }
         let limits = SweepLimits {
@@ -357,7 +413,7 @@ impl Datastore {
             misses: distinct,
         });
         // Reconcile the usage counters while GC's lock is still held.
-        self.usage_gc_finished(remaining).await;
+        reconcile_after_gc(&self.tree, &self.usage, remaining).await;
 
         summarize(&status, say);
         let json = serde_json::to_vec_pretty(&status)
@@ -365,7 +421,7 @@ impl Datastore {
         self.backend
             .put(GC_STATUS, Bytes::from(json), PutOptions::default())
             .await?;
-        *lock_std(&self.last_gc) = Some(status.clone());
+        *lock_std(&self.last) = Some(status.clone());
         Ok(status)
     }
 }

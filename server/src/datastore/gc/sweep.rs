@@ -17,8 +17,9 @@ use crate::format::Digest;
 use super::super::chunk_store::{DELETE_BATCH, DELETE_PARALLELISM};
 use super::super::layout::ChunkKey;
 use super::super::usage::{ChunkTally, CHUNK_SHARDS};
-use super::super::{Datastore, DatastoreError};
+use super::super::DatastoreError;
 use super::mark_set::MarkSet;
+use super::GarbageCollector;
 use super::{GcStatus, Progress};
 
 /// Time limits of one sweep (docs/formats.md#gc-cutoff).
@@ -37,7 +38,7 @@ struct Candidate {
     size: u64,
 }
 
-impl Datastore {
+impl GarbageCollector {
     /// Phase 2, one `.chunks/XX` shard after the other ([`CHUNK_SHARDS`]), so that what the
     /// sweep holds is one shard's listing and candidates, never the whole chunk store. Returns
     /// the tally of the chunks it left in place (not `.bad` files), which the usage recount
@@ -53,7 +54,7 @@ impl Datastore {
         let progress = Progress::new("processed", CHUNK_SHARDS as u64, "chunk shards");
         let mut journaled = false;
         for shard in 0..CHUNK_SHARDS {
-            self.check_gc_abort()?;
+            self.check_abort()?;
             let shard_marks = marked.take_shard(shard).await?;
             let candidates = self
                 .sweep_shard_listing(shard, &shard_marks, limits, status, &mut remaining)
@@ -62,7 +63,7 @@ impl Datastore {
             journaled |= self.chunks.journals_removals() && !candidates.is_empty();
             for group in candidates.chunks(DELETE_BATCH * DELETE_PARALLELISM) {
                 // Between batches every decision made so far is complete.
-                self.check_gc_abort()?;
+                self.check_abort()?;
                 self.delete_group(group, limits, status, &mut remaining)
                     .await?;
             }
@@ -170,7 +171,7 @@ impl Datastore {
         let _exclusive = self.chunks.lock_exclusive().await;
         crate::fault::pause_at_async("gc-delete-batch", &self.name).await;
         // Fenced again right before the deletes (the backend refuses them too).
-        self.check_writable()?;
+        self.writable.check()?;
         let mut doomed: Vec<&Candidate> = Vec::with_capacity(group.len());
         for c in group {
             let meta = ObjectMeta {

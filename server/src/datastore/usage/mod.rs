@@ -44,6 +44,7 @@ use super::{lock_std, DatastoreError};
 pub use meter::{TenantMeter, UsageObserver, DEFAULT_QUOTA_WARN_PERCENT};
 #[cfg(test)]
 use persist::USAGE_OBJECT;
+pub(crate) use recount::reconcile_after_gc;
 use scan::ScanLog;
 pub(crate) use scan::{chunk_shard, ChunkTally, CHUNK_SHARDS};
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use crate::format::names::BackupNamespace;
 
 use super::super::layout::{parse_chunk_key, snapshot_prefix, ChunkKey, CHUNK_PREFIX};
-use super::super::{Datastore, DatastoreError};
-use super::{ChunkTally, UsageCounters};
+use super::super::{Datastore, DatastoreError, SnapshotTree};
+use super::{ChunkTally, StoreUsage, UsageCounters};
 
 impl Datastore {
     /// Refuse a new backup when the tenant (or this datastore) is already at its quota. Counters
@@ -60,53 +60,16 @@ impl Datastore {
         let flag = &self.usage.rescan_waiting_or_running;
         flag.store(true, Ordering::SeqCst);
         let result = {
-            let _gc = self.gc_running.lock().await;
-            self.usage_rescan_locked().await
+            let _gc = self.gc_exclusion.running.lock().await;
+            self.usage.scan_begin();
+            let chunks = self.scan_chunks().await;
+            finish_scan(&self.tree, &self.usage, chunks).await
         };
         flag.store(false, Ordering::SeqCst);
         if result.is_ok() {
             self.usage.recounts_done.fetch_add(1, Ordering::SeqCst);
         }
         result
-    }
-
-    /// Whether a usage recount holds or waits for GC's lock (GC then waits rather than fail).
-    pub(in crate::datastore) fn usage_rescan_active(&self) -> bool {
-        self.usage
-            .rescan_waiting_or_running
-            .load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// The scan itself; the caller keeps GC from removing chunks meanwhile.
-    pub(in crate::datastore) async fn usage_rescan_locked(
-        &self,
-    ) -> Result<UsageCounters, DatastoreError> {
-        self.usage.scan_begin();
-        let chunks = self.scan_chunks().await;
-        self.usage_scan_finish(chunks).await
-    }
-
-    /// Complete a scan begun with [`StoreUsage::scan_begin`]: `chunks` are the chunk sizes a
-    /// listing found (GC passes what its sweep left); snapshots are counted here, and changes
-    /// made meanwhile are applied on top.
-    pub(in crate::datastore) async fn usage_scan_finish(
-        &self,
-        chunks: Result<ChunkTally, DatastoreError>,
-    ) -> Result<UsageCounters, DatastoreError> {
-        let result = match chunks {
-            Ok(chunks) => self.scan_snapshots().await.map(|s| (chunks, s)),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(found) => {
-                self.usage.scan_apply(Some(found));
-                Ok(self.usage.counters())
-            }
-            Err(e) => {
-                self.usage.scan_apply(None);
-                Err(e)
-            }
-        }
     }
 
     /// Chunk sizes by digest, as stored now.
@@ -119,41 +82,79 @@ impl Datastore {
         }
         Ok(ChunkTally::of_listing(chunks))
     }
+}
 
-    /// Logical bytes by snapshot key, as stored now.
-    async fn scan_snapshots(&self) -> Result<BTreeMap<String, u64>, DatastoreError> {
-        let known = self.usage.snapshot_logicals();
-        let mut snapshots = BTreeMap::new();
-        for ns in self.list_namespaces(&BackupNamespace::root(), None).await? {
-            for group in self.list_groups(&ns).await? {
-                for snap in self.list_snapshots(&ns, &group).await? {
-                    if !snap.finished {
-                        continue;
-                    }
-                    let key = snapshot_prefix(&ns, &snap.dir)?;
-                    let logical = match known.get(&key) {
-                        Some(v) => *v,
-                        None => match self.load_manifest(&ns, &snap.dir).await {
-                            Ok((m, _)) => m.files.iter().map(|f| f.size).sum(),
-                            Err(e) if e.is_not_found() => continue,
-                            Err(e) => return Err(e),
-                        },
-                    };
-                    snapshots.insert(key, logical);
+impl StoreUsage {
+    /// Whether a usage recount holds or waits for GC's lock (GC then waits rather than fail).
+    pub(crate) fn rescan_active(&self) -> bool {
+        self.rescan_waiting_or_running.load(Ordering::SeqCst)
+    }
+}
+
+/// Complete a scan begun with [`StoreUsage::scan_begin`]: `chunks` are the chunk sizes a
+/// listing found (GC passes what its sweep left); snapshots are counted here, and changes
+/// made meanwhile are applied on top.
+pub(in crate::datastore) async fn finish_scan(
+    tree: &SnapshotTree,
+    usage: &StoreUsage,
+    chunks: Result<ChunkTally, DatastoreError>,
+) -> Result<UsageCounters, DatastoreError> {
+    let result = match chunks {
+        Ok(chunks) => scan_snapshots(tree, usage).await.map(|s| (chunks, s)),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(found) => {
+            usage.scan_apply(Some(found));
+            Ok(usage.counters())
+        }
+        Err(e) => {
+            usage.scan_apply(None);
+            Err(e)
+        }
+    }
+}
+
+/// Logical bytes by snapshot key, as stored now.
+async fn scan_snapshots(
+    tree: &SnapshotTree,
+    usage: &StoreUsage,
+) -> Result<BTreeMap<String, u64>, DatastoreError> {
+    let known = usage.snapshot_logicals();
+    let mut snapshots = BTreeMap::new();
+    for ns in tree.list_namespaces(&BackupNamespace::root(), None).await? {
+        for group in tree.list_groups(&ns).await? {
+            for snap in tree.list_snapshots(&ns, &group).await? {
+                if !snap.finished {
+                    continue;
                 }
+                let key = snapshot_prefix(&ns, &snap.dir)?;
+                let logical = match known.get(&key) {
+                    Some(v) => *v,
+                    None => match tree.load_manifest(&ns, &snap.dir).await {
+                        Ok((m, _)) => m.files.iter().map(|f| f.size).sum(),
+                        Err(e) if e.is_not_found() => continue,
+                        Err(e) => return Err(e),
+                    },
+                };
+                snapshots.insert(key, logical);
             }
         }
-        Ok(snapshots)
     }
+    Ok(snapshots)
+}
 
-    /// GC finished its sweep (GC's lock is still held): reconcile the counters with the chunks
-    /// the sweep left (`remaining`, from its listing) and a count of the snapshots.
-    pub(crate) async fn usage_gc_finished(&self, remaining: ChunkTally) {
-        if let Err(e) = self.usage_scan_finish(Ok(remaining)).await {
-            tracing::warn!(store = %self.name, "usage rescan after GC failed: {e}");
-        }
-        if let Err(e) = self.usage.flush(false).await {
-            tracing::warn!(store = %self.name, "persisting usage counters failed: {e}");
-        }
+/// GC finished its sweep (GC's lock is still held): reconcile the counters with the chunks
+/// the sweep left (`remaining`, from its listing) and a count of the snapshots.
+pub(crate) async fn reconcile_after_gc(
+    tree: &SnapshotTree,
+    usage: &StoreUsage,
+    remaining: ChunkTally,
+) {
+    if let Err(e) = finish_scan(tree, usage, Ok(remaining)).await {
+        tracing::warn!(store = %usage.store, "usage rescan after GC failed: {e}");
+    }
+    if let Err(e) = usage.flush(false).await {
+        tracing::warn!(store = %usage.store, "persisting usage counters failed: {e}");
     }
 }

@@ -109,7 +109,8 @@ async fn counters_follow_backups_and_removals_and_survive_a_clean_restart() {
 
     let group = BackupGroup::new(BackupType::Vm, "200").unwrap();
     let dir200 = crate::format::names::BackupDir { group, time: T0 };
-    ds.remove_snapshot(&BackupNamespace::root(), &dir200, false)
+    ds.tree()
+        .remove_snapshot(&BackupNamespace::root(), &dir200, false)
         .await
         .unwrap();
     let after = UsageCounters {
@@ -258,10 +259,10 @@ async fn gc_reconciles_counters_with_what_is_stored() {
     let path = root.join(".chunks").join(&hex[..4]);
     std::fs::create_dir_all(&path).unwrap();
     std::fs::write(path.join(&hex), &stray).unwrap();
-    ds.set_gc_cutoff(std::time::Duration::ZERO);
+    ds.gc().set_cutoff(std::time::Duration::ZERO);
     // Only chunks older than the cutoff go; wait for the mtime second to pass.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let status = ds.garbage_collect(&|_| {}).await.expect("gc");
+    let status = ds.gc().run(&|_| {}).await.expect("gc");
     assert_eq!(status.removed_chunks, 2, "{status:?}");
     let u = ds.usage().counters();
     assert_eq!(u.chunks, 1, "orphan and stray swept: {u:?}");
@@ -285,7 +286,9 @@ async fn a_chunk_moved_aside_during_a_recount_is_not_counted() {
     assert_eq!(listed.as_ref().map(|c| c.chunks).ok(), Some(2));
     let moved = ds.mark_chunk_bad(&sha256(b"chunk one")).await.unwrap();
     assert!(moved.is_some_and(|key| key.ends_with(".0.bad")));
-    let got = ds.usage_scan_finish(listed).await.unwrap();
+    let got = super::recount::finish_scan(ds.tree(), ds.usage(), listed)
+        .await
+        .unwrap();
 
     assert_eq!((got.chunks, got.physical_bytes), (1, kept));
     assert_eq!(
@@ -323,7 +326,9 @@ async fn a_sharded_recount_counts_changes_around_each_shard_close() {
         chunks: listed.chunks,
         listed: HashMap::new(),
     };
-    let got = ds.usage_scan_finish(Ok(tally)).await.unwrap();
+    let got = super::recount::finish_scan(ds.tree(), ds.usage(), Ok(tally))
+        .await
+        .unwrap();
 
     assert_eq!(got.chunks, 3, "two, three and four: {got:?}");
     assert_eq!(

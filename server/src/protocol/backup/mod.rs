@@ -108,6 +108,7 @@ pub async fn upgrade(
 
     let store = entry.store.clone();
     if !store
+        .tree()
         .namespace_exists(&ns)
         .await
         .map_err(ProtocolError::from)?

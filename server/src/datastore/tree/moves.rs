@@ -16,16 +16,17 @@
 //! not remove them, and the copies would not carry the lock. Protected snapshots move with
 //! their protection (the `.protected` marker is one of the copied objects).
 
-use std::sync::atomic::Ordering;
-
 use bytes::Bytes;
 
 use crate::backend::PutOptions;
 use crate::format::names::{BackupGroup, BackupNamespace, MAX_NAMESPACE_DEPTH};
 
-use super::layout::{group_prefix, ns_label, ns_marker_key, ns_prefix, MANIFEST, NOTES, OWNER};
-use super::locks::{GroupGuard, SnapshotGuard};
-use super::{Datastore, DatastoreError};
+use super::SnapshotTree;
+use crate::datastore::layout::{
+    group_prefix, ns_label, ns_marker_key, ns_prefix, MANIFEST, NOTES, OWNER,
+};
+use crate::datastore::locks::{GroupGuard, MoveActive, SnapshotGuard};
+use crate::datastore::DatastoreError;
 
 /// Log sink of a move (the task log).
 pub type MoveLog<'a> = &'a (dyn Fn(String) + Send + Sync);
@@ -70,37 +71,22 @@ struct GroupMoveGuard {
     _snapshots: Vec<SnapshotGuard>,
 }
 
-/// Marks a move as running for garbage collection (which then waits instead of failing).
-struct MoveActive<'a>(&'a Datastore);
-
-impl Drop for MoveActive<'_> {
-    fn drop(&mut self) {
-        self.0.gc_state.moves.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Datastore {
-    /// Whether a group or namespace move is running (garbage collection waits for it).
-    pub(crate) fn move_active(&self) -> bool {
-        self.gc_state.moves.load(Ordering::Acquire) > 0
-    }
-
-    /// Waits until no garbage collection runs and keeps it from starting until the guard
-    /// is dropped.
+impl SnapshotTree {
+    /// Waits until no garbage collection runs and keeps it from starting until the guards
+    /// are dropped.
     async fn exclude_gc(
         &self,
         log: MoveLog<'_>,
     ) -> (MoveActive<'_>, tokio::sync::MutexGuard<'_, ()>) {
-        self.gc_state.moves.fetch_add(1, Ordering::AcqRel);
-        let active = MoveActive(self);
-        let guard = match self.gc_running.try_lock() {
+        let active = self.gc_exclusion.begin_move();
+        let guard = match self.gc_exclusion.running.try_lock() {
             Ok(guard) => guard,
             Err(_) => {
                 log(format!(
                     "waiting for the garbage collection of datastore '{}' to finish",
                     self.name
                 ));
-                self.gc_running.lock().await
+                self.gc_exclusion.running.lock().await
             }
         };
         (active, guard)
@@ -113,8 +99,8 @@ impl Datastore {
         ns: &BackupNamespace,
         dir: &crate::format::names::BackupDir,
     ) -> Result<(), DatastoreError> {
-        let prefix = super::layout::snapshot_prefix(ns, dir)?;
-        let label = super::layout::snapshot_label(ns, dir);
+        let prefix = crate::datastore::layout::snapshot_prefix(ns, dir)?;
+        let label = crate::datastore::layout::snapshot_label(ns, dir);
         let now = self.retention.now();
         if let Some(info) = self.retention.snapshot(&prefix) {
             if info.legal_hold || info.retain_until > now {
@@ -130,7 +116,7 @@ impl Datastore {
             }
         }
         if let Some(ol) = self.backend.object_lock() {
-            let key = super::layout::snapshot_file_key(ns, dir, MANIFEST)?;
+            let key = crate::datastore::layout::snapshot_file_key(ns, dir, MANIFEST)?;
             // A bucket without Object Lock cannot hold a lock (and refuses the question).
             if ol.object_lock_enabled().await? && self.backend.head(&key).await?.is_some() {
                 if let Some(r) = ol.get_retention(&key).await? {
@@ -303,7 +289,7 @@ impl Datastore {
         let mut snapshots = Vec::new();
         for snap in self.list_snapshots(ns, group).await? {
             self.check_movable_snapshot(ns, &snap.dir).await?;
-            let prefix = super::layout::snapshot_prefix(ns, &snap.dir)?;
+            let prefix = crate::datastore::layout::snapshot_prefix(ns, &snap.dir)?;
             let guard = self.locks.try_exclusive(&prefix).ok_or_else(|| {
                 busy(&format!(
                     "snapshot {} is in use by a reader or a running backup",
@@ -352,8 +338,8 @@ impl Datastore {
             return Err(e);
         }
         for snap in &snapshots {
-            let old = super::layout::snapshot_prefix(ns, &snap.dir)?;
-            let new = super::layout::snapshot_prefix(target_ns, &snap.dir)?;
+            let old = crate::datastore::layout::snapshot_prefix(ns, &snap.dir)?;
+            let new = crate::datastore::layout::snapshot_prefix(target_ns, &snap.dir)?;
             self.usage.snapshot_moved(&old, &new);
             // An expired retention record would otherwise outlive the snapshot's old place.
             if self.retention.snapshot(&old).is_some() {

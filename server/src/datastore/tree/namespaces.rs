@@ -4,10 +4,11 @@
 use crate::backend::PutOptions;
 use crate::format::names::{BackupNamespace, MAX_NAMESPACE_DEPTH};
 
-use super::layout::{ns_children_prefix, ns_label, ns_marker_key, ns_prefix};
-use super::{Datastore, DatastoreError};
+use super::SnapshotTree;
+use crate::datastore::layout::{ns_children_prefix, ns_label, ns_marker_key, ns_prefix};
+use crate::datastore::DatastoreError;
 
-/// What [`Datastore::delete_namespace`] did.
+/// What [`SnapshotTree::delete_namespace`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct NamespaceDeleteStats {
@@ -19,7 +20,7 @@ pub struct NamespaceDeleteStats {
     pub protected_snapshots: u64,
 }
 
-impl Datastore {
+impl SnapshotTree {
     /// Whether `ns` exists; the root always does.
     pub async fn namespace_exists(&self, ns: &BackupNamespace) -> Result<bool, DatastoreError> {
         if ns.is_root() {

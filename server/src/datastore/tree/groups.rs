@@ -7,10 +7,13 @@ use bytes::Bytes;
 use crate::backend::PutOptions;
 use crate::format::names::{BackupGroup, BackupNamespace, BackupType};
 
-use super::layout::{group_file_key, group_label, group_prefix, ns_prefix, NOTES, OWNER};
-use super::{Datastore, DatastoreError};
+use super::SnapshotTree;
+use crate::datastore::layout::{
+    group_file_key, group_label, group_prefix, ns_prefix, NOTES, OWNER,
+};
+use crate::datastore::DatastoreError;
 
-/// What [`Datastore::remove_group`] did.
+/// What [`SnapshotTree::remove_group`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct GroupRemoveStats {
@@ -19,7 +22,7 @@ pub struct GroupRemoveStats {
     pub protected_snapshots: u64,
 }
 
-impl Datastore {
+impl SnapshotTree {
     /// Groups directly in `ns`, sorted like PBS (type ct < host < vm, then id). Names that
     /// do not parse as type or backup id are ignored.
     pub async fn list_groups(

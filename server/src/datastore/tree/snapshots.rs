@@ -10,11 +10,12 @@ use crate::format::blob::BlobView;
 use crate::format::manifest::Manifest;
 use crate::format::names::{parse_backup_time, BackupDir, BackupGroup, BackupNamespace};
 
-use super::layout::{
+use super::SnapshotTree;
+use crate::datastore::layout::{
     group_prefix, is_snapshot_file_name, snapshot_file_key, snapshot_label, snapshot_prefix,
     CLIENT_LOG, MANIFEST, PROTECTED,
 };
-use super::{Datastore, DatastoreError};
+use crate::datastore::DatastoreError;
 
 /// One snapshot as found in the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,7 +29,7 @@ pub struct SnapshotInfo {
     pub protected: bool,
 }
 
-impl Datastore {
+impl SnapshotTree {
     /// Snapshots of a group, oldest first. Entries whose time does not parse are ignored.
     pub async fn list_snapshots(
         &self,
@@ -149,7 +150,7 @@ impl Datastore {
             // PBS's text, with the datastore name where PBS shows its directory
             Err(e) if e.is_not_found() => Err(DatastoreError::NotFound(format!(
                 "open file \"{}/{key}\" failed - not found",
-                self.name()
+                self.name
             ))),
             Err(e) => Err(e.into()),
         }

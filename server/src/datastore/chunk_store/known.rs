@@ -468,13 +468,31 @@ impl KnownChunks {
         state.deltas.len() > MAX_DELTAS || lock_read(&self.layers).unmerged() > MAX_UNMERGED
     }
 
+    /// Count the journal object just written as `key`; once the journal or the in-memory
+    /// changes grew long, merge them into a new base (after `state` is released).
+    async fn journal_written(
+        &self,
+        backend: &dyn Backend,
+        mut state: tokio::sync::MutexGuard<'_, Persisted>,
+        key: String,
+    ) -> Result<(), DatastoreError> {
+        state.next_seq += 1;
+        state.deltas.push(key);
+        let fold = self.merge_due(&state);
+        drop(state);
+        if fold {
+            self.write_full(backend, &HashSet::new()).await?;
+        }
+        Ok(())
+    }
+
     /// Write the journal of chunks added since the last flush; merge the changes into a new
     /// base and full index when the journal or the in-memory changes grew long.
     pub async fn flush(&self, backend: &dyn Backend) -> Result<(), DatastoreError> {
         if !self.enabled {
             return Ok(());
         }
-        let mut state = self.persisted.lock().await;
+        let state = self.persisted.lock().await;
         let mut batch = std::mem::take(&mut *lock_std(&self.pending));
         if batch.is_empty() {
             return Ok(());
@@ -490,14 +508,7 @@ impl KnownChunks {
                 "writing the known-chunk journal '{key}' failed: {e}"
             )));
         }
-        state.next_seq += 1;
-        state.deltas.push(key);
-        let fold = self.merge_due(&state);
-        drop(state);
-        if fold {
-            self.write_full(backend, &HashSet::new()).await?;
-        }
-        Ok(())
+        self.journal_written(backend, state, key).await
     }
 
     /// Forget `digests` and journal that they are gone before the caller deletes them, so a
@@ -510,7 +521,7 @@ impl KnownChunks {
         if !self.enabled || digests.is_empty() {
             return Ok(());
         }
-        let mut state = self.persisted.lock().await;
+        let state = self.persisted.lock().await;
         {
             let mut layers = lock_write(&self.layers);
             for d in digests {
@@ -534,14 +545,7 @@ impl KnownChunks {
                     "writing the known-chunk journal '{key}' failed: {e}"
                 ))
             })?;
-        state.next_seq += 1;
-        state.deltas.push(key);
-        let fold = self.merge_due(&state);
-        drop(state);
-        if fold {
-            self.write_full(backend, &HashSet::new()).await?;
-        }
-        Ok(())
+        self.journal_written(backend, state, key).await
     }
 
     /// Forget `exclude`, merge the changes held in memory into a new base file, store it as

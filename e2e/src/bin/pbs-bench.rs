@@ -203,11 +203,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::AuthCost { rounds, json } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("build tokio runtime")?;
-            let r = runtime.block_on(auth_cost::run(rounds))?;
+            let r = block_on(auth_cost::run(rounds))??;
             print(json, &r, auth_cost::render)
         }
         Command::Gc {
@@ -221,12 +217,8 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             if let Some(prefix) = remove_prefix {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                    .context("build tokio runtime")?;
                 let target = s3_ingest::S3Target::from_env()?;
-                let removed = runtime.block_on(gc::remove_s3_prefix(&target, &prefix))?;
+                let removed = block_on(gc::remove_s3_prefix(&target, &prefix))??;
                 println!("removed {removed} objects under {prefix}/");
                 return Ok(());
             }
@@ -235,10 +227,6 @@ fn run(cli: Cli) -> Result<()> {
                 "s3" => gc::Target::S3(s3_ingest::S3Target::from_env()?),
                 other => anyhow::bail!("--backend must be local or s3, not '{other}'"),
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("build tokio runtime")?;
             let opts = gc::Options {
                 chunks,
                 target,
@@ -246,7 +234,7 @@ fn run(cli: Cli) -> Result<()> {
                 keep,
                 mark_budget,
             };
-            let r = runtime.block_on(gc::run(&opts))?;
+            let r = block_on(gc::run(&opts))??;
             print(json, &r, gc::render)
         }
         Command::Known { digests, dir, json } => {
@@ -273,16 +261,12 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             let server_bin = release_server_bin(server_bin)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("build tokio runtime")?;
             let opts = backup_restore::Options {
                 image_mib,
                 runs,
                 server_bin,
             };
-            let r = runtime.block_on(backup_restore::run(&opts))?;
+            let r = block_on(backup_restore::run(&opts))??;
             print(json, &r, report::render)
         }
         Command::Memory {
@@ -293,17 +277,13 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             let server_bin = release_server_bin(server_bin)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("build tokio runtime")?;
             let opts = memory::Options {
                 image_mib,
                 parallel,
                 idle_secs,
                 server_bin,
             };
-            let r = runtime.block_on(memory::run(&opts))?;
+            let r = block_on(memory::run(&opts))??;
             print(json, &r, memory::render)
         }
         Command::S3Ingest {
@@ -323,10 +303,6 @@ fn run(cli: Cli) -> Result<()> {
                 )?),
                 None => None,
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("build tokio runtime")?;
             let opts = s3_ingest::Options {
                 image_mib,
                 server_bin,
@@ -335,7 +311,7 @@ fn run(cli: Cli) -> Result<()> {
                 rounds,
                 placement: placement.as_ref().map(|p| p.describe().to_string()),
             };
-            let r = runtime.block_on(s3_ingest::run(&opts))?;
+            let r = block_on(s3_ingest::run(&opts))??;
             print(json, &r, s3_ingest::render)
         }
         Command::LockExtension {
@@ -367,14 +343,20 @@ fn run(cli: Cli) -> Result<()> {
                 mode,
                 keep,
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("build tokio runtime")?;
-            let r = runtime.block_on(lock::run(&opts))?;
+            let r = block_on(lock::run(&opts))??;
             print(json, &r, lock::render)
         }
     }
+}
+
+/// Runs `work` to completion on a new multi-threaded runtime (built per command, after any
+/// CPU placement, which its threads inherit).
+fn block_on<F: std::future::Future>(work: F) -> Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("build tokio runtime")?;
+    Ok(runtime.block_on(work))
 }
 
 /// The server binary (warning on debug builds), exported as `PBS_CLOUD_SERVER_BIN` for

@@ -9,8 +9,10 @@
 //! * `hashset`: the code before the change: read the index object whole, decode it and collect
 //!   a `HashSet<[u8; 32]>` (what `GET .chunks/.index` + load did);
 //! * `mapped-warm`: a restart with a valid local file: check and map it;
-//! * `mapped-cold`: first open: copy the index object (whole in memory, as the backend's GET
-//!   returns it) into a new local file, then map it.
+//! * `mapped-cold`: first open as it was: copy the index object (whole in memory, as the
+//!   backend's GET returns it) into a new local file, then map it;
+//! * `mapped-ranged`: first open as the server does it now: read the object through the
+//!   local backend's `get_range` in 8 MiB pieces into the new local file, then map it.
 //!
 //! Each child then looks up 1 M digests (half present) and reports the lookup rate, `VmRSS`
 //! split into anonymous (heap) and file-backed (page cache of the mapping, which the kernel
@@ -29,7 +31,10 @@ const MAGIC: &[u8; 8] = b"PBSCKIX1";
 const LOOKUPS: u64 = 1_000_000;
 
 /// The variants, in the order they run.
-pub const VARIANTS: [&str; 3] = ["hashset", "mapped-warm", "mapped-cold"];
+pub const VARIANTS: [&str; 4] = ["hashset", "mapped-warm", "mapped-cold", "mapped-ranged"];
+
+/// Bytes per ranged read in `mapped-ranged` (the server's piece size).
+const PIECE: u64 = 8 * 1024 * 1024;
 
 fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -133,6 +138,36 @@ fn prepare(dir: &Path, n: u64) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
+/// The index object copied into a new local file and mapped, one ranged read of [`PIECE`]
+/// bytes at a time through the local backend.
+fn ranged_copy(dir: &Path, n: u64) -> Result<DigestFile> {
+    use pbs_cloud_server::backend::{Backend, LocalBackend};
+    let key = format!("index-{n}");
+    let backend = LocalBackend::open(dir)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let size = std::fs::metadata(index_path(dir, n))?.len();
+    let magic = runtime.block_on(backend.get_range(&key, 0, MAGIC.len() as u64))?;
+    if magic.as_ref() != MAGIC.as_slice() {
+        bail!("{key}: not an index");
+    }
+    let mut w = DigestFileWriter::new(dir)?;
+    let mut offset = MAGIC.len() as u64;
+    while offset < size {
+        let want = PIECE.min(size - offset);
+        let part = runtime.block_on(backend.get_range(&key, offset, want))?;
+        w.push_index_part(&key, &part)?;
+        offset += want;
+    }
+    let unsealed = w.finish()?;
+    let origin = DigestFileOrigin {
+        size,
+        modified: UNIX_EPOCH,
+    };
+    Ok(unsealed.seal(origin, None)?)
+}
+
 /// A loaded set's membership test.
 type Lookup = Box<dyn Fn(&[u8; 32]) -> bool>;
 
@@ -165,6 +200,10 @@ pub fn probe(variant: &str, dir: &Path, n: u64) -> Result<Probe> {
                 modified: UNIX_EPOCH,
             };
             let file = unsealed.seal(origin, None)?;
+            Box::new(move |d| file.contains(d))
+        }
+        "mapped-ranged" => {
+            let file = ranged_copy(dir, n)?;
             Box::new(move |d| file.contains(d))
         }
         other => bail!("unknown variant '{other}'"),
@@ -273,6 +312,13 @@ pub fn render(r: &KnownReport) -> String {
     }
     for &n in r.write_seconds.iter().map(|(n, _)| n) {
         let find = |v: &str| r.probes.iter().find(|p| p.digests == n && p.variant == v);
+        if let (Some(before), Some(after)) = (find("mapped-cold"), find("mapped-ranged")) {
+            out.push_str(&format!(
+                "at {n}: first open, ranged/whole: peak RSS {:.3}, load time {:.3}\n",
+                after.peak_kib as f64 / before.peak_kib.max(1) as f64,
+                after.load_seconds / before.load_seconds.max(1e-9)
+            ));
+        }
         if let (Some(before), Some(after)) = (find("hashset"), find("mapped-warm")) {
             out.push_str(&format!(
                 "at {n}: peak RSS after/before {:.3}, anon RSS after/before {:.3}, load time \

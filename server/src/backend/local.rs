@@ -422,6 +422,28 @@ impl Backend for LocalBackend {
         .await
     }
 
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, BackendError> {
+        use std::io::{Read, Seek, SeekFrom};
+        validate_key(key)?;
+        let path = self.root.join(key);
+        let k = key.to_string();
+        blocking(key, move || {
+            let mut file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                Err(e) if is_missing(&e) => return Err(BackendError::NotFound { key: k }),
+                Err(e) => return Err(BackendError::io(&k, e)),
+            };
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| BackendError::io(&k, e))?;
+            let mut data = Vec::new();
+            file.take(len)
+                .read_to_end(&mut data)
+                .map_err(|e| BackendError::io(&k, e))?;
+            Ok(Bytes::from(data))
+        })
+        .await
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, BackendError> {
         validate_key(key)?;
         let path = self.root.join(key);

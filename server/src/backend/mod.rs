@@ -247,6 +247,24 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<PutOutcome, BackendError>;
     /// Whole object; `NotFound` when missing.
     async fn get(&self, key: &str) -> Result<bytes::Bytes, BackendError>;
+    /// Up to `len` bytes of an object from `offset` (fewer at its end), so that a large object
+    /// can be read in bounded pieces; `NotFound` when missing. Wrappers must forward it; the
+    /// default reads the whole object.
+    async fn get_range(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<bytes::Bytes, BackendError> {
+        let data = self.get(key).await?;
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let end = start
+            .saturating_add(usize::try_from(len).unwrap_or(usize::MAX))
+            .min(data.len());
+        Ok(data.slice(start..end))
+    }
     /// Metadata, or `None` when missing.
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, BackendError>;
     /// Every object whose key starts with `prefix` (all pages). With a delimiter, keys that

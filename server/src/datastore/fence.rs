@@ -143,6 +143,10 @@ impl Backend for FencedBackend {
         self.inner.get(key).await
     }
 
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, BackendError> {
+        self.inner.get_range(key, offset, len).await
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, BackendError> {
         self.inner.head(key).await
     }

@@ -89,6 +89,10 @@ impl Backend for CachedBackend {
         self.inner.get(key).await
     }
 
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, BackendError> {
+        self.inner.get_range(key, offset, len).await
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, BackendError> {
         self.inner.head(key).await
     }

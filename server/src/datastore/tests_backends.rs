@@ -10,6 +10,7 @@ on_both_backends!(
     writer_lease_excludes_other_servers,
     aborted_backup_leaves_no_snapshot,
     listings_come_from_memory,
+    ranged_reads_return_the_bytes_asked_for,
 );
 
 async fn snapshot_lifecycle(kind: Kind) {
@@ -230,3 +231,39 @@ async fn listings_come_from_memory(kind: Kind) {
 
 #[path = "tests_gc.rs"]
 mod gc;
+
+async fn ranged_reads_return_the_bytes_asked_for(kind: Kind) {
+    let e = env_on(kind, "ranges").await;
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let backend = e.ds.backend();
+    backend
+        .put(
+            ".test/ranged",
+            Bytes::from(data.clone()),
+            crate::backend::PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    for (offset, len) in [
+        (0u64, 1u64),
+        (0, 10_000),
+        (1, 31),
+        (4_096, 4_096),
+        (9_990, 10),
+        (9_990, 100),
+    ] {
+        let got = backend
+            .get_range(".test/ranged", offset, len)
+            .await
+            .unwrap();
+        let end = ((offset + len) as usize).min(data.len());
+        assert_eq!(got.as_ref(), &data[offset as usize..end], "{offset}+{len}");
+    }
+    assert!(backend
+        .get_range(".test/ranged", 5, 0)
+        .await
+        .unwrap()
+        .is_empty());
+    let missing = backend.get_range(".test/missing", 0, 10).await.unwrap_err();
+    assert!(missing.is_not_found(), "{missing}");
+}

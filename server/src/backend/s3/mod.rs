@@ -300,6 +300,51 @@ impl S3Backend {
     }
 }
 
+impl S3Backend {
+    /// GET of a whole object, or of the inclusive byte range `range`.
+    async fn fetch(&self, key: &str, range: Option<(u64, u64)>) -> Result<Bytes, BackendError> {
+        let full = self.full_key(key)?;
+        let mut attempt = 0u32;
+        loop {
+            let permit = self.permit().await?;
+            self.count_request(Req::Get);
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.settings.bucket)
+                .key(&full)
+                .set_range(range.map(|(first, last)| format!("bytes={first}-{last}")))
+                .send()
+                .await
+                .map_err(|e| self.remote_error("GET", key, Failure::from_sdk(&e)))?;
+            match out.body.collect().await {
+                Ok(data) => {
+                    self.health.ok();
+                    let data = data.into_bytes();
+                    self.counts.add_downloaded(data.len());
+                    return Ok(data);
+                }
+                // The SDK retries the request, not a body cut mid-way: do that here.
+                Err(e) if attempt < self.settings.max_retries => {
+                    drop(permit);
+                    attempt += 1;
+                    tracing::warn!(
+                        "reading {} failed (attempt {attempt}): {e}; retrying",
+                        self.describe_key(key)
+                    );
+                    tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
+                }
+                Err(e) => {
+                    return Err(BackendError::Remote {
+                        key: key.to_string(),
+                        message: format!("S3 GET {} body: {e}", self.describe_key(key)),
+                    })
+                }
+            }
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Backend for S3Backend {
     fn capabilities(&self) -> BackendCapabilities {
@@ -350,44 +395,15 @@ impl Backend for S3Backend {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, BackendError> {
-        let full = self.full_key(key)?;
-        let mut attempt = 0u32;
-        loop {
-            let permit = self.permit().await?;
-            self.count_request(Req::Get);
-            let out = self
-                .client
-                .get_object()
-                .bucket(&self.settings.bucket)
-                .key(&full)
-                .send()
-                .await
-                .map_err(|e| self.remote_error("GET", key, Failure::from_sdk(&e)))?;
-            match out.body.collect().await {
-                Ok(data) => {
-                    self.health.ok();
-                    let data = data.into_bytes();
-                    self.counts.add_downloaded(data.len());
-                    return Ok(data);
-                }
-                // The SDK retries the request, not a body cut mid-way: do that here.
-                Err(e) if attempt < self.settings.max_retries => {
-                    drop(permit);
-                    attempt += 1;
-                    tracing::warn!(
-                        "reading {} failed (attempt {attempt}): {e}; retrying",
-                        self.describe_key(key)
-                    );
-                    tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
-                }
-                Err(e) => {
-                    return Err(BackendError::Remote {
-                        key: key.to_string(),
-                        message: format!("S3 GET {} body: {e}", self.describe_key(key)),
-                    })
-                }
-            }
+        self.fetch(key, None).await
+    }
+
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, BackendError> {
+        if len == 0 {
+            return Ok(Bytes::new());
         }
+        self.fetch(key, Some((offset, offset.saturating_add(len - 1))))
+            .await
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, BackendError> {

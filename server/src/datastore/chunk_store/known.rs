@@ -37,10 +37,14 @@ use crate::format::Digest;
 
 use super::super::layout::{parse_chunk_key, ChunkKey, CHUNK_PREFIX};
 use super::super::{lock_std, DatastoreError};
-use super::known_file::{DigestFile, DigestFileWriter, Origin, INDEX_MAGIC};
+use super::known_file::{DigestFile, DigestFileWriter, Origin, Unsealed, INDEX_MAGIC};
 
 /// Full persisted digest set.
 pub const KNOWN_INDEX: &str = ".chunks/.index";
+
+/// Bytes of `.chunks/.index` fetched per request when it is downloaded (a first open, or a
+/// local copy that is out of date): 256 Ki digests.
+const DOWNLOAD_PIECE: u64 = 8 * 1024 * 1024;
 /// Journal of digests added since the full index was written.
 pub const KNOWN_DELTA_PREFIX: &str = ".chunks/.index-delta/";
 const MAGIC: &[u8; 8] = INDEX_MAGIC;
@@ -385,25 +389,59 @@ impl KnownChunks {
                 Err(e) => tracing::warn!("datastore '{store}': {e}; downloading {KNOWN_INDEX}"),
             }
         }
-        let data = match backend.get(KNOWN_INDEX).await {
-            Ok(data) => data,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let dir = self.files.dir.clone();
-        let dest = self.files.dest.clone();
-        let copied = blocking(move || {
-            DigestFileWriter::from_index(&dir, KNOWN_INDEX, &data)
-                .map(|unsealed| unsealed.seal(origin, dest.as_deref()))
-        })
-        .await;
-        match copied {
-            Ok(file) => Ok(Some((file?, BaseSource::Downloaded))),
+        let unsealed = match self.download_base(backend, meta.size, DOWNLOAD_PIECE).await {
+            Ok(unsealed) => unsealed,
+            Err(DatastoreError::Backend(e)) if e.is_not_found() => return Ok(None),
+            Err(e @ DatastoreError::Backend(_)) => return Err(e),
             Err(e) => {
                 tracing::warn!("datastore '{store}': {e}; rebuilding it");
-                Ok(None)
+                return Ok(None);
             }
+        };
+        let dest = self.files.dest.clone();
+        let file = blocking(move || unsealed.seal(origin, dest.as_deref())).await?;
+        Ok(Some((file, BaseSource::Downloaded)))
+    }
+
+    /// Copy the stored `.chunks/.index` (`size` bytes) into a new local file, `piece` bytes
+    /// per request: memory holds one piece, whatever the number of chunks (320 MB of digests
+    /// at ten million).
+    async fn download_base(
+        &self,
+        backend: &dyn Backend,
+        size: u64,
+        piece: u64,
+    ) -> Result<Unsealed, DatastoreError> {
+        let magic = INDEX_MAGIC.len() as u64;
+        let not_an_index =
+            || DatastoreError::Internal(format!("'{KNOWN_INDEX}' is not a known-chunk index"));
+        if size < magic || (size - magic) % 32 != 0 {
+            return Err(not_an_index());
         }
+        if backend.get_range(KNOWN_INDEX, 0, magic).await?.as_ref() != INDEX_MAGIC.as_slice() {
+            return Err(not_an_index());
+        }
+        let dir = self.files.dir.clone();
+        let mut writer = blocking(move || DigestFileWriter::new(&dir)).await?;
+        let piece = (piece / 32).max(1) * 32;
+        let mut offset = magic;
+        while offset < size {
+            let want = piece.min(size - offset);
+            let part = backend.get_range(KNOWN_INDEX, offset, want).await?;
+            if part.len() as u64 != want {
+                return Err(DatastoreError::Internal(format!(
+                    "'{KNOWN_INDEX}' ended at {} bytes while {size} were expected",
+                    offset + part.len() as u64
+                )));
+            }
+            offset += want;
+            writer = blocking(move || {
+                writer.push_index_part(KNOWN_INDEX, &part)?;
+                Ok(writer)
+            })
+            .await?;
+        }
+        blocking(move || writer.finish()).await
     }
 
     pub fn enabled(&self) -> bool {

@@ -184,20 +184,31 @@ impl DigestFileWriter {
 
     /// Copy a `.chunks/.index` object (whole in `data`) into a new file.
     pub fn from_index(dir: &Path, key: &str, data: &[u8]) -> Result<Unsealed, DatastoreError> {
-        let body = data
-            .strip_prefix(INDEX_MAGIC.as_slice())
-            .filter(|b| b.len() % 32 == 0)
-            .ok_or_else(|| {
-                DatastoreError::Internal(format!("'{key}' is not a known-chunk index"))
-            })?;
+        let body = data.strip_prefix(INDEX_MAGIC.as_slice()).ok_or_else(|| {
+            DatastoreError::Internal(format!("'{key}' is not a known-chunk index"))
+        })?;
         let mut w = DigestFileWriter::new(dir)?;
-        for c in body.chunks_exact(32) {
+        w.push_index_part(key, body)?;
+        w.finish()
+    }
+
+    /// Append a piece of a stored index's digests (the bytes after its magic, a whole number
+    /// of digests), checking that they stay sorted: a download in pieces never holds more
+    /// than one piece.
+    pub fn push_index_part(&mut self, key: &str, part: &[u8]) -> Result<(), DatastoreError> {
+        if part.len() % 32 != 0 {
+            return Err(DatastoreError::Internal(format!(
+                "'{key}' is not a known-chunk index (a piece of {} bytes)",
+                part.len()
+            )));
+        }
+        for c in part.chunks_exact(32) {
             let mut d = [0u8; 32];
             d.copy_from_slice(c);
-            w.push(&d)
+            self.push(&d)
                 .map_err(|_| DatastoreError::Internal(format!("'{key}' is not sorted")))?;
         }
-        w.finish()
+        Ok(())
     }
 
     /// Streaming merge: `base` plus `added` minus `removed` (both sorted) into a new file.

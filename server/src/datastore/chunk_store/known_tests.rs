@@ -240,3 +240,33 @@ async fn an_unreadable_index_is_rebuilt_from_the_chunk_listing() {
     assert_eq!(k.source(), BaseSource::LocalFile);
     assert_set(&k, 10, |i| i < 3);
 }
+
+#[tokio::test]
+async fn a_downloaded_index_is_read_in_pieces_of_bounded_size() {
+    let e = Env::new();
+    let k = e.load().await;
+    (0..100).for_each(|i| k.insert(&d(i)));
+    k.write_full(&e.backend, &HashSet::new()).await.unwrap();
+    drop(k);
+    let stored = e.backend.get(KNOWN_INDEX).await.unwrap();
+    let size = stored.len() as u64;
+    let loader = KnownChunks {
+        enabled: true,
+        files: BaseFiles::new("s", None),
+        ..KnownChunks::disabled()
+    };
+    // Pieces smaller than a digest, not a multiple of one, and larger than the whole index.
+    for piece in [1, 32, 7 * 32 + 5, 3200, 1 << 20] {
+        let copy = loader.download_base(&e.backend, size, piece).await.unwrap();
+        assert_eq!(copy.object(), stored, "piece {piece}");
+    }
+    // A stored index shorter than its listed size, or not an index at all, is refused.
+    let Err(err) = loader.download_base(&e.backend, size + 32, 64).await else {
+        panic!("a short index was accepted");
+    };
+    assert!(err.to_string().contains("ended at"), "{err}");
+    let Err(err) = loader.download_base(&e.backend, size - 1, 64).await else {
+        panic!("a size that is no index was accepted");
+    };
+    assert!(err.to_string().contains("not a known-chunk index"), "{err}");
+}

@@ -210,6 +210,7 @@ const ROWS: &[Row] = &[
     row(PUT, "{S}/retention-lock?{snap}", &[400], "AFFFFFHFFU"),
     row(POST, "{S}/verify?{snap}", &[200, 409], "AAFAFFHFAU"),
     row(GET, "{S}/job-history", &[200], "AAAFFFHFAU"),
+    row(GET, "{S}/usage-history", &[200], "AAAFFFHFAU"),
     row(
         POST,
         "{S}/move-group?backup-type=vm&backup-id=100&target-ns=nowhere",

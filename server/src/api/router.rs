@@ -34,6 +34,7 @@ pub enum DatastoreOp {
     JobHistory,
     MoveGroup,
     MoveNamespace,
+    UsageHistory,
 }
 
 impl DatastoreOp {
@@ -60,6 +61,7 @@ impl DatastoreOp {
             "job-history" => Self::JobHistory,
             "move-group" => Self::MoveGroup,
             "move-namespace" => Self::MoveNamespace,
+            "usage-history" => Self::UsageHistory,
             _ => return None,
         })
     }

@@ -591,3 +591,30 @@ async fn namespaces_gc_task_and_upload_log() {
     assert_eq!(json["data"]["backend-type"], "filesystem");
     assert!(json["data"]["total"].as_u64().unwrap() > 0);
 }
+
+#[tokio::test]
+async fn usage_history_lists_the_daily_samples() {
+    let env = env().await;
+    let admin = login(&env, "admin@pbs", "adminpw").await;
+    let uri = "/api2/json/admin/datastore/s1/usage-history";
+    let (status, json, text) = get(&env, &admin, uri).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(
+        json["data"]["samples"],
+        serde_json::json!([]),
+        "no sample before the counters were first counted"
+    );
+
+    snapshot(&env, "100", T0, "admin@pbs").await;
+    snapshot(&env, "100", T0 + DAY, "admin@pbs").await;
+    let store = env.state.datastore("s1").unwrap().store.clone();
+    store.usage_rescan().await.unwrap();
+    store.usage().flush(true).await.unwrap();
+    let (status, json, text) = get(&env, &admin, uri).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let samples = json["data"]["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 1, "{text}");
+    assert_eq!(samples[0]["snapshots"], 2, "{text}");
+    assert_eq!(samples[0]["day"].as_i64().unwrap() % DAY, 0, "a UTC day");
+    assert_eq!(json["data"]["s3-requests-per-day"], serde_json::json!([]));
+}

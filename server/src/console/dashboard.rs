@@ -251,6 +251,9 @@ pub(crate) fn store_card(v: &StoreView, now: i64) -> Markup {
                     }
                 }
             }
+            @if v.usage.is_some() {
+                p { a.usage-link href={ "/console/datastore/" (enc(&v.name)) "/usage" } { "Usage over time" } }
+            }
             @if let (Some(q), Some(p)) = (store_quota, physical) {
                 div.quota.warning[p >= q / 10 * 8] {
                     "Store quota: " meter min="0" max=(q) value=(p) high=(q / 10 * 8) optimum="0" {}

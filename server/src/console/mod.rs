@@ -21,6 +21,7 @@ mod session;
 mod snapshots;
 mod tasks;
 mod tenants;
+mod usage;
 
 #[cfg(test)]
 mod actions_tests;
@@ -153,6 +154,7 @@ async fn page(
         ["console", "datastore", store, "snapshot"] => {
             snapshots::snapshot_page(s, store, &query, None).await?
         }
+        ["console", "datastore", store, "usage"] => usage::page(s, store).await?,
         ["console", "datastore", store, "browse"] => {
             snapshots::browse_page(s, store, &query).await?
         }

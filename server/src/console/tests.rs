@@ -351,3 +351,42 @@ fn repository_lines() {
         "alice@pbs@[::1]:443:s1"
     );
 }
+
+#[tokio::test]
+async fn usage_page_charts_the_daily_samples_for_whoever_sees_store_figures() {
+    let env = env().await;
+    env.store.usage_rescan().await.unwrap();
+    env.store.usage().flush(true).await.unwrap();
+    let root = login(&env, "root@pam", "rootpw").await;
+    let dash = request(&env, get("/", Some(&root))).await;
+    assert!(
+        dash.text.contains("href=\"/console/datastore/s1/usage\""),
+        "the dashboard links the usage page: {}",
+        dash.text
+    );
+    let page = request(&env, get("/console/datastore/s1/usage", Some(&root))).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    for part in [
+        "id=\"chart-bytes\"",
+        "id=\"chart-chunks\"",
+        "<svg",
+        "usage-history",
+    ] {
+        assert!(page.text.contains(part), "{part} missing: {}", page.text);
+    }
+    assert!(
+        !page.text.contains("chart-requests"),
+        "a local store has no S3 request chart"
+    );
+    // A backup-only user sees no store-wide figures: no link, and the API's refusal.
+    let alice = login(&env, "alice@pbs", "alicepw").await;
+    let dash = request(&env, get("/", Some(&alice))).await;
+    assert!(!dash.text.contains("/console/datastore/s1/usage"));
+    let refused = request(&env, get("/console/datastore/s1/usage", Some(&alice))).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    assert!(!refused.text.contains("<svg"));
+    // Another tenant's admin: the store does not exist for them.
+    let bob = login(&env, "bob@pbs", "bobpw").await;
+    let hidden = request(&env, get("/console/datastore/s1/usage", Some(&bob))).await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+}

@@ -47,6 +47,7 @@ pub use session::{BackupLease, ReaderLease};
 pub use tree::{
     GroupRemoveStats, NamespaceDeleteStats, NamespaceMoveStats, SnapshotInfo, SnapshotTree,
 };
+pub use usage::history::{DailySample, UsageHistory, HISTORY_DAYS};
 pub use usage::{
     StoreUsage, TenantMeter, UsageCounters, UsageObserver, DEFAULT_QUOTA_WARN_PERCENT,
 };

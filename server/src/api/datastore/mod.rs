@@ -21,6 +21,7 @@ pub mod retention_lock;
 pub mod snapshots;
 pub mod status;
 pub mod upload_log;
+pub mod usage_history;
 pub mod verify;
 
 use http::{Method, Response, StatusCode};
@@ -70,6 +71,7 @@ pub async fn call(
         (Op::JobHistory, &Method::GET) => job_history::list(ctx, e).await,
         (Op::MoveGroup, &Method::POST) => moves::move_group(ctx, e).await,
         (Op::MoveNamespace, &Method::POST) => moves::move_namespace(ctx, e).await,
+        (Op::UsageHistory, &Method::GET) => usage_history::get(ctx, e).await,
         (_, m) => Err(HttpError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {m} not allowed on this path"),

@@ -18,12 +18,13 @@
 //! at most that interval's counts.
 
 //!
-//! Parts: the counters and their events (here), the quota of the datastore and of its tenant
-//! ([`TenantMeter`], `meter.rs`), the status figures (`capacity.rs`), persistence
+//! Parts: the counters and their events (here), their daily samples (`history.rs`), the quota
+//! of the datastore and of its tenant ([`TenantMeter`], `meter.rs`), the status figures (`capacity.rs`), persistence
 //! (`persist.rs`), the change log of a running scan (`scan.rs`) and the recount, which lists the
 //! chunk store and the snapshot tree through the datastore (`recount.rs`).
 
 mod capacity;
+pub mod history;
 mod meter;
 mod persist;
 mod recount;
@@ -83,6 +84,8 @@ struct Inner {
     /// This run's request counts as of the last write, and when that was.
     requests_written: RequestCounts,
     requests_written_at: Option<Instant>,
+    /// Daily samples for the usage charts (`history.rs`).
+    history: history::UsageHistory,
 }
 
 /// Usage counters and quota of one datastore, loaded at open (see the module docs).
@@ -157,6 +160,11 @@ impl StoreUsage {
             snapshots: inner.snapshots.len() as u64,
             groups: groups.len() as u64,
         }
+    }
+
+    /// Daily samples of the figures, oldest first (persisted with the counters).
+    pub fn history(&self) -> history::UsageHistory {
+        lock_std(&self.inner).history.clone()
     }
 
     /// Physical bytes stored (what quotas limit).

@@ -13,7 +13,14 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{Backend, BackendError, PutOptions, RequestCounts};
 
 use super::super::{lock_std, DatastoreError};
+use super::history::{day_of, total_requests, DailySample, UsageHistory};
 use super::{Inner, StoreUsage};
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
 
 /// Where the counters are persisted (a dot prefix: GC's index walk and PBS skip it).
 pub const USAGE_OBJECT: &str = ".usage/counters.json";
@@ -34,6 +41,9 @@ struct Persisted {
     /// S3 requests of all server runs up to this write (absent before they were persisted).
     #[serde(default)]
     s3_requests: RequestCounts,
+    /// Daily samples for the usage charts (absent before they were kept).
+    #[serde(default)]
+    history: UsageHistory,
 }
 
 impl StoreUsage {
@@ -52,6 +62,7 @@ impl StoreUsage {
                     inner.snapshots = p.snapshots;
                     inner.needs_rescan = !p.clean;
                     inner.requests_before = p.s3_requests;
+                    inner.history = p.history.normalized();
                     if p.clean {
                         // A crash from here on must not leave "clean" counters behind.
                         let data = encode(&inner, false, &p.s3_requests);
@@ -107,6 +118,18 @@ impl StoreUsage {
             inner.dirty = false;
             let mut totals = inner.requests_before;
             totals.add(&this_run);
+            // Counters awaiting their first scan are not figures worth a chart.
+            if !inner.needs_rescan {
+                let sample = DailySample {
+                    day: day_of(unix_now()),
+                    physical_bytes: inner.physical,
+                    logical_bytes: inner.snapshots.values().sum(),
+                    chunks: inner.chunks,
+                    snapshots: inner.snapshots.len() as u64,
+                    s3_requests: total_requests(&totals),
+                };
+                inner.history.record(sample);
+            }
             // Counters that still await their first scan are never declared clean.
             encode(&inner, clean && !inner.needs_rescan, &totals)
         };
@@ -134,6 +157,7 @@ fn encode(inner: &Inner, clean: bool, s3_requests: &RequestCounts) -> Bytes {
         chunks: inner.chunks,
         snapshots: inner.snapshots.clone(),
         s3_requests: *s3_requests,
+        history: inner.history.clone(),
     };
     Bytes::from(serde_json::to_vec(&p).unwrap_or_default())
 }

@@ -337,3 +337,46 @@ async fn a_sharded_recount_counts_changes_around_each_shard_close() {
         "a fresh recount agrees"
     );
 }
+
+/// Each write of the counters takes the day's sample (its last figures); the samples survive a
+/// restart; counters that await their first scan take none.
+#[tokio::test]
+async fn daily_samples_follow_the_counters_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let ds = open(&root).await;
+    ds.usage().flush(true).await.unwrap();
+    assert!(
+        ds.usage().history().samples().is_empty(),
+        "counters awaiting their first scan make no sample"
+    );
+    ds.usage_rescan().await.expect("scan");
+    let first_day = history::day_of(chrono::Utc::now().timestamp());
+    let a = backup(&ds, "100", T0, b"chunk one", 1000).await;
+    ds.usage().flush(false).await.unwrap();
+    let figures = |s: &history::DailySample| {
+        (
+            s.physical_bytes,
+            s.logical_bytes,
+            s.chunks,
+            s.snapshots,
+            s.s3_requests,
+        )
+    };
+    let samples = ds.usage().history().samples().to_vec();
+    assert_eq!(samples.len(), 1, "{samples:?}");
+    assert_eq!(figures(&samples[0]), (a, 1000, 1, 1, 0));
+
+    let b = backup(&ds, "200", T0, b"chunk two", 50).await;
+    ds.close().await.unwrap();
+    drop(ds);
+    let last_day = history::day_of(chrono::Utc::now().timestamp());
+    let ds = open(&root).await;
+    let samples = ds.usage().history().samples().to_vec();
+    // One sample per day: a second one only if the day changed during the test.
+    let days = if last_day == first_day { 1 } else { 2 };
+    assert_eq!(samples.len(), days, "{samples:?}");
+    let newest = samples.last().unwrap();
+    assert_eq!(newest.day, last_day);
+    assert_eq!(figures(newest), (a + b, 1050, 2, 2, 0), "read back");
+}

@@ -1,6 +1,8 @@
-//! `/admin/prune` and `/admin/verify` (PBS's job endpoints): list configured prune or verify
-//! jobs with their state, and `POST .../{id}/run` to start one now as a task (our extension:
-//! `dry-run` for prune jobs).
+//! `/admin/prune`, `/admin/verify` and `/admin/gc` (PBS's job endpoints): list configured
+//! prune, verify or garbage collection jobs with their state, and `POST .../{id}/run` to start
+//! one now as a task (our extensions: `dry-run` for prune jobs, and `run` for GC jobs, whose id
+//! is the datastore's name; PBS starts GC with `POST /admin/datastore/{store}/gc`, which works
+//! here too).
 
 use http::{Response, StatusCode};
 use serde_json::{json, Map, Value};
@@ -15,6 +17,7 @@ fn job_type(kind: &str) -> Result<JobType, HttpError> {
     match kind {
         "prune" => Ok(JobType::Prune),
         "verify" => Ok(JobType::Verify),
+        "gc" => Ok(JobType::GarbageCollection),
         other => Err(HttpError::not_found(format!("no job type '{other}'"))),
     }
 }
@@ -98,7 +101,7 @@ fn describe(ctx: &Ctx, spec: &JobSpec) -> Value {
     Value::Object(obj)
 }
 
-/// `GET /admin/prune` or `/admin/verify`: jobs on datastores the caller may audit.
+/// `GET /admin/prune`, `/admin/verify` or `/admin/gc`: jobs on datastores the caller may audit.
 pub fn list(ctx: &Ctx, kind: &str) -> Result<Response<Body>, HttpError> {
     let kind = job_type(kind)?;
     let store_filter = ctx.params.str("store")?;
@@ -120,7 +123,7 @@ pub fn list(ctx: &Ctx, kind: &str) -> Result<Response<Body>, HttpError> {
     Ok(json_data(out))
 }
 
-/// `POST /admin/prune/{id}/run` or `/admin/verify/{id}/run`: start the job now; the UPID.
+/// `POST /admin/{prune,verify,gc}/{id}/run`: start the job now; the UPID.
 pub fn run(ctx: &Ctx, kind: &str, id: &str) -> Result<Response<Body>, HttpError> {
     let kind = job_type(kind)?;
     let spec = ctx.state.jobs.find(kind, id).ok_or_else(|| {
@@ -132,7 +135,8 @@ pub fn run(ctx: &Ctx, kind: &str, id: &str) -> Result<Response<Body>, HttpError>
     let entry = ctx.store(&spec.store)?;
     let needed = match kind {
         JobType::Prune => Privileges::MODIFY | Privileges::PRUNE,
-        _ => Privileges::MODIFY | Privileges::VERIFY,
+        JobType::Verify => Privileges::MODIFY | Privileges::VERIFY,
+        JobType::GarbageCollection => Privileges::MODIFY,
     };
     ctx.require_any(&entry, &namespace_of(&spec), needed)?;
     let dry_run = match kind {

@@ -134,7 +134,7 @@ const USERS: &[(&str, &str, bool, Acl)] = &[
     ),
 ];
 
-const JOBS: &str = "[[datastore]]\nname = \"st1\"\n\
+const JOBS: &str = "[[datastore]]\nname = \"st1\"\ngc_schedule = \"daily\"\n\
     [[prune_job]]\nid = \"p1\"\nstore = \"st1\"\nschedule = \"daily\"\nkeep_last = 1\n\
     [[verify_job]]\nid = \"v1\"\nstore = \"st1\"\nschedule = \"daily\"\nmode = \"cheap\"\n";
 

@@ -181,11 +181,11 @@ pub fn route(path: &str) -> Result<Route, HttpError> {
             },
             None => return Err(not_found(path)),
         },
-        // Configured prune or verify jobs, and starting one now.
-        ["admin", kind @ ("prune" | "verify")] => Route::Jobs {
+        // Configured prune, verify or GC jobs, and starting one now.
+        ["admin", kind @ ("prune" | "verify" | "gc")] => Route::Jobs {
             kind: kind.to_string(),
         },
-        ["admin", kind @ ("prune" | "verify"), id, "run"] => Route::JobRun {
+        ["admin", kind @ ("prune" | "verify" | "gc"), id, "run"] => Route::JobRun {
             kind: kind.to_string(),
             id: id.to_string(),
         },

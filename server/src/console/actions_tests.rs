@@ -581,3 +581,61 @@ async fn jobs_page_lists_what_the_api_lists_and_runs_a_job_now() {
         page.text
     );
 }
+
+#[tokio::test]
+async fn gc_jobs_are_listed_and_run_now_like_the_others() {
+    use crate::jobs::{calendar, JobBody, JobSpec, JobType};
+
+    let env = env().await;
+    env.state.jobs.configure(
+        None,
+        vec![JobSpec {
+            kind: JobType::GarbageCollection,
+            id: "s1".into(),
+            store: "s1".into(),
+            schedule: "daily".into(),
+            event: calendar::parse("daily").unwrap(),
+            disable: false,
+            body: JobBody::GarbageCollection,
+        }],
+    );
+    let root = login(&env, "root@pam", "rootpw").await;
+    let page = request(&env, get("/console/jobs", Some(&root))).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(
+        page.text.contains("data-kind=\"gc\"") && page.text.contains("<td class=\"job\">s1</td>"),
+        "{}",
+        page.text
+    );
+    // A user without Modify on the store may not start it.
+    let alice = login(&env, "alice@pbs", "alicepw").await;
+    let alice_page = request(&env, get("/console/jobs", Some(&alice))).await;
+    let refused = act(
+        &env,
+        &alice,
+        Some(&csrf_of(&alice_page.text)),
+        "/console/jobs/gc/s1/run",
+        "",
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+
+    let run = act(
+        &env,
+        &root,
+        Some(&csrf_of(&page.text)),
+        "/console/jobs/gc/s1/run",
+        "",
+    )
+    .await;
+    assert_eq!(run.status, StatusCode::SEE_OTHER, "{}", run.text);
+    let location = run.headers[header::LOCATION].to_str().unwrap().to_string();
+    let upid =
+        percent_encoding::percent_decode_str(location.strip_prefix("/console/tasks/").unwrap())
+            .decode_utf8()
+            .unwrap()
+            .into_owned();
+    assert!(upid.contains(":garbage_collection:"), "{upid}");
+    let status = env.state.tasks.finished(&upid).await.unwrap();
+    assert_eq!(status.exitstatus.as_deref(), Some("OK"), "{status:?}");
+}

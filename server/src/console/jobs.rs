@@ -1,5 +1,5 @@
-//! Jobs: the configured prune and verify jobs as PBS lists them (`/admin/prune`,
-//! `/admin/verify`: schedule, next run, last run and its task) with a "Run now" button that
+//! Jobs: the configured prune, verify and GC jobs as PBS lists them (`/admin/prune`,
+//! `/admin/verify`, `/admin/gc`: schedule, next run, last run and its task) with a "Run now" button that
 //! posts to `actions.rs`, which calls the API's `POST …/{id}/run`.
 
 use maud::{html, Markup};
@@ -12,7 +12,11 @@ use super::session::CSRF_FIELD;
 use super::{ConsoleError, Session};
 
 /// The job kinds of PBS's job endpoints, with their headings.
-const KINDS: [(&str, &str); 2] = [("prune", "Prune jobs"), ("verify", "Verify jobs")];
+const KINDS: [(&str, &str); 3] = [
+    ("prune", "Prune jobs"),
+    ("verify", "Verify jobs"),
+    ("gc", "Garbage collection jobs"),
+];
 
 fn job_table(s: &Session, kind: &str, jobs: &[Value]) -> Markup {
     html! {
@@ -67,10 +71,10 @@ pub(crate) async fn page(s: &Session) -> Result<Markup, ConsoleError> {
     }
     let body = html! {
         h1 { "Jobs" }
-        p { "Scheduled jobs come from the configuration file; garbage collection is started on a datastore's page." }
+        p { "Scheduled jobs come from the configuration file (a datastore's " code { "gc_schedule" } " is its garbage collection job); garbage collection can also be started on a datastore's page." }
         @for (kind, title, jobs) in &sections {
             h2 { (title) }
-            @if jobs.is_empty() { p.empty { "No " (kind) " jobs visible." } }
+            @if jobs.is_empty() { p.empty { "No " (title.to_lowercase()) " visible." } }
             @else { (job_table(s, kind, jobs)) }
         }
     };

@@ -220,11 +220,14 @@ fn action_fields(s: &Session, params: &[(&str, &str)]) -> Markup {
     }
 }
 
-/// What a download of a file is called on disk: blobs and fixed images decoded (`.blob`,
-/// `.fidx` dropped), `None` for files offered otherwise (pxar archives are browsed).
+/// What a download of a file is called on disk: blobs, fixed images and dynamic archives
+/// decoded (`.blob`, `.fidx`, `.didx` dropped: `root.pxar.didx` downloads as the whole
+/// `root.pxar`, which `pxar extract` or `proxmox-backup-client` can read); `None` for other
+/// files (the client log and the like).
 fn download_name(name: &str) -> Option<&str> {
     name.strip_suffix(".blob")
         .or_else(|| name.strip_suffix(".fidx"))
+        .or_else(|| name.strip_suffix(".didx"))
 }
 
 /// `GET /console/datastore/{store}/snapshot?…&backup-time=`: files, notes, lock, and the
@@ -411,4 +414,17 @@ pub(crate) async fn browse_page(
         }
     };
     Ok(frame(archive, Nav::Content, Some(s), body))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn downloads_are_named_after_the_decoded_stream() {
+        use super::download_name;
+        assert_eq!(download_name("app.conf.blob"), Some("app.conf"));
+        assert_eq!(download_name("disk.img.fidx"), Some("disk.img"));
+        assert_eq!(download_name("root.pxar.didx"), Some("root.pxar"));
+        assert_eq!(download_name("root.mpxar.didx"), Some("root.mpxar"));
+        assert_eq!(download_name("index.json"), None);
+    }
 }

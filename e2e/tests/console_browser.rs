@@ -2,9 +2,9 @@
 //! (chromedriver + fantoccini). Logs in with the printed admin password, finds on the dashboard
 //! the backup the protocol test client just made, opens the snapshot, edits its notes, protects
 //! it, sees forget refused in the API's words, downloads its config blob and disk image, browses
-//! its pxar archive and downloads a file through the page's link, runs the prune simulator,
-//! starts a GC and follows its log to the end, logs out, and checks that a user of another
-//! tenant sees none of it. Screenshots go to `e2e/console/` as test artifacts.
+//! its pxar archive and downloads a file through the page's link, runs the prune simulator and
+//! then a prune, starts a GC and follows its log to the end, opens the usage charts, logs out,
+//! and checks that a user of another tenant sees none of it. Screenshots go to `e2e/console/` as test artifacts.
 
 mod common;
 
@@ -164,6 +164,13 @@ async fn console_in_headless_chromium() {
             "eve-pass\n",
         )
         .unwrap();
+    server
+        .manage(&["user", "add", "tina@pbs"], "tina-pass\n")
+        .unwrap();
+    let acl_path = format!("/datastore/{}", server.store());
+    server
+        .manage(&["acl", "add", &acl_path, "tina@pbs", "DatastoreAdmin"], "")
+        .unwrap();
     server.launch().await.unwrap();
     let client = server.admin_client().await.unwrap();
     let tree = tempfile::tempdir().unwrap();
@@ -186,6 +193,25 @@ async fn console_in_headless_chromium() {
     )
     .await
     .unwrap();
+    // A group with one snapshot too many for keep-last=1, for "Run prune".
+    let small = Content {
+        tree: None,
+        image: None,
+        conf: Some(b"scratch = 1\n"),
+    };
+    for time in [T0 + 60, T0 + 120] {
+        backup(
+            &client,
+            server.store(),
+            None,
+            "zz-scratch",
+            time,
+            Crypt::None,
+            &small,
+        )
+        .await
+        .unwrap();
+    }
 
     let (_driver, driver_url) = chromedriver().await;
     let downloads = tempfile::tempdir().unwrap();
@@ -335,6 +361,36 @@ async fn console_in_headless_chromium() {
     assert!(row.contains("keep") && row.contains("protected"), "{row}");
     screenshot(&c, "prune.png").await;
 
+    // Run prune: simulate on the scratch group, then run exactly what the simulation showed.
+    let scratch = format!(
+        "{base}/console/datastore/{}/group?backup-type=host&backup-id=zz-scratch",
+        server.store()
+    );
+    c.goto(&scratch).await.unwrap();
+    wait_for(&c, "#keep-last")
+        .await
+        .send_keys("1")
+        .await
+        .unwrap();
+    c.find(Locator::Id("simulate"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let summary = wait_for(&c, "#prune-summary").await.text().await.unwrap();
+    assert_eq!(summary, "1 of 2 snapshots would be removed.");
+    wait_for(&c, "#run-prune").await.click().await.unwrap();
+    let summary = wait_for(&c, "#prune-summary").await.text().await.unwrap();
+    assert_eq!(summary, "1 of 2 snapshots removed.");
+    c.goto(&scratch).await.unwrap();
+    wait_for(&c, "table.snapshots a.snapshot").await;
+    let left = c
+        .find_all(Locator::Css("table.snapshots a.snapshot"))
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1, "the pruned snapshot is gone");
+
     // GC from the datastore page; its log is followed until the task ends.
     c.goto(&format!("{base}/console/datastore/{}", server.store()))
         .await
@@ -379,11 +435,40 @@ async fn console_in_headless_chromium() {
     assert!(rows[0].contains("garbage_collection"), "{rows:?}");
     assert!(rows.iter().any(|r| r.contains("backup")), "{rows:?}");
 
+    // Usage over time: GC's recount wrote today's sample, which the page charts and lists.
+    c.goto(&format!("{base}/")).await.unwrap();
+    wait_for(&c, "a.usage-link").await.click().await.unwrap();
+    let chart = wait_for(&c, "#chart-bytes svg").await;
+    assert!(chart.is_displayed().await.unwrap(), "chart hidden");
+    let snapshots = wait_for(&c, "table.usage-history tbody tr td:nth-child(5)")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshots, "2",
+        "today's sample counts the backups left after the prune"
+    );
+    screenshot(&c, "usage.png").await;
+
     // Logout: the cookie is gone, the next page is the login form again.
     c.goto(&format!("{base}/")).await.unwrap();
     wait_for(&c, "#logout").await.click().await.unwrap();
     wait_for(&c, "#username").await;
     c.goto(&format!("{base}/")).await.unwrap();
+    wait_for(&c, "#username").await;
+
+    // A user of the store's tenant who is no superuser: the store and its groups, no tenants.
+    login(&c, &base, "tina@pbs", "tina-pass").await;
+    let group = wait_for(&c, "table.groups a.group").await;
+    assert_eq!(group.text().await.unwrap(), "host/webhost");
+    let page = c.source().await.unwrap();
+    assert!(
+        !page.contains("/console/tenants"),
+        "the tenants page offered to a tenant user"
+    );
+    screenshot(&c, "tenant-user.png").await;
+    wait_for(&c, "#logout").await.click().await.unwrap();
     wait_for(&c, "#username").await;
 
     // A user of another tenant sees none of it.

@@ -1,5 +1,6 @@
 //! The stock-client flow with the datastore in S3 (the Ceph RGW that `e2e/run-tests.sh`
-//! starts): backup, restore, incremental, encrypted, restart; every object under the
+//! starts): backup, restore, incremental, encrypted, restart (the known-chunk set mapped back
+//! from the data dir); every object under the
 //! configured prefix. Faults injected by a proxy: transient 5xx, cut connections and
 //! unanswered requests (timeouts) are retried; a persistent failure fails the backup cleanly
 //! while the server stays up.
@@ -232,4 +233,61 @@ async fn s3_faults_are_retried_or_fail_the_backup_cleanly() {
     drop(session);
     // And the store takes new backups again.
     run("f", T0 + 40, data(45)).await.unwrap();
+}
+
+/// The known-chunk set survives a restart as its local copy under the data dir
+/// (`known-chunks/`): after the restart, a backup of the same data into a new group costs no
+/// request per chunk (the server's own S3 PUT count), because every digest is known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_chunks_come_back_from_the_data_dir_after_a_restart() {
+    const CHUNKS: usize = 24;
+    let s3 = s3_env();
+    let prefix = unique_prefix("e2e-known");
+    let mut server = s3_server(&s3, &s3.endpoint, &prefix, "").await;
+    let client = server.admin_client().await.unwrap();
+    let store = server.store().to_string();
+    let image = random_bytes(33, CHUNKS * 4 * 1024 * 1024);
+    let content = Content {
+        tree: None,
+        image: Some(&image),
+        conf: None,
+    };
+    backup(&client, &store, None, "first", T0, Crypt::None, &content)
+        .await
+        .unwrap();
+
+    server.restart().await.unwrap();
+    let cache = server.data_dir().join("known-chunks");
+    let copies = std::fs::read_dir(&cache)
+        .unwrap_or_else(|e| panic!("{}: {e}", cache.display()))
+        .count();
+    assert!(
+        copies > 0,
+        "no local copy of the known set in {}",
+        cache.display()
+    );
+    let client = server.admin_client().await.unwrap();
+    let puts = |status: &serde_json::Value| status["s3-statistics"]["put"].as_u64().unwrap();
+    let path = format!("admin/datastore/{store}/status");
+    let before = client.get(&path, None).await.unwrap();
+    let second = backup(&client, &store, None, "second", T0, Crypt::None, &content)
+        .await
+        .unwrap();
+    let after = client.get(&path, None).await.unwrap();
+    let image_stats = &second
+        .archives
+        .iter()
+        .find(|a| a.name == "disk.img.fidx")
+        .unwrap()
+        .chunks;
+    assert_eq!(
+        image_stats.chunks_uploaded, CHUNKS,
+        "a new group has no previous snapshot: the client sends every chunk"
+    );
+    let spent = puts(&after) - puts(&before);
+    assert!(
+        spent < (CHUNKS / 2) as u64,
+        "{spent} PUTs for a backup of {CHUNKS} known chunks (index, manifest, owner and \
+         journal need a few; a PUT per chunk means the known set was lost)"
+    );
 }

@@ -1,8 +1,8 @@
 //! The stock-client flow with the datastore in S3 (the Ceph RGW that `e2e/run-tests.sh`
 //! starts): backup, restore, incremental, encrypted, restart (the known-chunk set mapped back
-//! from the data dir); every object under the configured prefix. Faults injected by a proxy: transient 5xx, cut connections and
-//! unanswered requests (timeouts) are retried; a persistent failure fails the backup cleanly
-//! while the server stays up.
+//! from the data dir); every object under the configured prefix. Faults injected by a proxy:
+//! transient 5xx, cut connections and unanswered requests (timeouts) are retried; a
+//! persistent failure fails the backup cleanly while the server stays up.
 
 mod common;
 

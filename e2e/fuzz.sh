@@ -70,6 +70,17 @@ echo "== building ${#targets[@]} fuzz targets (release, instrumented, in $target
 for target in "${targets[@]}"; do
     cargo fuzz build "${build[@]}" "$target"
 done
+# Cargo keeps the executable of every earlier build in deps/ (about 130 MB per target and code
+# change, so the cache grew by 2 GB per change); the current ones are hard-linked from the
+# release dir, so a file with a single link is an earlier build's and can go.
+removed=0
+for deps in "$target_dir"/*/release/deps; do
+    [ -d "$deps" ] || continue
+    while IFS= read -r -d '' old; do
+        rm -f "$old" && removed=$((removed + 1))
+    done < <(find "$deps" -maxdepth 1 -type f -perm -u+x ! -name '*.*' -links 1 -print0)
+done
+[ "$removed" = 0 ] || echo "== removed $removed fuzz executables of earlier builds"
 
 if [ -n "$replay" ]; then
     cargo fuzz run "${build[@]}" "${targets[0]}" "$replay"

@@ -100,6 +100,20 @@ impl DatastoreError {
     }
 }
 
+/// The parts of a datastore that the snapshot tree and garbage collection both hold: its name,
+/// the fenced backend, the write check, the in-process locks, retention, usage, and the
+/// exclusion between GC and moves.
+#[derive(Clone)]
+pub(crate) struct StoreParts {
+    pub name: String,
+    pub backend: Arc<dyn Backend>,
+    pub writable: fence::WriteCheck,
+    pub locks: Arc<locks::LockTable>,
+    pub retention: Arc<RetentionLocks>,
+    pub usage: Arc<StoreUsage>,
+    pub gc_exclusion: Arc<locks::GcExclusion>,
+}
+
 /// A datastore served by this process.
 pub struct Datastore {
     name: String,
@@ -217,7 +231,7 @@ impl Datastore {
         let writable = fence::WriteCheck::new(name, gate.clone(), writer.clone());
         let locks = Arc::new(locks::LockTable::default());
         let gc_exclusion = Arc::new(locks::GcExclusion::default());
-        let tree = Arc::new(SnapshotTree::new(tree::TreeParts {
+        let parts = StoreParts {
             name: name.to_string(),
             backend: backend.clone(),
             writable: writable.clone(),
@@ -225,21 +239,11 @@ impl Datastore {
             retention: retention.clone(),
             usage: usage.clone(),
             gc_exclusion: gc_exclusion.clone(),
-        }));
+        };
+        let tree = Arc::new(SnapshotTree::new(parts.clone()));
         let leases = Arc::new(session::LeaseRegistry::default());
-        let gc = GarbageCollector::open(gc::GcParts {
-            name: name.to_string(),
-            backend: backend.clone(),
-            writable: writable.clone(),
-            tree: tree.clone(),
-            chunks: chunks.clone(),
-            locks: locks.clone(),
-            leases: leases.clone(),
-            retention: retention.clone(),
-            usage: usage.clone(),
-            gc_exclusion: gc_exclusion.clone(),
-        })
-        .await?;
+        let gc =
+            GarbageCollector::open(parts, tree.clone(), chunks.clone(), leases.clone()).await?;
         let ds = Arc::new(Self {
             name: name.to_string(),
             backend,

@@ -27,7 +27,7 @@ use super::layout::GC_STATUS;
 use super::locks::{GcExclusion, LockTable};
 use super::session::LeaseRegistry;
 use super::usage::reconcile_after_gc;
-use super::{lock_std, DatastoreError, RetentionLocks, SnapshotTree, StoreUsage};
+use super::{lock_std, DatastoreError, RetentionLocks, SnapshotTree, StoreParts, StoreUsage};
 
 pub use abandoned::DEFAULT_ABANDONED_AFTER;
 pub use index_cache::DEFAULT_INDEX_CACHE_DIGESTS;
@@ -140,20 +140,6 @@ pub struct GarbageCollector {
     mark_budget: std::sync::atomic::AtomicUsize,
 }
 
-/// What [`GarbageCollector::open`] is built from (the parts it shares with the datastore).
-pub(crate) struct GcParts {
-    pub name: String,
-    pub backend: Arc<dyn Backend>,
-    pub writable: WriteCheck,
-    pub tree: Arc<SnapshotTree>,
-    pub chunks: Arc<ChunkStore>,
-    pub locks: Arc<LockTable>,
-    pub leases: Arc<LeaseRegistry>,
-    pub retention: Arc<RetentionLocks>,
-    pub usage: Arc<StoreUsage>,
-    pub gc_exclusion: Arc<GcExclusion>,
-}
-
 impl std::fmt::Debug for GarbageCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GarbageCollector")
@@ -184,17 +170,23 @@ fn unix(t: SystemTime) -> i64 {
 }
 
 impl GarbageCollector {
-    /// Reads back the status of the last run.
-    pub(crate) async fn open(parts: GcParts) -> Result<Self, DatastoreError> {
+    /// Reads back the status of the last run. Besides the parts the snapshot tree shares, GC
+    /// needs the tree itself, the chunk store and the running backups.
+    pub(crate) async fn open(
+        parts: StoreParts,
+        tree: Arc<SnapshotTree>,
+        chunks: Arc<ChunkStore>,
+        leases: Arc<LeaseRegistry>,
+    ) -> Result<Self, DatastoreError> {
         let last = load_status(parts.backend.as_ref()).await?;
         Ok(Self {
             name: parts.name,
             backend: parts.backend,
             writable: parts.writable,
-            tree: parts.tree,
-            chunks: parts.chunks,
+            tree,
+            chunks,
             locks: parts.locks,
-            leases: parts.leases,
+            leases,
             retention: parts.retention,
             usage: parts.usage,
             gc_exclusion: parts.gc_exclusion,

@@ -165,7 +165,7 @@ impl SnapshotTree {
         ns: &BackupNamespace,
         group: &BackupGroup,
     ) -> Result<GroupRemoveStats, DatastoreError> {
-        self.check_writable()?;
+        self.writable.check()?;
         let prefix = group_prefix(ns, group);
         if !self.group_exists(ns, group).await? {
             return Err(DatastoreError::NotFound(format!(

@@ -23,7 +23,7 @@ use crate::backend::Backend;
 
 use super::fence::WriteCheck;
 use super::locks::{GcExclusion, KeyedMutex, LockTable};
-use super::{DatastoreError, RetentionLocks, StoreUsage};
+use super::{RetentionLocks, StoreParts, StoreUsage};
 
 pub use groups::GroupRemoveStats;
 pub use moves::NamespaceMoveStats;
@@ -46,19 +46,8 @@ pub struct SnapshotTree {
     gc_exclusion: Arc<GcExclusion>,
 }
 
-/// What [`SnapshotTree::new`] is built from (the parts it shares with the datastore).
-pub(crate) struct TreeParts {
-    pub name: String,
-    pub backend: Arc<dyn Backend>,
-    pub writable: WriteCheck,
-    pub locks: Arc<LockTable>,
-    pub retention: Arc<RetentionLocks>,
-    pub usage: Arc<StoreUsage>,
-    pub gc_exclusion: Arc<GcExclusion>,
-}
-
 impl SnapshotTree {
-    pub(crate) fn new(parts: TreeParts) -> Self {
+    pub(crate) fn new(parts: StoreParts) -> Self {
         Self {
             name: parts.name,
             backend: parts.backend,
@@ -69,10 +58,5 @@ impl SnapshotTree {
             usage: parts.usage,
             gc_exclusion: parts.gc_exclusion,
         }
-    }
-
-    /// Refused while the datastore closes or its writer lease is not held.
-    fn check_writable(&self) -> Result<(), DatastoreError> {
-        self.writable.check()
     }
 }

@@ -395,7 +395,7 @@ impl SnapshotTree {
         merge: bool,
         log: MoveLog<'_>,
     ) -> Result<u64, DatastoreError> {
-        self.check_writable()?;
+        self.writable.check()?;
         let (_active, _gc) = self.exclude_gc(log).await;
         let _locks = self
             .lock_group_for_move(ns, group, target_ns, merge)
@@ -467,7 +467,7 @@ impl SnapshotTree {
         merge_groups: bool,
         log: MoveLog<'_>,
     ) -> Result<NamespaceMoveStats, DatastoreError> {
-        self.check_writable()?;
+        self.writable.check()?;
         let (_active, _gc) = self.exclude_gc(log).await;
         let tree = self
             .check_move_namespace(ns, target_ns, max_depth, merge_groups)

@@ -142,7 +142,7 @@ impl SnapshotTree {
                 "cannot delete the root namespace".to_string(),
             ));
         }
-        self.check_writable()?;
+        self.writable.check()?;
         let tree = self.list_namespaces(ns, None).await?;
         if !delete_groups {
             for sub in &tree {

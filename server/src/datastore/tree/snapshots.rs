@@ -267,7 +267,7 @@ impl SnapshotTree {
             )));
         }
         self.retention.check_removal(ns, dir).await?;
-        self.check_writable()?;
+        self.writable.check()?;
         // The manifest goes first: a removal cut short leaves an unfinished snapshot (cleaned
         // up by GC), never a finished one with files missing.
         self.backend

@@ -138,29 +138,17 @@ fn prepare(dir: &Path, n: u64) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// The index object copied into a new local file and mapped, one ranged read of [`PIECE`]
-/// bytes at a time through the local backend.
+/// The index object copied into a new local file and mapped by the server's own ranged
+/// download ([`DigestFileWriter::download`]), [`PIECE`] bytes per read from the local backend.
 fn ranged_copy(dir: &Path, n: u64) -> Result<DigestFile> {
-    use pbs_cloud_server::backend::{Backend, LocalBackend};
-    let key = format!("index-{n}");
-    let backend = LocalBackend::open(dir)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let backend = pbs_cloud_server::backend::LocalBackend::open(dir)?;
     let size = std::fs::metadata(index_path(dir, n))?.len();
-    let magic = runtime.block_on(backend.get_range(&key, 0, MAGIC.len() as u64))?;
-    if magic.as_ref() != MAGIC.as_slice() {
-        bail!("{key}: not an index");
-    }
-    let mut w = DigestFileWriter::new(dir)?;
-    let mut offset = MAGIC.len() as u64;
-    while offset < size {
-        let want = PIECE.min(size - offset);
-        let part = runtime.block_on(backend.get_range(&key, offset, want))?;
-        w.push_index_part(&key, &part)?;
-        offset += want;
-    }
-    let unsealed = w.finish()?;
+    let key = format!("index-{n}");
+    let download = DigestFileWriter::download(&backend, &key, size, PIECE, dir);
+    let unsealed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(download)?;
     let origin = DigestFileOrigin {
         size,
         modified: UNIX_EPOCH,

@@ -37,7 +37,7 @@ use crate::format::Digest;
 
 use super::super::layout::{parse_chunk_key, ChunkKey, CHUNK_PREFIX};
 use super::super::{lock_std, DatastoreError};
-use super::known_file::{DigestFile, DigestFileWriter, Origin, Unsealed, INDEX_MAGIC};
+use super::known_file::{blocking, DigestFile, DigestFileWriter, Origin, INDEX_MAGIC};
 
 /// Full persisted digest set.
 pub const KNOWN_INDEX: &str = ".chunks/.index";
@@ -265,14 +265,6 @@ fn origin_of(meta: &ObjectMeta) -> Origin {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, DatastoreError> + Send + 'static,
-) -> Result<T, DatastoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| DatastoreError::Internal(format!("known-chunk file task failed: {e}")))?
-}
-
 impl KnownChunks {
     /// No persisted set (local filesystem); only the reuse times are kept.
     pub fn disabled() -> Self {
@@ -389,7 +381,14 @@ impl KnownChunks {
                 Err(e) => tracing::warn!("datastore '{store}': {e}; downloading {KNOWN_INDEX}"),
             }
         }
-        let unsealed = match self.download_base(backend, meta.size, DOWNLOAD_PIECE).await {
+        let download = DigestFileWriter::download(
+            backend,
+            KNOWN_INDEX,
+            meta.size,
+            DOWNLOAD_PIECE,
+            &self.files.dir,
+        );
+        let unsealed = match download.await {
             Ok(unsealed) => unsealed,
             Err(DatastoreError::Backend(e)) if e.is_not_found() => return Ok(None),
             Err(e @ DatastoreError::Backend(_)) => return Err(e),
@@ -401,47 +400,6 @@ impl KnownChunks {
         let dest = self.files.dest.clone();
         let file = blocking(move || unsealed.seal(origin, dest.as_deref())).await?;
         Ok(Some((file, BaseSource::Downloaded)))
-    }
-
-    /// Copy the stored `.chunks/.index` (`size` bytes) into a new local file, `piece` bytes
-    /// per request: memory holds one piece, whatever the number of chunks (320 MB of digests
-    /// at ten million).
-    async fn download_base(
-        &self,
-        backend: &dyn Backend,
-        size: u64,
-        piece: u64,
-    ) -> Result<Unsealed, DatastoreError> {
-        let magic = INDEX_MAGIC.len() as u64;
-        let not_an_index =
-            || DatastoreError::Internal(format!("'{KNOWN_INDEX}' is not a known-chunk index"));
-        if size < magic || (size - magic) % 32 != 0 {
-            return Err(not_an_index());
-        }
-        if backend.get_range(KNOWN_INDEX, 0, magic).await?.as_ref() != INDEX_MAGIC.as_slice() {
-            return Err(not_an_index());
-        }
-        let dir = self.files.dir.clone();
-        let mut writer = blocking(move || DigestFileWriter::new(&dir)).await?;
-        let piece = (piece / 32).max(1) * 32;
-        let mut offset = magic;
-        while offset < size {
-            let want = piece.min(size - offset);
-            let part = backend.get_range(KNOWN_INDEX, offset, want).await?;
-            if part.len() as u64 != want {
-                return Err(DatastoreError::Internal(format!(
-                    "'{KNOWN_INDEX}' ended at {} bytes while {size} were expected",
-                    offset + part.len() as u64
-                )));
-            }
-            offset += want;
-            writer = blocking(move || {
-                writer.push_index_part(KNOWN_INDEX, &part)?;
-                Ok(writer)
-            })
-            .await?;
-        }
-        blocking(move || writer.finish()).await
     }
 
     pub fn enabled(&self) -> bool {

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use memmap2::Mmap;
 use tempfile::TempPath;
 
+use crate::backend::Backend;
 use crate::format::{Digest, Sha256};
 
 use super::super::DatastoreError;
@@ -33,6 +34,15 @@ const TRAILER_LEN: usize = 8 + 32 + 8 + 8 + 4 + 4;
 /// lookup touches one or two pages of the mapping instead of a binary search's twenty.
 const FANOUT: usize = 1 << 16;
 const IO_BUF: usize = 1 << 20;
+
+/// Runs file work off the async threads.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DatastoreError> + Send + 'static,
+) -> Result<T, DatastoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DatastoreError::Internal(format!("known-chunk file task failed: {e}")))?
+}
 
 /// Which `.chunks/.index` object a local file copies: its size and modified time as the store
 /// reports them. Every rewrite of the object changes the time.
@@ -209,6 +219,52 @@ impl DigestFileWriter {
                 .map_err(|_| DatastoreError::Internal(format!("'{key}' is not sorted")))?;
         }
         Ok(())
+    }
+
+    /// Copy the stored index `key` (`size` bytes, as its HEAD said) into a new file in `dir`,
+    /// `piece` bytes of digests per ranged read: memory holds one piece, whatever the number
+    /// of chunks (the whole object is 320 MB at ten million).
+    pub async fn download(
+        backend: &dyn Backend,
+        key: &str,
+        size: u64,
+        piece: u64,
+        dir: &Path,
+    ) -> Result<Unsealed, DatastoreError> {
+        let magic = INDEX_MAGIC.len() as u64;
+        let not_an_index =
+            || DatastoreError::Internal(format!("'{key}' is not a known-chunk index"));
+        if size < magic || (size - magic) % 32 != 0 {
+            return Err(not_an_index());
+        }
+        let dir = dir.to_path_buf();
+        let mut writer = blocking(move || DigestFileWriter::new(&dir)).await?;
+        let piece = (piece / 32).max(1) * 32;
+        let mut offset = 0;
+        while offset < size {
+            // The first range also carries the magic.
+            let head = if offset == 0 { magic } else { 0 };
+            let want = (head + piece).min(size - offset);
+            let part = backend.get_range(key, offset, want).await?;
+            if part.len() as u64 != want {
+                return Err(DatastoreError::Internal(format!(
+                    "'{key}' ended at {} bytes while {size} were expected",
+                    offset + part.len() as u64
+                )));
+            }
+            if part[..head as usize] != INDEX_MAGIC[..head as usize] {
+                return Err(not_an_index());
+            }
+            offset += want;
+            let digests = part.slice(head as usize..);
+            let name = key.to_string();
+            writer = blocking(move || {
+                writer.push_index_part(&name, &digests)?;
+                Ok(writer)
+            })
+            .await?;
+        }
+        blocking(move || writer.finish()).await
     }
 
     /// Streaming merge: `base` plus `added` minus `removed` (both sorted) into a new file.

@@ -250,22 +250,20 @@ async fn a_downloaded_index_is_read_in_pieces_of_bounded_size() {
     drop(k);
     let stored = e.backend.get(KNOWN_INDEX).await.unwrap();
     let size = stored.len() as u64;
-    let loader = KnownChunks {
-        enabled: true,
-        files: BaseFiles::new("s", None),
-        ..KnownChunks::disabled()
-    };
+    let dir = tempfile::tempdir().unwrap();
+    let download =
+        |size, piece| DigestFileWriter::download(&e.backend, KNOWN_INDEX, size, piece, dir.path());
     // Pieces smaller than a digest, not a multiple of one, and larger than the whole index.
     for piece in [1, 32, 7 * 32 + 5, 3200, 1 << 20] {
-        let copy = loader.download_base(&e.backend, size, piece).await.unwrap();
+        let copy = download(size, piece).await.unwrap();
         assert_eq!(copy.object(), stored, "piece {piece}");
     }
     // A stored index shorter than its listed size, or not an index at all, is refused.
-    let Err(err) = loader.download_base(&e.backend, size + 32, 64).await else {
+    let Err(err) = download(size + 32, 64).await else {
         panic!("a short index was accepted");
     };
     assert!(err.to_string().contains("ended at"), "{err}");
-    let Err(err) = loader.download_base(&e.backend, size - 1, 64).await else {
+    let Err(err) = download(size - 1, 64).await else {
         panic!("a size that is no index was accepted");
     };
     assert!(err.to_string().contains("not a known-chunk index"), "{err}");

@@ -26,6 +26,14 @@ pub(crate) fn time(t: i64) -> String {
     }
 }
 
+/// The UTC day of a Unix time as `2026-12-06`.
+pub(crate) fn date(t: i64) -> String {
+    match Utc.timestamp_opt(t, 0).single() {
+        Some(dt) => dt.format("%Y-%m-%d").to_string(),
+        None => t.to_string(),
+    }
+}
+
 /// A snapshot's time as PBS writes it in paths and parameters (`2026-12-06T07:01:02Z`).
 pub(crate) fn rfc3339(t: i64) -> String {
     match Utc.timestamp_opt(t, 0).single() {

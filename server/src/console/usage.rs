@@ -6,13 +6,12 @@
 
 use maud::{html, Markup, PreEscaped};
 use plotters::prelude::*;
-use serde_json::Value;
 
 use super::api_client::enc;
-use super::format::bytes;
+use super::format::{bytes, date};
 use super::layout::{frame, Nav};
 use super::{ConsoleError, Session};
-use crate::datastore::DailySample;
+use crate::datastore::{DailySample, UsageHistory};
 
 /// Rows of the table under the charts (the newest days).
 const TABLE_DAYS: usize = 31;
@@ -41,15 +40,6 @@ impl Unit {
             Unit::Count => format!("{}", v.max(0.0).round() as u64),
         }
     }
-}
-
-/// A UTC day as `2026-12-06`.
-fn date(day: i64) -> String {
-    super::format::time(day)
-        .split(' ')
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// A line chart of `series` as an SVG document (`title` names it in errors). The x axis counts
@@ -123,107 +113,85 @@ pub(crate) fn line_chart(title: &str, series: &[Series], unit: Unit) -> Result<S
     Ok(svg)
 }
 
+/// One chart of the page: its element id, its title, and the SVG (or why it could not be drawn).
+type Chart = (&'static str, &'static str, Result<String, String>);
+
+/// A chart of one line.
+fn single(
+    id: &'static str,
+    title: &'static str,
+    color: RGBColor,
+    points: Vec<(i64, f64)>,
+) -> Chart {
+    let series = [Series {
+        label: title,
+        color,
+        points,
+    }];
+    (id, title, line_chart(title, &series, Unit::Count))
+}
+
 /// The charts of the page: stored bytes, chunks and snapshots, and (for object storage) the
 /// S3 requests per day.
-pub(crate) fn charts(
-    samples: &[DailySample],
-    per_day: &[(i64, u64)],
-) -> Vec<(&'static str, &'static str, Result<String, String>)> {
+pub(crate) fn charts(history: &UsageHistory) -> Vec<Chart> {
+    let samples = history.samples();
     let points = |f: fn(&DailySample) -> u64| -> Vec<(i64, f64)> {
         samples.iter().map(|s| (s.day, f(s) as f64)).collect()
     };
+    let bytes = [
+        Series {
+            label: "logical (as backed up)",
+            color: RGBColor(0x2b, 0x6c, 0xb0),
+            points: points(|s| s.logical_bytes),
+        },
+        Series {
+            label: "physical (deduplicated, compressed)",
+            color: RGBColor(0xc0, 0x56, 0x21),
+            points: points(|s| s.physical_bytes),
+        },
+    ];
     let mut out = vec![
         (
             "chart-bytes",
             "Stored bytes",
-            line_chart(
-                "Stored bytes",
-                &[
-                    Series {
-                        label: "logical (as backed up)",
-                        color: RGBColor(0x2b, 0x6c, 0xb0),
-                        points: points(|s| s.logical_bytes),
-                    },
-                    Series {
-                        label: "physical (deduplicated, compressed)",
-                        color: RGBColor(0xc0, 0x56, 0x21),
-                        points: points(|s| s.physical_bytes),
-                    },
-                ],
-                Unit::Bytes,
-            ),
+            line_chart("Stored bytes", &bytes, Unit::Bytes),
         ),
-        (
+        single(
             "chart-chunks",
             "Chunks",
-            line_chart(
-                "Chunks",
-                &[Series {
-                    label: "chunks",
-                    color: RGBColor(0x38, 0x8e, 0x3c),
-                    points: points(|s| s.chunks),
-                }],
-                Unit::Count,
-            ),
+            RGBColor(0x38, 0x8e, 0x3c),
+            points(|s| s.chunks),
         ),
-        (
+        single(
             "chart-snapshots",
             "Snapshots",
-            line_chart(
-                "Snapshots",
-                &[Series {
-                    label: "snapshots",
-                    color: RGBColor(0x6a, 0x1b, 0x9a),
-                    points: points(|s| s.snapshots),
-                }],
-                Unit::Count,
-            ),
+            RGBColor(0x6a, 0x1b, 0x9a),
+            points(|s| s.snapshots),
         ),
     ];
+    let per_day = history.requests_per_day();
     if samples.iter().any(|s| s.s3_requests > 0) && !per_day.is_empty() {
-        out.push((
+        out.push(single(
             "chart-requests",
             "S3 requests per day",
-            line_chart(
-                "S3 requests per day",
-                &[Series {
-                    label: "requests",
-                    color: RGBColor(0x55, 0x55, 0x55),
-                    points: per_day.iter().map(|&(d, n)| (d, n as f64)).collect(),
-                }],
-                Unit::Count,
-            ),
+            RGBColor(0x55, 0x55, 0x55),
+            per_day.iter().map(|&(d, n)| (d, n as f64)).collect(),
         ));
     }
     out
 }
 
-/// S3 requests of each day, `(day, requests)`.
-type PerDay = Vec<(i64, u64)>;
-
-/// The samples and the requests per day of a `usage-history` answer.
-fn parse(history: &Value) -> Result<(Vec<DailySample>, PerDay), ConsoleError> {
-    let samples: Vec<DailySample> = serde_json::from_value(history["samples"].clone())
-        .map_err(|e| ConsoleError::BadRequest(format!("usage history unreadable: {e}")))?;
-    let per_day = history["s3-requests-per-day"]
-        .as_array()
-        .map(|days| {
-            days.iter()
-                .filter_map(|d| Some((d["day"].as_i64()?, d["requests"].as_u64()?)))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok((samples, per_day))
-}
-
 /// `GET /console/datastore/{store}/usage`.
 pub(crate) async fn page(s: &Session, store: &str) -> Result<Markup, ConsoleError> {
     let e = enc(store);
-    let history = s
+    let answer = s
         .api
         .get(&format!("admin/datastore/{e}/usage-history"))
         .await?;
-    let (samples, per_day) = parse(&history)?;
+    let history: UsageHistory = serde_json::from_value(answer["samples"].clone())
+        .map_err(|e| ConsoleError::BadRequest(format!("usage history unreadable: {e}")))?;
+    let samples = history.samples();
+    let per_day = history.requests_per_day();
     let body = html! {
         nav.breadcrumb aria-label="breadcrumb" {
             a href="/" { "Dashboard" } " › "
@@ -236,7 +204,7 @@ pub(crate) async fn page(s: &Session, store: &str) -> Result<Markup, ConsoleErro
                 "and keeps one per day."
             }
         } @else {
-            @for (id, title, svg) in charts(&samples, &per_day) {
+            @for (id, title, svg) in charts(&history) {
                 figure.card.chart id=(id) {
                     figcaption { h2 { (title) } }
                     @match svg {
@@ -279,6 +247,12 @@ pub(crate) async fn page(s: &Session, store: &str) -> Result<Markup, ConsoleErro
 mod tests {
     use super::*;
 
+    fn history(samples: Vec<DailySample>) -> UsageHistory {
+        let mut h = UsageHistory::default();
+        samples.into_iter().for_each(|s| h.record(s));
+        h
+    }
+
     fn sample(day: i64, physical: u64) -> DailySample {
         DailySample {
             day: day * 86_400,
@@ -293,7 +267,7 @@ mod tests {
     #[test]
     fn a_chart_is_an_svg_document_without_script_or_style() {
         let samples: Vec<_> = (20_000..20_010).map(|d| sample(d, 1 << 30)).collect();
-        let charts = charts(&samples, &[]);
+        let charts = charts(&history(samples));
         assert_eq!(charts.len(), 3, "no request chart for a local store");
         for (id, _, svg) in charts {
             let svg = svg.unwrap_or_else(|e| panic!("{id}: {e}"));
@@ -315,7 +289,7 @@ mod tests {
     #[test]
     fn axis_labels_are_dates_and_sizes() {
         let samples = [sample(20_000, 1 << 30), sample(20_003, 2 << 30)];
-        let (_, _, svg) = charts(&samples, &[]).remove(0);
+        let (_, _, svg) = charts(&history(samples.to_vec())).remove(0);
         let svg = svg.unwrap();
         // 20_001 days after 1970-01-01 is 2024-10-04.
         assert!(svg.contains("2024-10-0"), "{svg}");
@@ -355,8 +329,7 @@ mod tests {
         for (i, s) in samples.iter_mut().enumerate() {
             s.s3_requests = 100 * (i as u64 + 1);
         }
-        let per_day = [(20_001 * 86_400, 100), (20_002 * 86_400, 100)];
-        let charts = charts(&samples, &per_day);
+        let charts = charts(&history(samples));
         assert_eq!(charts.last().map(|c| c.0), Some("chart-requests"));
     }
 }

@@ -16,12 +16,6 @@ use super::super::{lock_std, DatastoreError};
 use super::history::{day_of, total_requests, DailySample, UsageHistory};
 use super::{Inner, StoreUsage};
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// Where the counters are persisted (a dot prefix: GC's index walk and PBS skip it).
 pub const USAGE_OBJECT: &str = ".usage/counters.json";
 
@@ -121,7 +115,7 @@ impl StoreUsage {
             // Counters awaiting their first scan are not figures worth a chart.
             if !inner.needs_rescan {
                 let sample = DailySample {
-                    day: day_of(unix_now()),
+                    day: day_of(chrono::Utc::now().timestamp()),
                     physical_bytes: inner.physical,
                     logical_bytes: inner.snapshots.values().sum(),
                     chunks: inner.chunks,

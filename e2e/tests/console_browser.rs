@@ -135,6 +135,23 @@ async fn login(c: &Client, base: &str, user: &str, password: &str) {
     assert_eq!(who, user);
 }
 
+/// Opens a group page, runs the prune simulator with keep-last=1 and returns its summary.
+async fn simulate_keep_last_1(c: &Client, group_page: &str) -> String {
+    c.goto(group_page).await.unwrap();
+    wait_for(c, "#keep-last")
+        .await
+        .send_keys("1")
+        .await
+        .unwrap();
+    c.find(Locator::Id("simulate"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(c, "#prune-summary").await.text().await.unwrap()
+}
+
 /// The bytes of a finished download. Chromium writes `name.crdownload` and renames it when
 /// done, so the wait ends when the final name appears (bounded by [`WAIT`]).
 async fn downloaded(dir: &std::path::Path, name: &str) -> Vec<u8> {
@@ -334,24 +351,11 @@ async fn console_in_headless_chromium() {
     );
 
     // Prune simulator on the group: keep-last=1 keeps the one (protected) snapshot.
-    c.goto(&format!(
+    let webhost = format!(
         "{base}/console/datastore/{}/group?backup-type=host&backup-id=webhost",
         server.store()
-    ))
-    .await
-    .unwrap();
-    wait_for(&c, "#keep-last")
-        .await
-        .send_keys("1")
-        .await
-        .unwrap();
-    c.find(Locator::Id("simulate"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let summary = wait_for(&c, "#prune-summary").await.text().await.unwrap();
+    );
+    let summary = simulate_keep_last_1(&c, &webhost).await;
     assert_eq!(summary, "0 of 1 snapshots would be removed.");
     let row = wait_for(&c, "table.prune tbody tr")
         .await
@@ -366,19 +370,7 @@ async fn console_in_headless_chromium() {
         "{base}/console/datastore/{}/group?backup-type=host&backup-id=zz-scratch",
         server.store()
     );
-    c.goto(&scratch).await.unwrap();
-    wait_for(&c, "#keep-last")
-        .await
-        .send_keys("1")
-        .await
-        .unwrap();
-    c.find(Locator::Id("simulate"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let summary = wait_for(&c, "#prune-summary").await.text().await.unwrap();
+    let summary = simulate_keep_last_1(&c, &scratch).await;
     assert_eq!(summary, "1 of 2 snapshots would be removed.");
     wait_for(&c, "#run-prune").await.click().await.unwrap();
     let summary = wait_for(&c, "#prune-summary").await.text().await.unwrap();

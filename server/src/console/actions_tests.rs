@@ -47,6 +47,16 @@ fn snapshot_fields(id: &str, time: i64) -> String {
     format!("backup-type=vm&backup-id={id}&backup-time={time}")
 }
 
+/// The UPID of the task page an action redirected to (`/console/tasks/{upid}`).
+fn task_of(answer: &super::tests::Answer) -> String {
+    let location = answer.headers[header::LOCATION].to_str().unwrap();
+    let encoded = location.strip_prefix("/console/tasks/").unwrap();
+    percent_encoding::percent_decode_str(encoded)
+        .decode_utf8()
+        .unwrap()
+        .into_owned()
+}
+
 /// Posts an action form as `cookie` with `csrf` (`None`: without the token).
 async fn act(
     env: &Env,
@@ -357,11 +367,7 @@ async fn gc_start_follows_to_the_task_and_stop_needs_the_privilege() {
         .unwrap()
         .to_string();
     assert!(location.starts_with("/console/tasks/UPID%3A"), "{location}");
-    let upid =
-        percent_encoding::percent_decode_str(location.strip_prefix("/console/tasks/").unwrap())
-            .decode_utf8()
-            .unwrap()
-            .into_owned();
+    let upid = task_of(&started);
     let task = request(&env, get(&location, Some(&root))).await;
     assert_eq!(task.status, StatusCode::OK, "{}", task.text);
     assert!(task.text.contains("garbage_collection"), "{}", task.text);
@@ -566,12 +572,7 @@ async fn jobs_page_lists_what_the_api_lists_and_runs_a_job_now() {
     )
     .await;
     assert_eq!(run.status, StatusCode::SEE_OTHER, "{}", run.text);
-    let location = run.headers[header::LOCATION].to_str().unwrap().to_string();
-    let upid =
-        percent_encoding::percent_decode_str(location.strip_prefix("/console/tasks/").unwrap())
-            .decode_utf8()
-            .unwrap()
-            .into_owned();
+    let upid = task_of(&run);
     let status = env.state.tasks.finished(&upid).await.unwrap();
     assert_eq!(status.exitstatus.as_deref(), Some("OK"), "{status:?}");
     let page = request(&env, get("/console/jobs", Some(&root))).await;
@@ -629,12 +630,7 @@ async fn gc_jobs_are_listed_and_run_now_like_the_others() {
     )
     .await;
     assert_eq!(run.status, StatusCode::SEE_OTHER, "{}", run.text);
-    let location = run.headers[header::LOCATION].to_str().unwrap().to_string();
-    let upid =
-        percent_encoding::percent_decode_str(location.strip_prefix("/console/tasks/").unwrap())
-            .decode_utf8()
-            .unwrap()
-            .into_owned();
+    let upid = task_of(&run);
     assert!(upid.contains(":garbage_collection:"), "{upid}");
     let status = env.state.tasks.finished(&upid).await.unwrap();
     assert_eq!(status.exitstatus.as_deref(), Some("OK"), "{status:?}");

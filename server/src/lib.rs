@@ -15,4 +15,5 @@ pub mod metering;
 pub mod net;
 pub mod protocol;
 pub mod state;
+pub mod sync;
 pub mod tasks;

@@ -1,5 +1,5 @@
-//! `/admin/prune`, `/admin/verify` and `/admin/gc` (PBS's job endpoints): list configured
-//! prune, verify or garbage collection jobs with their state, and `POST .../{id}/run` to start
+//! `/admin/prune`, `/admin/verify`, `/admin/sync` and `/admin/gc` (PBS's job endpoints): list
+//! configured prune, verify, sync or garbage collection jobs with their state, and `POST .../{id}/run` to start
 //! one now as a task (our extensions: `dry-run` for prune jobs, and `run` for GC jobs, whose id
 //! is the datastore's name; PBS starts GC with `POST /admin/datastore/{store}/gc`, which works
 //! here too).
@@ -18,6 +18,7 @@ fn job_type(kind: &str) -> Result<JobType, HttpError> {
         "prune" => Ok(JobType::Prune),
         "verify" => Ok(JobType::Verify),
         "gc" => Ok(JobType::GarbageCollection),
+        "sync" => Ok(JobType::Sync),
         other => Err(HttpError::not_found(format!("no job type '{other}'"))),
     }
 }
@@ -39,6 +40,7 @@ fn namespace_of(spec: &JobSpec) -> BackupNamespace {
         JobBody::Prune(p) => p.ns.clone(),
         JobBody::Verify(v) => v.ns.clone(),
         JobBody::GarbageCollection => BackupNamespace::root(),
+        JobBody::Sync(p) => p.ns.clone(),
     }
 }
 
@@ -82,6 +84,25 @@ fn describe(ctx: &Ctx, spec: &JobSpec) -> Value {
             }
         }
         JobBody::GarbageCollection => {}
+        JobBody::Sync(p) => {
+            if !p.ns.is_root() {
+                obj.insert("ns".into(), json!(p.ns.display_path()));
+            }
+            obj.insert("remote".into(), json!(p.remote.name));
+            obj.insert("remote-store".into(), json!(p.remote_store));
+            if !p.remote_ns.is_root() {
+                obj.insert("remote-ns".into(), json!(p.remote_ns.display_path()));
+            }
+            if let Some(d) = p.max_depth {
+                obj.insert("max-depth".into(), json!(d));
+            }
+            obj.insert("owner".into(), json!(p.owner));
+            obj.insert("remove-vanished".into(), json!(p.remove_vanished));
+            if let Some(n) = p.transfer_last {
+                obj.insert("transfer-last".into(), json!(n));
+            }
+            obj.insert("sync-direction".into(), json!("pull"));
+        }
     }
     let jobs = &ctx.state.jobs;
     if let Some(next) = jobs.next_run(spec) {
@@ -136,7 +157,7 @@ pub fn run(ctx: &Ctx, kind: &str, id: &str) -> Result<Response<Body>, HttpError>
     let needed = match kind {
         JobType::Prune => Privileges::MODIFY | Privileges::PRUNE,
         JobType::Verify => Privileges::MODIFY | Privileges::VERIFY,
-        JobType::GarbageCollection => Privileges::MODIFY,
+        JobType::GarbageCollection | JobType::Sync => Privileges::MODIFY,
     };
     ctx.require_any(&entry, &namespace_of(&spec), needed)?;
     let dry_run = match kind {

@@ -136,7 +136,11 @@ const USERS: &[(&str, &str, bool, Acl)] = &[
 
 const JOBS: &str = "[[datastore]]\nname = \"st1\"\ngc_schedule = \"daily\"\n\
     [[prune_job]]\nid = \"p1\"\nstore = \"st1\"\nschedule = \"daily\"\nkeep_last = 1\n\
-    [[verify_job]]\nid = \"v1\"\nstore = \"st1\"\nschedule = \"daily\"\nmode = \"cheap\"\n";
+    [[verify_job]]\nid = \"v1\"\nstore = \"st1\"\nschedule = \"daily\"\nmode = \"cheap\"\n\
+    [[remote]]\nname = \"r1\"\nhost = \"127.0.0.1\"\nport = 1\nauth_id = \"sync@pbs\"\n\
+    fingerprint = \"ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab:ab\"\n\
+    secret_file = \"/nonexistent/r1.secret\"\n\
+    [[sync_job]]\nid = \"s1\"\nstore = \"st1\"\nremote = \"r1\"\nremote_store = \"st1\"\nschedule = \"daily\"\n";
 
 fn ns(path: &str) -> BackupNamespace {
     BackupNamespace::parse(path).unwrap()

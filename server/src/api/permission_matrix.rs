@@ -236,6 +236,7 @@ const ROWS: &[Row] = &[
     row(GET, "/api2/json/admin/prune", &[200], "AAAAAAAAAU"),
     row(GET, "/api2/json/admin/verify", &[200], "AAAAAAAAAU"),
     row(GET, "/api2/json/admin/gc", &[200], "AAAAAAAAAU"),
+    row(GET, "/api2/json/admin/sync", &[200], "AAAAAAAAAU"),
     row(
         POST,
         "/api2/json/admin/prune/p1/run?dry-run=1",
@@ -251,6 +252,12 @@ const ROWS: &[Row] = &[
     row(
         POST,
         "/api2/json/admin/gc/st1/run",
+        &[200, 409],
+        "AAFFFFHFAU",
+    ),
+    row(
+        POST,
+        "/api2/json/admin/sync/s1/run",
         &[200, 409],
         "AAFFFFHFAU",
     ),
@@ -387,7 +394,7 @@ fn router_paths(fixture: &Fixture) -> Vec<String> {
                     "userid" => vec!["nobody@pbs".into()],
                     "name" => vec!["t1".into()],
                     "op" => ops.iter().map(|o| o.to_string()).collect(),
-                    // configured job ids: p1 (prune), v1 (verify), st1 (gc); see below
+                    // configured job ids: p1 (prune), v1 (verify), s1 (sync), st1 (gc); see below
                     "id" => vec!["{job}".into()],
                     other => panic!("unknown variable '{other}' in router.rs pattern"),
                 }
@@ -408,6 +415,8 @@ fn router_paths(fixture: &Fixture) -> Vec<String> {
                 "v1"
             } else if shape.contains(&"gc".to_string()) {
                 "st1"
+            } else if shape.contains(&"sync".to_string()) {
+                "s1"
             } else {
                 "p1"
             };

@@ -182,10 +182,10 @@ pub fn route(path: &str) -> Result<Route, HttpError> {
             None => return Err(not_found(path)),
         },
         // Configured prune, verify or GC jobs, and starting one now.
-        ["admin", kind @ ("prune" | "verify" | "gc")] => Route::Jobs {
+        ["admin", kind @ ("prune" | "verify" | "sync" | "gc")] => Route::Jobs {
             kind: kind.to_string(),
         },
-        ["admin", kind @ ("prune" | "verify" | "gc"), id, "run"] => Route::JobRun {
+        ["admin", kind @ ("prune" | "verify" | "sync" | "gc"), id, "run"] => Route::JobRun {
             kind: kind.to_string(),
             id: id.to_string(),
         },

@@ -13,6 +13,7 @@ use crate::format::names::is_safe_id;
 mod jobs;
 mod limits;
 mod storage;
+mod sync;
 mod upload_limits;
 
 pub use jobs::{
@@ -21,6 +22,7 @@ pub use jobs::{
 };
 pub use limits::LimitsConfig;
 pub use storage::{S3Config, StorageConfig, ARCHIVE_STORAGE_CLASSES};
+pub use sync::{parse_rate, RemoteConfig, SyncJobConfig};
 pub use upload_limits::UploadLimitsConfig;
 
 /// Default listen address: all IPv4 interfaces on PBS's port.
@@ -83,6 +85,11 @@ pub struct Config {
     pub retention_locks: Vec<RetentionLockConfig>,
     #[serde(default, rename = "verify_job")]
     pub verify_jobs: Vec<VerifyJobConfig>,
+    /// Other PBS-compatible servers sync jobs pull from.
+    #[serde(default, rename = "remote")]
+    pub remotes: Vec<RemoteConfig>,
+    #[serde(default, rename = "sync_job")]
+    pub sync_jobs: Vec<SyncJobConfig>,
     /// Billing webhook: usage reports and events, HMAC-signed.
     pub webhook: Option<WebhookConfig>,
     /// Memory budget of backup sessions (needs a restart to change).
@@ -450,7 +457,7 @@ impl Validator<'_> {
             self.check_store_ref(config, &job.store, &format!("prune_job[{i}].store"))?;
             self.check_schedule(&job.schedule, &format!("prune_job[{i}].schedule"))?;
             for filter in &job.group_filter {
-                if let Err(e) = crate::jobs::prune_job::GroupFilter::parse(filter) {
+                if let Err(e) = crate::format::group_filter::GroupFilter::parse(filter) {
                     return Err(self.error(&job.id, &format!("prune_job[{i}].group_filter"), e));
                 }
             }
@@ -502,6 +509,7 @@ impl Validator<'_> {
                 }
             }
         }
+        self.check_sync(config)?;
         if let Some(limits) = &config.upload_limits {
             limits.get_ref().check().map_err(|(field, message)| {
                 self.error(limits, &format!("upload_limits.{field}"), message)
@@ -540,6 +548,90 @@ impl Validator<'_> {
         crate::jobs::calendar::parse(schedule.get_ref())
             .map(|_| ())
             .map_err(|e| self.error(schedule, field, e.to_string()))
+    }
+
+    /// Remotes: unique safe names, a fingerprint; sync jobs: a known store, remote and
+    /// schedule, valid namespaces, filters, owner, rate and worker count.
+    fn check_sync(&self, config: &Config) -> Result<(), ConfigError> {
+        let mut names = BTreeSet::new();
+        for (i, remote) in config.remotes.iter().enumerate() {
+            let name = remote.name.get_ref();
+            if !is_safe_id(name) || !names.insert(name.as_str()) {
+                return Err(self.error(
+                    &remote.name,
+                    &format!("remote[{i}].name"),
+                    format!("'{name}' is not a valid remote name or is used twice"),
+                ));
+            }
+            let fp = remote.fingerprint.get_ref();
+            let digits: String = fp.chars().filter(|c| *c != ':').collect();
+            if digits.len() != 64 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(self.error(
+                    &remote.fingerprint,
+                    &format!("remote[{i}].fingerprint"),
+                    format!("'{fp}' is not a SHA-256 fingerprint (32 hex bytes, ':' between)"),
+                ));
+            }
+            let auth = remote.auth_id.get_ref();
+            if !valid_userid(auth.split_once('!').map_or(auth.as_str(), |(user, _)| user)) {
+                return Err(self.error(
+                    &remote.auth_id,
+                    &format!("remote[{i}].auth_id"),
+                    format!("'{auth}' is not user@realm or user@realm!token"),
+                ));
+            }
+        }
+        for (i, job) in config.sync_jobs.iter().enumerate() {
+            let at = |field: &str| format!("sync_job[{i}].{field}");
+            if !is_safe_id(job.id.get_ref()) {
+                return Err(self.error(
+                    &job.id,
+                    &at("id"),
+                    format!("'{}' is not a valid job id", job.id.get_ref()),
+                ));
+            }
+            self.check_store_ref(config, &job.store, &at("store"))?;
+            self.check_schedule(&job.schedule, &at("schedule"))?;
+            if !names.contains(job.remote.get_ref().as_str()) {
+                return Err(self.error(
+                    &job.remote,
+                    &at("remote"),
+                    format!("unknown remote '{}'", job.remote.get_ref()),
+                ));
+            }
+            for (field, ns) in [("ns", &job.ns), ("remote_ns", &job.remote_ns)] {
+                if let Some(text) = ns {
+                    if let Err(e) = crate::format::names::BackupNamespace::parse(text) {
+                        return Err(self.error(&job.id, &at(field), format!("'{text}': {e}")));
+                    }
+                }
+            }
+            for filter in &job.group_filter {
+                if let Err(e) = crate::format::group_filter::GroupFilter::parse(filter) {
+                    return Err(self.error(&job.id, &at("group_filter"), e));
+                }
+            }
+            if let Some(owner) = &job.owner {
+                if !valid_userid(owner.get_ref()) {
+                    return Err(self.error(
+                        owner,
+                        &at("owner"),
+                        format!("'{}' is not user@realm", owner.get_ref()),
+                    ));
+                }
+            }
+            if let Some(rate) = &job.rate_in {
+                if let Err(e) = parse_rate(rate.get_ref()) {
+                    return Err(self.error(rate, &at("rate_in"), e));
+                }
+            }
+            if let Some(threads) = &job.worker_threads {
+                if !(1..=32).contains(threads.get_ref()) {
+                    return Err(self.error(threads, &at("worker_threads"), "must be 1 to 32"));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn check_store_ref(

@@ -4,18 +4,7 @@ use chrono::{TimeZone, Utc};
 
 /// `1.5 GiB`-style sizes.
 pub(crate) fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    crate::format::human_bytes(n, 1)
 }
 
 /// A Unix time as `2026-12-06 07:01:02 UTC`.

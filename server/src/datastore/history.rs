@@ -21,6 +21,7 @@ pub enum JobKind {
     Prune,
     Verify,
     AbandonedCleanup,
+    Sync,
 }
 
 impl JobKind {
@@ -31,15 +32,17 @@ impl JobKind {
             JobKind::Prune => "prune",
             JobKind::Verify => "verify",
             JobKind::AbandonedCleanup => "abandoned-cleanup",
+            JobKind::Sync => "sync",
         }
     }
 
     /// Every kind, in a stable order.
-    pub const ALL: [JobKind; 4] = [
+    pub const ALL: [JobKind; 5] = [
         JobKind::GarbageCollection,
         JobKind::Prune,
         JobKind::Verify,
         JobKind::AbandonedCleanup,
+        JobKind::Sync,
     ];
 }
 

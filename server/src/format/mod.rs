@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod digest;
 pub mod dynamic_index;
 pub mod fixed_index;
+pub mod group_filter;
 pub mod index;
 pub mod index_header;
 pub mod manifest;
@@ -16,6 +17,21 @@ pub mod names;
 pub mod pxar;
 
 pub use digest::{digest_to_hex, parse_digest_hex, sha256, Digest, Sha256};
+
+/// A size in binary units with `decimals` places (`1.50 KiB`); plain bytes below 1 KiB.
+pub fn human_bytes(bytes: u64, decimals: usize) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} B"),
+        _ => format!("{value:.decimals$} {}", UNITS[unit]),
+    }
+}
 
 /// The single error type of the format layer. Messages name the object and what failed.
 #[derive(Debug, thiserror::Error)]

@@ -10,12 +10,14 @@ pub mod state;
 
 use std::path::PathBuf;
 
+use crate::format::group_filter::GroupFilter;
 use calendar::CalendarEvent;
-use prune_job::{GroupFilter, PruneParams};
+use prune_job::PruneParams;
 
 use crate::config::Config;
 use crate::datastore::{ChunkCheck, DatastoreError, JobKind, KeepOptions, VerifyOptions};
 use crate::format::names::BackupNamespace;
+use crate::sync::{PullParams, RemoteSpec};
 
 pub use scheduler::Jobs;
 
@@ -44,6 +46,7 @@ pub enum JobType {
     Prune,
     Verify,
     GarbageCollection,
+    Sync,
 }
 
 impl JobType {
@@ -53,6 +56,7 @@ impl JobType {
             JobType::Prune => "prunejob",
             JobType::Verify => "verificationjob",
             JobType::GarbageCollection => "garbage_collection",
+            JobType::Sync => "syncjob",
         }
     }
 
@@ -62,6 +66,7 @@ impl JobType {
             JobType::Prune => "prune",
             JobType::Verify => "verify",
             JobType::GarbageCollection => "garbage collection",
+            JobType::Sync => "sync",
         }
     }
 
@@ -71,6 +76,7 @@ impl JobType {
             JobType::Prune => JobKind::Prune,
             JobType::Verify => JobKind::Verify,
             JobType::GarbageCollection => JobKind::GarbageCollection,
+            JobType::Sync => JobKind::Sync,
         }
     }
 }
@@ -91,6 +97,7 @@ pub enum JobBody {
     Prune(PruneParams),
     Verify(VerifyParams),
     GarbageCollection,
+    Sync(Box<PullParams>),
 }
 
 /// A configured job.
@@ -114,8 +121,8 @@ impl JobSpec {
     }
 }
 
-/// The jobs a configuration declares: `[[prune_job]]`, `[[verify_job]]` and each datastore's
-/// `gc_schedule`. The file was validated at load; anything that still does not convert is an
+/// The jobs a configuration declares: `[[prune_job]]`, `[[verify_job]]`, `[[sync_job]]` and
+/// each datastore's `gc_schedule`. The file was validated at load; anything that still does not convert is an
 /// error naming the job.
 pub fn specs_from_config(config: &Config) -> Result<Vec<JobSpec>, JobError> {
     let bad = |what: String| JobError::Invalid(what);
@@ -183,6 +190,64 @@ pub fn specs_from_config(config: &Config) -> Result<Vec<JobSpec>, JobError> {
             id,
         });
     }
+    for job in &config.sync_jobs {
+        let id = job.id.get_ref().clone();
+        let remote = config
+            .remotes
+            .iter()
+            .find(|r| r.name.get_ref() == job.remote.get_ref())
+            .ok_or_else(|| {
+                bad(format!(
+                    "sync job '{id}': unknown remote '{}'",
+                    job.remote.get_ref()
+                ))
+            })?;
+        let filters = job
+            .group_filter
+            .iter()
+            .map(|f| GroupFilter::parse(f).map_err(|e| bad(format!("sync job '{id}': {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rate_in = match &job.rate_in {
+            Some(rate) => Some(
+                crate::config::parse_rate(rate.get_ref())
+                    .map_err(|e| bad(format!("sync job '{id}': {e}")))?,
+            ),
+            None => None,
+        };
+        out.push(JobSpec {
+            kind: JobType::Sync,
+            store: job.store.get_ref().clone(),
+            schedule: job.schedule.get_ref().clone(),
+            event: event(job.schedule.get_ref(), &id)?,
+            disable: job.disable,
+            body: JobBody::Sync(Box::new(PullParams {
+                remote: RemoteSpec {
+                    name: remote.name.get_ref().clone(),
+                    host: remote.host.get_ref().clone(),
+                    port: remote.port.unwrap_or(8007),
+                    auth_id: remote.auth_id.get_ref().clone(),
+                    fingerprint: remote.fingerprint.get_ref().clone(),
+                    secret_file: remote.secret_file.get_ref().clone(),
+                },
+                remote_store: job.remote_store.get_ref().clone(),
+                remote_ns: namespace(&job.remote_ns, &id)?,
+                ns: namespace(&job.ns, &id)?,
+                max_depth: job.max_depth,
+                filters,
+                remove_vanished: job.remove_vanished,
+                transfer_last: job.transfer_last,
+                owner: job.owner.as_ref().map_or_else(
+                    || runner::SCHEDULER_AUTHID.to_string(),
+                    |o| o.get_ref().clone(),
+                ),
+                verified_only: job.verified_only,
+                encrypted_only: job.encrypted_only,
+                rate_in,
+                worker_threads: job.worker_threads.as_ref().map_or(1, |t| *t.get_ref()),
+            })),
+            id,
+        });
+    }
     for ds in &config.datastores {
         if let Some(schedule) = &ds.gc_schedule {
             let store = ds.name.get_ref().clone();
@@ -203,6 +268,64 @@ pub fn specs_from_config(config: &Config) -> Result<Vec<JobSpec>, JobError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_jobs_resolve_their_remote_and_bad_fields_are_named() {
+        let path = std::path::Path::new("server.toml");
+        let fp = ["ab"; 32].join(":");
+        let remote = format!(
+            "[[remote]]\nname = \"site-a\"\nhost = \"pbs.example\"\nauth_id = \"sync@pbs\"\n\
+             fingerprint = \"{fp}\"\nsecret_file = \"/etc/secret\"\n"
+        );
+        let job = "[[sync_job]]\nid = \"s1\"\nstore = \"store1\"\nremote = \"site-a\"\n\
+                   remote_store = \"remote1\"\nremote_ns = \"prod\"\nns = \"mirror\"\n\
+                   schedule = \"hourly\"\nrate_in = \"2 MiB\"\nworker_threads = 4\n";
+        let config = Config::parse(path, &format!("{remote}{job}")).unwrap();
+        let specs = specs_from_config(&config).unwrap();
+        let JobBody::Sync(p) = &specs[0].body else {
+            panic!("{specs:?}")
+        };
+        assert_eq!(specs[0].kind.worker_type(), "syncjob");
+        assert_eq!(
+            (p.remote.host.as_str(), p.remote.port),
+            ("pbs.example", 8007)
+        );
+        assert_eq!(p.remote_ns.display_path(), "prod");
+        assert_eq!(p.ns.display_path(), "mirror");
+        assert_eq!(p.owner, "root@pam");
+        assert_eq!(p.rate_in, Some(2 << 20));
+        assert_eq!(p.worker_threads, 4);
+        for (text, field, needle) in [
+            (
+                job.replace("site-a", "nowhere"),
+                "sync_job[0].remote",
+                "unknown remote",
+            ),
+            (
+                job.replace("2 MiB", "fast"),
+                "sync_job[0].rate_in",
+                "not a rate",
+            ),
+            (
+                job.replace("= 4", "= 99"),
+                "sync_job[0].worker_threads",
+                "1 to 32",
+            ),
+            (
+                job.replace("\"prod\"", "\"a//b\""),
+                "sync_job[0].remote_ns",
+                "a//b",
+            ),
+        ] {
+            let err = Config::parse(path, &format!("{remote}{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field) && err.contains(needle), "{err}");
+        }
+        let bad_fp = remote.replace(&fp, "ab:cd");
+        let err = Config::parse(path, &bad_fp).unwrap_err().to_string();
+        assert!(err.contains("remote[0].fingerprint"), "{err}");
+    }
 
     #[test]
     fn config_schedules_are_parsed_and_errors_name_the_field() {

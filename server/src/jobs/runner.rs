@@ -85,8 +85,17 @@ pub fn run_configured(
             store: spec.store.clone(),
             job_id: spec.id.clone(),
             worker_type: spec.kind.worker_type().to_string(),
-            worker_id: match spec.kind {
-                JobType::GarbageCollection => spec.store.clone(),
+            worker_id: match &spec.body {
+                JobBody::GarbageCollection => spec.store.clone(),
+                // PBS's: `<remote>:<remote store>:<store>:<ns>:<job id>`.
+                JobBody::Sync(p) => format!(
+                    "{}:{}:{}:{}:{}",
+                    p.remote.name,
+                    p.remote_store,
+                    spec.store,
+                    p.ns.display_path(),
+                    spec.id
+                ),
                 _ => format!("{}:{}", spec.store, spec.id),
             },
             authid: authid.to_string(),
@@ -260,6 +269,27 @@ async fn execute(
                     )
                 }
                 Err(e) => (Value::Null, Err(e.to_string())),
+            }
+        }
+        JobBody::Sync(params) => {
+            // Its own task: the pull's concurrent futures need not be part of this one.
+            let pull = crate::sync::pull::run(
+                store.clone(),
+                (**params).clone(),
+                Arc::new(sink),
+                Arc::new(aborted),
+            );
+            match tokio::spawn(pull).await {
+                Ok(Ok(summary)) if summary.errors == 0 => (json!(summary), Ok(())),
+                Ok(Ok(summary)) => (
+                    json!(summary),
+                    Err(
+                        "sync failed with some errors - please check the log for details"
+                            .to_string(),
+                    ),
+                ),
+                Ok(Err(e)) => (Value::Null, Err(e.to_string())),
+                Err(e) => (Value::Null, Err(format!("sync task failed: {e}"))),
             }
         }
         JobBody::GarbageCollection => {

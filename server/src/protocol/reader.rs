@@ -38,6 +38,8 @@ struct ReaderSession {
     log: TaskLog,
     /// Key path of the snapshot in the datastore, for task log lines.
     rel_dir: String,
+    /// Log every chunk served (`debug=true` at the upgrade).
+    debug: bool,
 }
 
 impl ReaderSession {
@@ -67,7 +69,8 @@ pub async fn upgrade(
     let store_name = params.required_str("store")?;
     let dir = params.snapshot()?;
     let ns = params.namespace("ns")?;
-    params.bool_or("debug", false)?;
+    // With `debug` (PBS's pull sends it) every chunk served is logged, as PBS does.
+    let debug = params.bool_or("debug", false)?;
 
     let entry = visible_datastore(&state, &identity, &store_name);
     let store_tenant = entry
@@ -139,6 +142,7 @@ pub async fn upgrade(
         label,
         log: task.log().clone(),
         rel_dir,
+        debug,
     });
     let link = SessionLink::take(&mut req, &state.limits);
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -248,6 +252,9 @@ async fn download_chunk(
         .load_chunk(&digest)
         .await
         .map_err(|e| HttpError::bad_request(format!("reading chunk {hex} failed: {e}")))?;
+    if session.debug {
+        session.log.log(format!("download chunk {hex}"));
+    }
     Ok(octet_stream(bytes))
 }
 

@@ -457,17 +457,7 @@ impl Progress {
 
 /// Bytes as PBS prints them (binary units, two decimals).
 fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    match unit {
-        0 => format!("{bytes} B"),
-        _ => format!("{value:.2} {}", UNITS[unit]),
-    }
+    crate::format::human_bytes(bytes, 2)
 }
 
 fn summarize(status: &GcStatus, say: &(dyn Fn(String) + Send + Sync)) {

@@ -1,0 +1,532 @@
+//! Pull sync jobs between two instances of our server (issue 18): server B pulls from server A
+//! over the PBS protocol, as its `[[sync_job]]`s say.
+//!
+//! * namespaces mapped (`prod` → `mirror`, `prod/child` → `mirror/child`), a group filter, the
+//!   job's owner on the pulled groups, restores on B byte-identical to the data backed up on A;
+//! * incremental: a second run downloads only the chunks B lacks, counted on A (its reader
+//!   sessions log every chunk served, as PBS does with `debug`) and on B (chunk files);
+//! * `remove_vanished`: vanished snapshots, groups and namespaces go; protected and
+//!   retention-locked snapshots stay;
+//! * a connection cut mid-job through a TCP proxy: the job fails, the next run completes and
+//!   downloads exactly the chunks the first run did not store;
+//! * the rate limit (applied to the socket reads): a limited run takes at least as long as its
+//!   bytes at that rate.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use pbs_cloud_e2e::fault_proxy::{Fault, FaultProxy};
+use pbs_cloud_e2e::{Crypt, PbsClient, TestServer};
+use serde_json::{json, Value};
+
+const SYNC_USER: &str = "sync@pbs";
+const SYNC_PASSWORD: &str = "sync-secret-1";
+const OWNER: &str = "syncer@pbs";
+/// Fixed-index chunk size of the test client's images.
+const IMAGE_CHUNK: usize = 4 << 20;
+
+/// Server A with a read-only sync user (added while it is stopped, after a first start made
+/// its data directory and admin).
+async fn source() -> (TestServer, PbsClient) {
+    let mut server = TestServer::prepare().unwrap();
+    server
+        .launch()
+        .await
+        .expect("start pbs-cloud-server (build it with `cargo build -p pbs-cloud-server`)");
+    server.stop().await;
+    server
+        .manage(&["user", "add", SYNC_USER], &format!("{SYNC_PASSWORD}\n"))
+        .unwrap();
+    server
+        .manage(
+            &[
+                "acl",
+                "add",
+                "/datastore/store1",
+                SYNC_USER,
+                "DatastoreReader",
+            ],
+            "",
+        )
+        .unwrap();
+    server.launch().await.unwrap();
+    let admin = server.admin_client().await.unwrap();
+    (server, admin)
+}
+
+/// Server B with `remote` pointing at `address` (A itself or a proxy in front of it) and the
+/// given jobs.
+async fn target(
+    a: &TestServer,
+    port: u16,
+    secret_dir: &Path,
+    jobs: &str,
+) -> (TestServer, PbsClient) {
+    let secret = secret_dir.join("site-a.secret");
+    std::fs::write(&secret, format!("{SYNC_PASSWORD}\n")).unwrap();
+    let config = format!(
+        r#"
+[[remote]]
+name = "site-a"
+host = "127.0.0.1"
+port = {port}
+auth_id = "{SYNC_USER}"
+fingerprint = "{fp}"
+secret_file = "{secret}"
+{jobs}"#,
+        fp = a.fingerprint,
+        secret = secret.display(),
+    );
+    let mut server = TestServer::prepare().unwrap();
+    server.set_config(&config).unwrap();
+    server.launch().await.expect("start the target server");
+    let admin = server.admin_client().await.unwrap();
+    (server, admin)
+}
+
+async fn create_ns(client: &PbsClient, name: &str, parent: Option<&str>) {
+    let mut params = json!({ "name": name });
+    if let Some(parent) = parent {
+        params["parent"] = parent.into();
+    }
+    client
+        .post("admin/datastore/store1/namespace", Some(&params))
+        .await
+        .unwrap();
+}
+
+/// Starts a job on B and follows it to its end; (status, log, seconds it took).
+async fn run_job(client: &PbsClient, id: &str) -> (Value, Vec<String>, f64) {
+    let started = Instant::now();
+    let upid = client
+        .post(&format!("admin/sync/{id}/run"), None)
+        .await
+        .unwrap();
+    let upid = upid.as_str().unwrap().to_string();
+    assert!(
+        upid.contains(":syncjob:site\\x2da\\x3astore1\\x3astore1\\x3a"),
+        "{upid}"
+    );
+    let (status, log) = wait_task_long(client, &upid).await;
+    (status, log, started.elapsed().as_secs_f64())
+}
+
+/// Chunks A served to B's pulls since the last call: the `download chunk` lines of A's reader
+/// tasks not counted yet.
+struct ServedChunks {
+    seen: BTreeSet<String>,
+}
+
+impl ServedChunks {
+    fn new() -> Self {
+        ServedChunks {
+            seen: BTreeSet::new(),
+        }
+    }
+
+    async fn since_last(&mut self, a: &PbsClient) -> usize {
+        let tasks = a
+            .get(
+                "nodes/localhost/tasks",
+                Some(&json!({ "typefilter": "reader", "limit": 1000 })),
+            )
+            .await
+            .unwrap();
+        let mut served = 0;
+        for task in tasks.as_array().unwrap() {
+            let upid = task["upid"].as_str().unwrap().to_string();
+            if task["user"] != SYNC_USER || self.seen.contains(&upid) {
+                continue;
+            }
+            let (_, log) = wait_task(a, &upid).await;
+            served += log
+                .iter()
+                .filter(|l| l.contains(": download chunk "))
+                .count();
+            self.seen.insert(upid);
+        }
+        served
+    }
+}
+
+/// Chunk files in a server's local datastore.
+fn chunk_files(server: &TestServer) -> usize {
+    fn walk(dir: &Path, in_chunks: bool, count: &mut usize) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if path.is_dir() {
+                walk(&path, in_chunks || name == ".chunks", count);
+            } else if in_chunks && name.len() == 64 {
+                *count += 1;
+            }
+        }
+    }
+    let mut count = 0;
+    walk(server.data_dir(), false, &mut count);
+    count
+}
+
+async fn forget(client: &PbsClient, ns: &str, id: &str, time: i64) {
+    client
+        .delete(
+            "admin/datastore/store1/snapshots",
+            Some(&json!({ "ns": ns, "backup-type": "host", "backup-id": id, "backup-time": time })),
+        )
+        .await
+        .unwrap();
+}
+
+fn times(list: &[Value]) -> Vec<i64> {
+    list.iter()
+        .map(|s| s["backup-time"].as_i64().unwrap())
+        .collect()
+}
+
+async fn assert_restores(
+    client: &PbsClient,
+    ns: Option<&str>,
+    id: &str,
+    time: i64,
+    tree: Option<&Path>,
+    image: &[u8],
+) {
+    let session = reader(client, "store1", ns, id, time, None)
+        .await
+        .unwrap_or_else(|e| panic!("reader on {ns:?} host/{id}/{time}: {e}"));
+    let restored = session.restore_archive("disk.img").await.unwrap();
+    assert!(
+        restored == image,
+        "{ns:?} host/{id}/{time}: disk.img differs"
+    );
+    if let Some(tree) = tree {
+        assert_tree_restores(&session, tree).await;
+    }
+}
+
+const MIRROR_JOBS: &str = r#"
+[[sync_job]]
+id = "mirror"
+store = "store1"
+ns = "mirror"
+remote = "site-a"
+remote_store = "store1"
+remote_ns = "prod"
+schedule = "2099-01-01"
+owner = "syncer@pbs"
+group_filter = ["exclude:group:host/skip"]
+worker_threads = 3
+
+[[sync_job]]
+id = "mirror-rv"
+store = "store1"
+ns = "mirror"
+remote = "site-a"
+remote_store = "store1"
+remote_ns = "prod"
+schedule = "2099-01-01"
+owner = "syncer@pbs"
+group_filter = ["exclude:group:host/skip"]
+remove_vanished = true
+
+[[retention_lock]]
+id = "keep-locked"
+store = "store1"
+ns = "mirror"
+groups = ["host/locked"]
+mode = "compliance"
+days = 3650
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_maps_namespaces_fetches_only_missing_chunks_and_removes_vanished() {
+    let (a, a_admin) = source().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let (b, b_admin) = target(&a, a.port(), secrets.path(), MIRROR_JOBS).await;
+    let mut served = ServedChunks::new();
+
+    // A: prod/host/web ×2, prod/host/skip (filtered out), prod/host/locked, prod/child/host/db.
+    create_ns(&a_admin, "prod", None).await;
+    create_ns(&a_admin, "child", Some("prod")).await;
+    let tree_dir = tempfile::tempdir().unwrap();
+    make_tree(tree_dir.path(), 18);
+    let mut image = random_bytes(19, 3 * IMAGE_CHUNK);
+    for (i, time) in [T0, T0 + 3600].into_iter().enumerate() {
+        let conf = format!("web {i}\n");
+        let content = Content {
+            tree: Some(tree_dir.path()),
+            image: Some(&image),
+            conf: Some(conf.as_bytes()),
+        };
+        backup(
+            &a_admin,
+            "store1",
+            Some("prod"),
+            "web",
+            time,
+            Crypt::None,
+            &content,
+        )
+        .await
+        .unwrap();
+    }
+    let small = random_bytes(20, IMAGE_CHUNK / 2);
+    for (ns, id) in [("prod", "skip"), ("prod", "locked"), ("prod/child", "db")] {
+        let content = Content {
+            tree: None,
+            image: Some(&small),
+            conf: Some(id.as_bytes()),
+        };
+        backup(&a_admin, "store1", Some(ns), id, T0, Crypt::None, &content)
+            .await
+            .unwrap();
+    }
+
+    // Run 1: everything but host/skip arrives under mirror/, owned by the job's owner.
+    let (status, log, _) = run_job(&b_admin, "mirror").await;
+    assert_eq!(status["exitstatus"], "OK", "{log:#?}");
+    for line in [
+        "Syncing datastore 'store1', namespace 'prod' into datastore 'store1', namespace 'mirror'",
+        "Syncing datastore 'store1', namespace 'prod/child' into datastore 'store1', namespace 'mirror/child'",
+        "Found 2 groups to sync (out of 3 total)",
+    ] {
+        assert!(
+            log.iter().any(|l| l.ends_with(line)),
+            "missing {line:?} in {log:#?}"
+        );
+    }
+    let web = snapshots(&b_admin, "store1", Some("mirror"), "web").await;
+    assert_eq!(times(&web), [T0, T0 + 3600]);
+    assert!(web.iter().all(|s| s["owner"] == OWNER), "{web:?}");
+    assert!(snapshots(&b_admin, "store1", Some("mirror"), "skip")
+        .await
+        .is_empty());
+    assert_eq!(
+        times(&snapshots(&b_admin, "store1", Some("mirror/child"), "db").await),
+        [T0]
+    );
+    assert_restores(
+        &b_admin,
+        Some("mirror"),
+        "web",
+        T0 + 3600,
+        Some(tree_dir.path()),
+        &image,
+    )
+    .await;
+    assert_restores(&b_admin, Some("mirror/child"), "db", T0, None, &small).await;
+    let first = served.since_last(&a_admin).await;
+    let stored = chunk_files(&b);
+    assert_eq!(
+        first, stored,
+        "run 1: chunks A served vs chunk files B stored"
+    );
+    assert!(first >= 5, "run 1 served only {first} chunks");
+
+    // Run 2 after one more snapshot on A that changes one image chunk: only it crosses.
+    image[IMAGE_CHUNK + 7] ^= 0xff;
+    let content = Content {
+        tree: Some(tree_dir.path()),
+        image: Some(&image),
+        conf: Some(b"web 1\n"),
+    };
+    backup(
+        &a_admin,
+        "store1",
+        Some("prod"),
+        "web",
+        T0 + 7200,
+        Crypt::None,
+        &content,
+    )
+    .await
+    .unwrap();
+    let (status, log, _) = run_job(&b_admin, "mirror").await;
+    assert_eq!(status["exitstatus"], "OK", "{log:#?}");
+    assert!(
+        log.iter()
+            .any(|l| l.ends_with("T01:00:00Z: no data changes")),
+        "the newest local snapshot is re-checked: {log:#?}"
+    );
+    let second = served.since_last(&a_admin).await;
+    let added = chunk_files(&b) - stored;
+    assert_eq!(
+        second, added,
+        "run 2: chunks A served vs new chunk files on B"
+    );
+    assert_eq!(second, 1, "one changed image chunk, everything else known");
+    assert_restores(
+        &b_admin,
+        Some("mirror"),
+        "web",
+        T0 + 7200,
+        Some(tree_dir.path()),
+        &image,
+    )
+    .await;
+    println!("pull: run 1 served {first} chunks, run 2 (one chunk changed) {second}");
+
+    // Run 3 with remove_vanished after forgetting on A: web T0 (protected on B) and T0+1h,
+    // the locked group, and the child namespace.
+    let prot = json!({ "ns": "mirror", "backup-type": "host", "backup-id": "web",
+        "backup-time": T0, "protected": "1" });
+    b_admin
+        .call_form_body(http::Method::PUT, "admin/datastore/store1/protected", &prot)
+        .await
+        .unwrap();
+    forget(&a_admin, "prod", "web", T0).await;
+    forget(&a_admin, "prod", "web", T0 + 3600).await;
+    forget(&a_admin, "prod", "locked", T0).await;
+    a_admin
+        .delete(
+            "admin/datastore/store1/namespace",
+            Some(&json!({ "ns": "prod/child", "delete-groups": true })),
+        )
+        .await
+        .unwrap();
+    let (status, log, _) = run_job(&b_admin, "mirror-rv").await;
+    assert_eq!(status["exitstatus"], "OK", "{log:#?}");
+    let web = snapshots(&b_admin, "store1", Some("mirror"), "web").await;
+    assert_eq!(
+        times(&web),
+        [T0, T0 + 7200],
+        "protected T0 kept, T0+1h removed"
+    );
+    assert_eq!(
+        times(&snapshots(&b_admin, "store1", Some("mirror"), "locked").await),
+        [T0],
+        "the retention-locked snapshot stays: {log:#?}"
+    );
+    let namespaces = b_admin
+        .get("admin/datastore/store1/namespace", None)
+        .await
+        .unwrap();
+    assert!(
+        !namespaces.to_string().contains("mirror/child"),
+        "vanished namespace removed: {namespaces}"
+    );
+    for needle in [
+        "kept vanished snapshot host/web/2026-01-01T00:00:00Z - it is protected",
+        "delete vanished snapshot host/web/2026-01-01T01:00:00Z",
+        "kept vanished group 'host/locked'",
+        "delete vanished namespace 'mirror/child'",
+        "Summary: removed vanished: snapshots: 2, groups: 0, namespaces: 1",
+    ] {
+        assert!(
+            log.iter().any(|l| l.contains(needle)),
+            "missing {needle:?} in {log:#?}"
+        );
+    }
+    assert_restores(
+        &b_admin,
+        Some("mirror"),
+        "web",
+        T0,
+        Some(tree_dir.path()),
+        &random_bytes(19, 3 * IMAGE_CHUNK),
+    )
+    .await;
+}
+
+const SLOW_JOB: &str = r#"
+[[sync_job]]
+id = "slow"
+store = "store1"
+remote = "site-a"
+remote_store = "store1"
+schedule = "2099-01-01"
+rate_in = "4 MiB"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_resumes_after_a_cut_without_fetching_stored_chunks_and_keeps_its_rate() {
+    let (a, a_admin) = source().await;
+    let proxy = FaultProxy::start(format!("127.0.0.1:{}", a.port()).parse().unwrap())
+        .await
+        .unwrap();
+    let proxy_port: u16 = proxy
+        .endpoint()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let (b, b_admin) = target(&a, proxy_port, secrets.path(), SLOW_JOB).await;
+    let mut served = ServedChunks::new();
+
+    // 8 random 4 MiB chunks: 32 MiB at 4 MiB/s is about 8 s of transfer.
+    let image = random_bytes(31, 8 * IMAGE_CHUNK);
+    let content = Content {
+        tree: None,
+        image: Some(&image),
+        conf: Some(b"bulk"),
+    };
+    backup(&a_admin, "store1", None, "bulk", T0, Crypt::None, &content)
+        .await
+        .unwrap();
+    let total_chunks = 8;
+    // The upload's chunks are A's only chunk files: the count B must end with.
+    assert_eq!(chunk_files(&a), total_chunks);
+
+    // Run 1: cut every connection once B has stored two chunks (the rate limit makes that
+    // take about a second).
+    let upid = b_admin.post("admin/sync/slow/run", None).await.unwrap();
+    let upid = upid.as_str().unwrap().to_string();
+    let mut cut = false;
+    for _ in 0..600 {
+        if chunk_files(&b) >= 2 {
+            proxy.set(Fault::Cut(None));
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        cut,
+        "run 1 never stored two chunks: {:#?}",
+        task_log(&b_admin, &upid).await
+    );
+    let (status, log) = wait_task_long(&b_admin, &upid).await;
+    assert_ne!(
+        status["exitstatus"], "OK",
+        "the cut run must fail: {log:#?}"
+    );
+    assert!(
+        snapshots(&b_admin, "store1", None, "bulk").await.is_empty(),
+        "no partial snapshot"
+    );
+    let stored_after_cut = chunk_files(&b);
+    assert!(
+        (1..total_chunks).contains(&stored_after_cut),
+        "run 1 stored {stored_after_cut} of {total_chunks} chunks before the cut"
+    );
+    served.since_last(&a_admin).await;
+
+    // Run 2: completes, fetches exactly the chunks B does not have, at no more than 4 MiB/s.
+    proxy.set(Fault::Pass);
+    let (status, log, seconds) = run_job(&b_admin, "slow").await;
+    assert_eq!(status["exitstatus"], "OK", "{log:#?}");
+    let fetched = served.since_last(&a_admin).await;
+    assert_eq!(
+        fetched,
+        total_chunks - stored_after_cut,
+        "run 2 fetched only the chunks run 1 had not stored"
+    );
+    assert_eq!(chunk_files(&b), total_chunks);
+    assert_restores(&b_admin, None, "bulk", T0, None, &image).await;
+    // The first chunk passes at once; each further one waits its 1 s at 4 MiB/s.
+    let floor = (fetched.saturating_sub(1) * IMAGE_CHUNK) as f64 / (4 << 20) as f64;
+    assert!(
+        seconds >= floor * 0.9,
+        "run 2 took {seconds:.2} s for {fetched} chunks; the rate limit needs {floor:.2} s"
+    );
+    println!(
+        "pull after cut: {stored_after_cut} chunks stored by run 1, {fetched} fetched by run 2 \
+         in {seconds:.2} s (limit floor {floor:.2} s)"
+    );
+}

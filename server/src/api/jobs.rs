@@ -101,7 +101,13 @@ fn describe(ctx: &Ctx, spec: &JobSpec) -> Value {
             if let Some(n) = p.transfer_last {
                 obj.insert("transfer-last".into(), json!(n));
             }
-            obj.insert("sync-direction".into(), json!("pull"));
+            obj.insert("sync-direction".into(), json!(p.direction.as_str()));
+            if let Some(rate) = p.rate_in {
+                obj.insert("rate-in".into(), json!(rate));
+            }
+            if let Some(rate) = p.rate_out {
+                obj.insert("rate-out".into(), json!(rate));
+            }
         }
     }
     let jobs = &ctx.state.jobs;

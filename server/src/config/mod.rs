@@ -22,7 +22,7 @@ pub use jobs::{
 };
 pub use limits::LimitsConfig;
 pub use storage::{S3Config, StorageConfig, ARCHIVE_STORAGE_CLASSES};
-pub use sync::{parse_rate, RemoteConfig, SyncJobConfig};
+pub use sync::{parse_rate, RemoteConfig, SyncJobConfig, SYNC_DIRECTIONS};
 pub use upload_limits::UploadLimitsConfig;
 
 /// Default listen address: all IPv4 interfaces on PBS's port.
@@ -620,9 +620,20 @@ impl Validator<'_> {
                     ));
                 }
             }
-            if let Some(rate) = &job.rate_in {
-                if let Err(e) = parse_rate(rate.get_ref()) {
-                    return Err(self.error(rate, &at("rate_in"), e));
+            for (field, rate) in [("rate_in", &job.rate_in), ("rate_out", &job.rate_out)] {
+                if let Some(rate) = rate {
+                    if let Err(e) = parse_rate(rate.get_ref()) {
+                        return Err(self.error(rate, &at(field), e));
+                    }
+                }
+            }
+            if let Some(direction) = &job.direction {
+                if !SYNC_DIRECTIONS.contains(&direction.get_ref().as_str()) {
+                    return Err(self.error(
+                        direction,
+                        &at("direction"),
+                        format!("'{}' is not 'pull' or 'push'", direction.get_ref()),
+                    ));
                 }
             }
             if let Some(threads) = &job.worker_threads {

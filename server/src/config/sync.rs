@@ -25,13 +25,15 @@ pub struct RemoteConfig {
     pub secret_file: Spanned<PathBuf>,
 }
 
-/// `[[sync_job]]`: pull a remote datastore (or namespace subtree) into a local one on a
-/// schedule.
+/// `[[sync_job]]`: pull a remote datastore (or namespace subtree) into a local one, or push a
+/// local one to a remote, on a schedule.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncJobConfig {
     pub id: Spanned<String>,
-    /// Local datastore that receives the snapshots.
+    /// `pull` (default: from the remote into `store`) or `push` (from `store` to the remote).
+    pub direction: Option<Spanned<String>>,
+    /// The local datastore.
     pub store: Spanned<String>,
     /// Local namespace the remote namespace maps to; root when absent.
     pub ns: Option<String>,
@@ -40,19 +42,19 @@ pub struct SyncJobConfig {
     pub remote_store: Spanned<String>,
     /// Remote namespace to start in; root when absent.
     pub remote_ns: Option<String>,
-    /// Namespace levels below `remote_ns` to include; all when absent.
+    /// Namespace levels below the source's namespace to include; all when absent.
     pub max_depth: Option<usize>,
     pub schedule: Spanned<String>,
     /// Group filters like prune jobs' (`type:vm`, `group:vm/100`, `regex:…`, `exclude:…`).
     #[serde(default)]
     pub group_filter: Vec<String>,
-    /// Remove local snapshots, groups and namespaces that vanished on the remote (protected
+    /// Remove target snapshots, groups and namespaces that vanished on the source (protected
     /// and retention-locked snapshots stay).
     #[serde(default)]
     pub remove_vanished: bool,
     /// Pull only the newest N snapshots of each group.
     pub transfer_last: Option<u64>,
-    /// Local owner of the groups the job creates; `root@pam` when absent.
+    /// Pull: local owner of the groups the job creates; `root@pam` when absent.
     pub owner: Option<Spanned<String>>,
     /// Pull only snapshots whose last verification passed on the remote.
     #[serde(default)]
@@ -62,11 +64,16 @@ pub struct SyncJobConfig {
     pub encrypted_only: bool,
     /// Download limit in bytes per second, e.g. `"20 MiB"` or `1000000`; none when absent.
     pub rate_in: Option<Spanned<toml::Value>>,
+    /// Upload limit, like `rate_in`.
+    pub rate_out: Option<Spanned<toml::Value>>,
     /// Groups pulled at the same time (PBS `worker-threads`), 1–32; 1 when absent.
     pub worker_threads: Option<Spanned<usize>>,
     #[serde(default)]
     pub disable: bool,
 }
+
+/// Sync directions.
+pub const SYNC_DIRECTIONS: &[&str] = &["pull", "push"];
 
 /// Parses a rate like PBS's: a number of bytes, optionally followed by a unit (`B`, `KB`,
 /// `KiB`, `MB`, `MiB`, `GB`, `GiB`), per second.

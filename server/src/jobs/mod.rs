@@ -17,7 +17,7 @@ use prune_job::PruneParams;
 use crate::config::Config;
 use crate::datastore::{ChunkCheck, DatastoreError, JobKind, KeepOptions, VerifyOptions};
 use crate::format::names::BackupNamespace;
-use crate::sync::{PullParams, RemoteSpec};
+use crate::sync::{Direction, RemoteSpec, SyncParams};
 
 pub use scheduler::Jobs;
 
@@ -97,7 +97,7 @@ pub enum JobBody {
     Prune(PruneParams),
     Verify(VerifyParams),
     GarbageCollection,
-    Sync(Box<PullParams>),
+    Sync(Box<SyncParams>),
 }
 
 /// A configured job.
@@ -207,12 +207,15 @@ pub fn specs_from_config(config: &Config) -> Result<Vec<JobSpec>, JobError> {
             .iter()
             .map(|f| GroupFilter::parse(f).map_err(|e| bad(format!("sync job '{id}': {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
-        let rate_in = match &job.rate_in {
-            Some(rate) => Some(
-                crate::config::parse_rate(rate.get_ref())
-                    .map_err(|e| bad(format!("sync job '{id}': {e}")))?,
-            ),
-            None => None,
+        let rate = |rate: &Option<toml::Spanned<toml::Value>>| match rate {
+            Some(rate) => crate::config::parse_rate(rate.get_ref())
+                .map(Some)
+                .map_err(|e| bad(format!("sync job '{id}': {e}"))),
+            None => Ok(None),
+        };
+        let direction = match job.direction.as_ref().map(|d| d.get_ref().as_str()) {
+            Some("push") => Direction::Push,
+            _ => Direction::Pull,
         };
         out.push(JobSpec {
             kind: JobType::Sync,
@@ -220,7 +223,8 @@ pub fn specs_from_config(config: &Config) -> Result<Vec<JobSpec>, JobError> {
             schedule: job.schedule.get_ref().clone(),
             event: event(job.schedule.get_ref(), &id)?,
             disable: job.disable,
-            body: JobBody::Sync(Box::new(PullParams {
+            body: JobBody::Sync(Box::new(SyncParams {
+                direction,
                 remote: RemoteSpec {
                     name: remote.name.get_ref().clone(),
                     host: remote.host.get_ref().clone(),
@@ -242,7 +246,8 @@ pub fn specs_from_config(config: &Config) -> Result<Vec<JobSpec>, JobError> {
                 ),
                 verified_only: job.verified_only,
                 encrypted_only: job.encrypted_only,
-                rate_in,
+                rate_in: rate(&job.rate_in)?,
+                rate_out: rate(&job.rate_out)?,
                 worker_threads: job.worker_threads.as_ref().map_or(1, |t| *t.get_ref()),
             })),
             id,
@@ -295,6 +300,13 @@ mod tests {
         assert_eq!(p.owner, "root@pam");
         assert_eq!(p.rate_in, Some(2 << 20));
         assert_eq!(p.worker_threads, 4);
+        assert_eq!(p.direction, Direction::Pull);
+        let push = format!("{remote}{job}direction = \"push\"\nrate_out = 1000\n");
+        let specs = specs_from_config(&Config::parse(path, &push).unwrap()).unwrap();
+        let JobBody::Sync(p) = &specs[0].body else {
+            panic!("{specs:?}")
+        };
+        assert_eq!((p.direction, p.rate_out), (Direction::Push, Some(1000)));
         for (text, field, needle) in [
             (
                 job.replace("site-a", "nowhere"),

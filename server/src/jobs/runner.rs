@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use super::{prune_job, JobBody, JobError, JobSpec, JobType, VerifyParams};
 use crate::datastore::{Datastore, JobRecord};
 use crate::state::AppState;
+use crate::sync::Direction;
 use crate::tasks::TaskLog;
 
 /// Auth id PBS uses for scheduled runs.
@@ -272,17 +273,23 @@ async fn execute(
             }
         }
         JobBody::Sync(params) => {
-            // Its own task: the pull's concurrent futures need not be part of this one.
-            let pull = crate::sync::pull::run(
-                store.clone(),
-                (**params).clone(),
-                Arc::new(sink),
-                Arc::new(aborted),
-            );
-            match tokio::spawn(pull).await {
-                Ok(Ok(summary)) if summary.errors == 0 => (json!(summary), Ok(())),
-                Ok(Ok(summary)) => (
-                    json!(summary),
+            // Its own task: the job's concurrent futures need not be part of this one.
+            let (store, params) = (store.clone(), (**params).clone());
+            let (sink, aborted) = (Arc::new(sink), Arc::new(aborted));
+            let run = tokio::spawn(async move {
+                match params.direction {
+                    Direction::Pull => crate::sync::pull::run(store, params, sink, aborted)
+                        .await
+                        .map(|s| (s.errors, json!(s))),
+                    Direction::Push => crate::sync::push::run(store, params, sink, aborted)
+                        .await
+                        .map(|s| (s.errors, json!(s))),
+                }
+            });
+            match run.await {
+                Ok(Ok((0, summary))) => (summary, Ok(())),
+                Ok(Ok((_, summary))) => (
+                    summary,
                     Err(
                         "sync failed with some errors - please check the log for details"
                             .to_string(),

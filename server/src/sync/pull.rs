@@ -27,10 +27,10 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{RemoteClient, RemoteReader, RemoteSpec, SyncError};
+use super::{RemoteClient, RemoteReader, SyncError, SyncParams};
 use crate::datastore::{BackupLease, Datastore, DatastoreError};
 use crate::format::blob::check_uploaded_chunk;
-use crate::format::group_filter::{group_selected, GroupFilter};
+use crate::format::group_filter::group_selected;
 use crate::format::index::{index_kind_of, AnyIndex};
 use crate::format::manifest::{CryptMode, Manifest};
 use crate::format::names::{BackupDir, BackupGroup, BackupNamespace, BackupType};
@@ -40,28 +40,6 @@ use crate::format::{digest_to_hex, human_bytes, sha256, Digest};
 const CHUNK_PARALLEL: usize = 8;
 const MANIFEST: &str = "index.json.blob";
 const CLIENT_LOG: &str = "client.log.blob";
-
-/// What a pull job copies, and from where.
-#[derive(Clone, Debug)]
-pub struct PullParams {
-    pub remote: RemoteSpec,
-    pub remote_store: String,
-    pub remote_ns: BackupNamespace,
-    /// Local namespace `remote_ns` maps to.
-    pub ns: BackupNamespace,
-    pub max_depth: Option<usize>,
-    pub filters: Vec<GroupFilter>,
-    pub remove_vanished: bool,
-    pub transfer_last: Option<u64>,
-    /// Local owner of the groups the job writes.
-    pub owner: String,
-    pub verified_only: bool,
-    pub encrypted_only: bool,
-    /// Download limit, bytes per second.
-    pub rate_in: Option<u64>,
-    /// Groups pulled at the same time.
-    pub worker_threads: usize,
-}
 
 /// What a run did (the job history's summary).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -119,7 +97,7 @@ pub type AbortCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 /// [`PullSummary::errors`]; an error that stops the whole run (login, listing) is returned.
 pub async fn run(
     ds: Arc<Datastore>,
-    params: PullParams,
+    params: SyncParams,
     log: LogSink,
     aborted: AbortCheck,
 ) -> Result<PullSummary, SyncError> {
@@ -130,7 +108,7 @@ pub async fn run(
         params.remote.name,
         params.remote_store
     ));
-    let client = RemoteClient::connect(&params.remote, params.rate_in).await?;
+    let client = RemoteClient::connect(&params.remote, params.rate_in, params.rate_out).await?;
     let job = Puller {
         ds,
         params,
@@ -216,7 +194,7 @@ struct RemoteSnapshot {
 
 struct Puller {
     ds: Arc<Datastore>,
-    params: PullParams,
+    params: SyncParams,
     client: RemoteClient,
     log: LogSink,
     aborted: AbortCheck,

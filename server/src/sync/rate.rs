@@ -1,6 +1,6 @@
-//! A download rate limit shared by every connection of one job (PBS's `rate-in`), applied
-//! where the bytes arrive: [`Throttled`] stops reading its socket while the job is over its
-//! rate, so TCP flow control slows the sender down too.
+//! Rate limits shared by every connection of one job (PBS's `rate-in` and `rate-out`), applied
+//! on the socket: [`Throttled`] stops reading (writing) while the job is over its rate, so TCP
+//! flow control slows the other side down too.
 
 use std::future::Future;
 use std::io;
@@ -39,20 +39,45 @@ impl RateLimiter {
     }
 }
 
-/// A stream whose reads keep to a [`RateLimiter`] (none: reads pass untouched).
+/// A stream whose reads and writes keep to their [`RateLimiter`]s (none: they pass
+/// untouched).
 pub struct Throttled<S> {
     inner: S,
-    limiter: Option<Arc<RateLimiter>>,
-    wait: Option<Pin<Box<Sleep>>>,
+    limit_in: Option<Arc<RateLimiter>>,
+    limit_out: Option<Arc<RateLimiter>>,
+    read_wait: Option<Pin<Box<Sleep>>>,
+    write_wait: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S> Throttled<S> {
-    pub fn new(inner: S, limiter: Option<Arc<RateLimiter>>) -> Self {
+    pub fn new(
+        inner: S,
+        limit_in: Option<Arc<RateLimiter>>,
+        limit_out: Option<Arc<RateLimiter>>,
+    ) -> Self {
         Throttled {
             inner,
-            limiter,
-            wait: None,
+            limit_in,
+            limit_out,
+            read_wait: None,
+            write_wait: None,
         }
+    }
+}
+
+/// Waits out a pending delay, if any.
+fn poll_wait(wait: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> Poll<()> {
+    if let Some(sleep) = wait.as_mut() {
+        ready!(sleep.as_mut().poll(cx));
+        *wait = None;
+    }
+    Poll::Ready(())
+}
+
+/// Charges `bytes` and arms the delay before the next transfer.
+fn charge(limiter: &Option<Arc<RateLimiter>>, bytes: usize, wait: &mut Option<Pin<Box<Sleep>>>) {
+    if let Some(until) = limiter.as_ref().and_then(|l| l.charge(bytes)) {
+        *wait = Some(Box::pin(tokio::time::sleep_until(until)));
     }
 }
 
@@ -62,16 +87,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Throttled<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let Some(wait) = self.wait.as_mut() {
-            ready!(wait.as_mut().poll(cx));
-            self.wait = None;
-        }
+        let this = &mut *self;
+        ready!(poll_wait(&mut this.read_wait, cx));
         let before = buf.filled().len();
-        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
-        let received = buf.filled().len() - before;
-        if let Some(until) = self.limiter.as_ref().and_then(|l| l.charge(received)) {
-            self.wait = Some(Box::pin(tokio::time::sleep_until(until)));
-        }
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        charge(
+            &this.limit_in,
+            buf.filled().len() - before,
+            &mut this.read_wait,
+        );
         Poll::Ready(Ok(()))
     }
 }
@@ -82,7 +106,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Throttled<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        ready!(poll_wait(&mut this.write_wait, cx));
+        let sent = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        charge(&this.limit_out, sent, &mut this.write_wait);
+        Poll::Ready(Ok(sent))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -100,10 +128,10 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test(start_paused = true)]
-    async fn reads_keep_to_the_rate() {
+    async fn reads_and_writes_keep_to_the_rate() {
         let (mut sender, receiver) = tokio::io::duplex(64 * 1024);
         let limiter = Arc::new(RateLimiter::new(1000));
-        let mut throttled = Throttled::new(receiver, Some(limiter));
+        let mut throttled = Throttled::new(receiver, Some(limiter), None);
         let writer = tokio::spawn(async move {
             for _ in 0..4 {
                 sender.write_all(&[7u8; 500]).await.unwrap();
@@ -118,8 +146,18 @@ mod tests {
         // are paid, so the last one happens at 1.5 s.
         assert_eq!(start.elapsed(), Duration::from_millis(1500));
 
+        // Writes the same way.
+        let (sink, mut drain) = tokio::io::duplex(64 * 1024);
+        let mut throttled = Throttled::new(sink, None, Some(Arc::new(RateLimiter::new(1000))));
+        let start = Instant::now();
+        for _ in 0..4 {
+            throttled.write_all(&[7u8; 500]).await.unwrap();
+        }
+        assert_eq!(start.elapsed(), Duration::from_millis(1500));
+        drain.read_exact(&mut [0u8; 2000]).await.unwrap();
+
         let (mut sender, receiver) = tokio::io::duplex(64 * 1024);
-        let mut free = Throttled::new(receiver, None);
+        let mut free = Throttled::new(receiver, None, None);
         sender.write_all(&[1u8; 4096]).await.unwrap();
         let start = Instant::now();
         free.read_exact(&mut [0u8; 4096]).await.unwrap();

@@ -20,12 +20,15 @@ use tokio_rustls::TlsConnector;
 
 use super::rate::{RateLimiter, Throttled};
 use super::reader::RemoteReader;
+use super::session::{with_query, H2Session};
+use super::writer::RemoteWriter;
 use super::SyncError;
 use crate::format::names::{BackupDir, BackupNamespace};
 use crate::net::pinned::pinned_client_config;
 
-/// Upgrade protocol of reader sessions.
+/// Upgrade protocols of reader and backup sessions.
 const READER_PROTOCOL: &str = "proxmox-backup-reader-protocol-v1";
+const BACKUP_PROTOCOL: &str = "proxmox-backup-protocol-v1";
 
 /// A configured remote, resolved from `[[remote]]`.
 #[derive(Clone, Debug)]
@@ -53,8 +56,8 @@ impl RemoteSpec {
 /// How requests authenticate.
 #[derive(Clone, Debug)]
 enum Auth {
-    /// `PBSAuthCookie` from a ticket login (GET and the reader upgrade need no CSRF token).
-    Ticket(String),
+    /// `PBSAuthCookie` from a ticket login, and the CSRF token writes need.
+    Ticket { cookie: String, csrf: String },
     /// `Authorization: PBSAPIToken=<tokenid>:<secret>`.
     Token(String),
 }
@@ -65,8 +68,9 @@ pub struct RemoteClient {
     spec: Arc<RemoteSpec>,
     tls: TlsConnector,
     auth: Auth,
-    /// Shared by every connection of this client.
-    limiter: Option<Arc<RateLimiter>>,
+    /// Shared by every connection of this client: downloads, uploads.
+    limit_in: Option<Arc<RateLimiter>>,
+    limit_out: Option<Arc<RateLimiter>>,
 }
 
 impl std::fmt::Debug for RemoteClient {
@@ -79,11 +83,12 @@ impl std::fmt::Debug for RemoteClient {
 
 impl RemoteClient {
     /// Reads the secret, checks the certificate and logs in (a password login asks for a
-    /// ticket; a token is checked by a first call). With `rate_in`, all downloads together
-    /// keep to that many bytes per second.
+    /// ticket; a token is checked by a first call). With `rate_in` (`rate_out`), all
+    /// downloads (uploads) together keep to that many bytes per second.
     pub async fn connect(
         spec: &RemoteSpec,
         rate_in: Option<u64>,
+        rate_out: Option<u64>,
     ) -> Result<RemoteClient, SyncError> {
         let secret =
             std::fs::read_to_string(&spec.secret_file).map_err(|source| SyncError::Secret {
@@ -100,7 +105,8 @@ impl RemoteClient {
             spec: Arc::new(spec.clone()),
             tls: TlsConnector::from(Arc::new(config)),
             auth: Auth::Token(format!("PBSAPIToken={}:{secret}", spec.auth_id)),
-            limiter: rate_in.map(|rate| Arc::new(RateLimiter::new(rate))),
+            limit_in: rate_in.map(|rate| Arc::new(RateLimiter::new(rate))),
+            limit_out: rate_out.map(|rate| Arc::new(RateLimiter::new(rate))),
         };
         if spec.auth_id.contains('!') {
             client.get_json("/api2/json/version", &[]).await?;
@@ -114,10 +120,16 @@ impl RemoteClient {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| client.transport(e))?;
         let answer = client.call(request, "login").await?;
-        let ticket = answer["data"]["ticket"]
-            .as_str()
-            .ok_or_else(|| client.answer("login", "no ticket in the answer"))?;
-        client.auth = Auth::Ticket(format!("PBSAuthCookie={ticket}"));
+        let field = |name: &str| {
+            answer["data"][name]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| client.answer("login", format!("no {name} in the answer")))
+        };
+        client.auth = Auth::Ticket {
+            cookie: format!("PBSAuthCookie={}", field("ticket")?),
+            csrf: field("CSRFPreventionToken")?,
+        };
         Ok(client)
     }
 
@@ -136,6 +148,28 @@ impl RemoteClient {
         Ok(answer["data"].take())
     }
 
+    /// `POST path` with a JSON body (a write: the ticket's CSRF token goes along).
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, SyncError> {
+        let request = self
+            .authorized(Method::POST, path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| self.transport(e))?;
+        let mut answer = self.call(request, path).await?;
+        Ok(answer["data"].take())
+    }
+
+    /// `DELETE path?query`, the answer's `data`.
+    pub async fn delete(&self, path: &str, query: &[(&str, String)]) -> Result<Value, SyncError> {
+        let request = self
+            .authorized(Method::DELETE, &with_query(path, query))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| self.transport(e))?;
+        let mut answer = self.call(request, path).await?;
+        Ok(answer["data"].take())
+    }
+
     /// Opens a reader session on a snapshot of `store`.
     pub async fn reader(
         &self,
@@ -143,20 +177,42 @@ impl RemoteClient {
         ns: &BackupNamespace,
         dir: &BackupDir,
     ) -> Result<RemoteReader, SyncError> {
-        let mut query = vec![
-            ("store", store.to_string()),
-            ("backup-type", dir.group.ty.as_str().to_string()),
-            ("backup-id", dir.group.id.clone()),
-            ("backup-time", dir.time.to_string()),
-            ("debug", "true".to_string()),
-        ];
-        if !ns.is_root() {
-            query.push(("ns", ns.display_path()));
-        }
+        let mut query = snapshot_query(store, ns, dir);
+        query.push(("debug", "true".to_string()));
         let what = format!("reader session on {}", dir.path());
+        let session = self
+            .upgrade("/api2/json/reader", READER_PROTOCOL, &query, what)
+            .await?;
+        Ok(RemoteReader::new(session))
+    }
+
+    /// Opens a backup session for a new snapshot `dir` in `store`, as a pushing PBS does.
+    pub async fn writer(
+        &self,
+        store: &str,
+        ns: &BackupNamespace,
+        dir: &BackupDir,
+    ) -> Result<RemoteWriter, SyncError> {
+        let mut query = snapshot_query(store, ns, dir);
+        query.push(("benchmark", "false".to_string()));
+        query.push(("debug", "false".to_string()));
+        let what = format!("backup session for {}", dir.path());
+        let session = self
+            .upgrade("/api2/json/backup", BACKUP_PROTOCOL, &query, what)
+            .await?;
+        Ok(RemoteWriter::new(session))
+    }
+
+    async fn upgrade(
+        &self,
+        path: &str,
+        protocol: &str,
+        query: &[(&str, String)],
+        what: String,
+    ) -> Result<H2Session, SyncError> {
         let request = self
-            .authorized(Method::GET, &with_query("/api2/json/reader", &query))
-            .header(header::UPGRADE, READER_PROTOCOL)
+            .authorized(Method::GET, &with_query(path, query))
+            .header(header::UPGRADE, protocol)
             .header(header::CONNECTION, "upgrade")
             .body(Full::new(Bytes::new()))
             .map_err(|e| self.transport(e))?;
@@ -176,7 +232,7 @@ impl RemoteClient {
         let upgraded = hyper::upgrade::on(response)
             .await
             .map_err(|e| self.transport(format!("{what}: {e}")))?;
-        RemoteReader::handshake(self.spec.name.clone(), what, upgraded).await
+        H2Session::handshake(self.spec.name.clone(), what, upgraded).await
     }
 
     fn authorized(&self, method: Method, uri: &str) -> http::request::Builder {
@@ -185,7 +241,9 @@ impl RemoteClient {
             .uri(uri)
             .header(header::HOST, self.spec.host.as_str());
         match &self.auth {
-            Auth::Ticket(cookie) => builder.header(header::COOKIE, cookie.as_str()),
+            Auth::Ticket { cookie, csrf } => builder
+                .header(header::COOKIE, cookie.as_str())
+                .header("CSRFPreventionToken", csrf.as_str()),
             Auth::Token(value) => builder.header(header::AUTHORIZATION, value.as_str()),
         }
     }
@@ -213,7 +271,10 @@ impl RemoteClient {
             .unwrap_or_else(|_| ServerName::try_from("localhost").expect("valid name"));
         let tls = self
             .tls
-            .connect(name, Throttled::new(tcp, self.limiter.clone()))
+            .connect(
+                name,
+                Throttled::new(tcp, self.limit_in.clone(), self.limit_out.clone()),
+            )
             .await
             .map_err(|e| self.transport(format!("TLS with {address}: {e}")))?;
         http1::handshake(TokioIo::new(tls))
@@ -277,12 +338,20 @@ pub(super) fn error_text(body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string())
 }
 
-fn with_query(path: &str, query: &[(&str, String)]) -> String {
-    if query.is_empty() {
-        return path.to_string();
+/// The snapshot parameters of a session upgrade.
+fn snapshot_query(
+    store: &str,
+    ns: &BackupNamespace,
+    dir: &BackupDir,
+) -> Vec<(&'static str, String)> {
+    let mut query = vec![
+        ("store", store.to_string()),
+        ("backup-type", dir.group.ty.as_str().to_string()),
+        ("backup-id", dir.group.id.clone()),
+        ("backup-time", dir.time.to_string()),
+    ];
+    if !ns.is_root() {
+        query.push(("ns", ns.display_path()));
     }
-    let encoded = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())))
-        .finish();
-    format!("{path}?{encoded}")
+    query
 }

@@ -1,5 +1,5 @@
-//! Pull sync jobs between two instances of our server (issue 18): server B pulls from server A
-//! over the PBS protocol, as its `[[sync_job]]`s say.
+//! Sync jobs between two instances of our server (issue 18), over the PBS protocol as their
+//! `[[sync_job]]`s say. Pull: server B pulls from server A.
 //!
 //! * namespaces mapped (`prod` → `mirror`, `prod/child` → `mirror/child`), a group filter, the
 //!   job's owner on the pulled groups, restores on B byte-identical to the data backed up on A;
@@ -11,6 +11,11 @@
 //!   downloads exactly the chunks the first run did not store;
 //! * the rate limit (applied to the socket reads): a limited run takes at least as long as its
 //!   bytes at that rate.
+//!
+//! Push: server A pushes to server B like a pushing PBS 4.2: namespaces created on B, one
+//! backup session per snapshot that reuses B's previous snapshot (only new chunks sent, counted
+//! on both sides), the owner rule, and remove-vanished through B's REST API (protected
+//! snapshots left alone).
 
 mod common;
 
@@ -29,9 +34,9 @@ const OWNER: &str = "syncer@pbs";
 /// Fixed-index chunk size of the test client's images.
 const IMAGE_CHUNK: usize = 4 << 20;
 
-/// Server A with a read-only sync user (added while it is stopped, after a first start made
-/// its data directory and admin).
-async fn source() -> (TestServer, PbsClient) {
+/// A server with one extra user holding `role` on `store1` (added while it is stopped, after
+/// a first start made its data directory and admin).
+async fn with_user(user: &str, password: &str, role: &str) -> (TestServer, PbsClient) {
     let mut server = TestServer::prepare().unwrap();
     server
         .launch()
@@ -39,53 +44,53 @@ async fn source() -> (TestServer, PbsClient) {
         .expect("start pbs-cloud-server (build it with `cargo build -p pbs-cloud-server`)");
     server.stop().await;
     server
-        .manage(&["user", "add", SYNC_USER], &format!("{SYNC_PASSWORD}\n"))
+        .manage(&["user", "add", user], &format!("{password}\n"))
         .unwrap();
     server
-        .manage(
-            &[
-                "acl",
-                "add",
-                "/datastore/store1",
-                SYNC_USER,
-                "DatastoreReader",
-            ],
-            "",
-        )
+        .manage(&["acl", "add", "/datastore/store1", user, role], "")
         .unwrap();
     server.launch().await.unwrap();
     let admin = server.admin_client().await.unwrap();
     (server, admin)
 }
 
-/// Server B with `remote` pointing at `address` (A itself or a proxy in front of it) and the
-/// given jobs.
-async fn target(
-    a: &TestServer,
+/// A server whose remote `site-a` is `remote` (at `port`: the server itself or a proxy in
+/// front of it), logging in as `user`, with the given jobs.
+async fn with_remote(
+    remote: &TestServer,
     port: u16,
+    (user, password): (&str, &str),
     secret_dir: &Path,
     jobs: &str,
 ) -> (TestServer, PbsClient) {
     let secret = secret_dir.join("site-a.secret");
-    std::fs::write(&secret, format!("{SYNC_PASSWORD}\n")).unwrap();
+    std::fs::write(&secret, format!("{password}\n")).unwrap();
     let config = format!(
         r#"
 [[remote]]
 name = "site-a"
 host = "127.0.0.1"
 port = {port}
-auth_id = "{SYNC_USER}"
+auth_id = "{user}"
 fingerprint = "{fp}"
 secret_file = "{secret}"
 {jobs}"#,
-        fp = a.fingerprint,
+        fp = remote.fingerprint,
         secret = secret.display(),
     );
     let mut server = TestServer::prepare().unwrap();
     server.set_config(&config).unwrap();
-    server.launch().await.expect("start the target server");
+    server
+        .launch()
+        .await
+        .expect("start the server with the remote");
     let admin = server.admin_client().await.unwrap();
     (server, admin)
+}
+
+/// Server A of the pull tests: a read-only sync user.
+async fn source() -> (TestServer, PbsClient) {
+    with_user(SYNC_USER, SYNC_PASSWORD, "DatastoreReader").await
 }
 
 async fn create_ns(client: &PbsClient, name: &str, parent: Option<&str>) {
@@ -246,7 +251,14 @@ days = 3650
 async fn pull_maps_namespaces_fetches_only_missing_chunks_and_removes_vanished() {
     let (a, a_admin) = source().await;
     let secrets = tempfile::tempdir().unwrap();
-    let (b, b_admin) = target(&a, a.port(), secrets.path(), MIRROR_JOBS).await;
+    let (b, b_admin) = with_remote(
+        &a,
+        a.port(),
+        (SYNC_USER, SYNC_PASSWORD),
+        secrets.path(),
+        MIRROR_JOBS,
+    )
+    .await;
     let mut served = ServedChunks::new();
 
     // A: prod/host/web ×2, prod/host/skip (filtered out), prod/host/locked, prod/child/host/db.
@@ -456,7 +468,14 @@ async fn pull_resumes_after_a_cut_without_fetching_stored_chunks_and_keeps_its_r
         .parse()
         .unwrap();
     let secrets = tempfile::tempdir().unwrap();
-    let (b, b_admin) = target(&a, proxy_port, secrets.path(), SLOW_JOB).await;
+    let (b, b_admin) = with_remote(
+        &a,
+        proxy_port,
+        (SYNC_USER, SYNC_PASSWORD),
+        secrets.path(),
+        SLOW_JOB,
+    )
+    .await;
     let mut served = ServedChunks::new();
 
     // 8 random 4 MiB chunks: 32 MiB at 4 MiB/s is about 8 s of transfer.
@@ -528,5 +547,235 @@ async fn pull_resumes_after_a_cut_without_fetching_stored_chunks_and_keeps_its_r
     println!(
         "pull after cut: {stored_after_cut} chunks stored by run 1, {fetched} fetched by run 2 \
          in {seconds:.2} s (limit floor {floor:.2} s)"
+    );
+}
+
+const PUSH_USER: &str = "pusher@pbs";
+const PUSH_PASSWORD: &str = "push-secret-1";
+
+const PUSH_JOB: &str = r#"
+[[sync_job]]
+id = "offsite"
+direction = "push"
+store = "store1"
+ns = "prod"
+remote = "site-a"
+remote_store = "store1"
+remote_ns = "offsite"
+schedule = "2099-01-01"
+remove_vanished = true
+worker_threads = 2
+"#;
+
+/// Chunks a push run sent, from its summary line.
+fn chunks_pushed(log: &[String]) -> usize {
+    let line = log
+        .iter()
+        .find(|l| l.contains("Summary: sync job pushed "))
+        .unwrap_or_else(|| panic!("no push summary in {log:#?}"));
+    let (_, rest) = line.split_once(" in ").unwrap();
+    rest.split(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_creates_namespaces_sends_only_new_chunks_keeps_owners_and_removes_vanished() {
+    // B is the push target with a user that may back up and remove; A pushes its prod/ to B's
+    // offsite/.
+    let (b, b_admin) = with_user(PUSH_USER, PUSH_PASSWORD, "DatastoreAdmin").await;
+    let secrets = tempfile::tempdir().unwrap();
+    let (_a, a_admin) = with_remote(
+        &b,
+        b.port(),
+        (PUSH_USER, PUSH_PASSWORD),
+        secrets.path(),
+        PUSH_JOB,
+    )
+    .await;
+
+    create_ns(&a_admin, "prod", None).await;
+    create_ns(&a_admin, "child", Some("prod")).await;
+    let tree_dir = tempfile::tempdir().unwrap();
+    make_tree(tree_dir.path(), 41);
+    let mut image = random_bytes(42, 3 * IMAGE_CHUNK);
+    let first_image = image.clone();
+    for (i, time) in [T0, T0 + 3600].into_iter().enumerate() {
+        let conf = format!("web {i}\n");
+        let content = Content {
+            tree: Some(tree_dir.path()),
+            image: Some(&image),
+            conf: Some(conf.as_bytes()),
+        };
+        backup(
+            &a_admin,
+            "store1",
+            Some("prod"),
+            "web",
+            time,
+            Crypt::None,
+            &content,
+        )
+        .await
+        .unwrap();
+    }
+    let small = random_bytes(43, IMAGE_CHUNK / 2);
+    for (ns, id) in [("prod", "foreign"), ("prod/child", "db")] {
+        let content = Content {
+            tree: None,
+            image: Some(&small),
+            conf: Some(id.as_bytes()),
+        };
+        backup(&a_admin, "store1", Some(ns), id, T0, Crypt::None, &content)
+            .await
+            .unwrap();
+    }
+    // On B, offsite/host/foreign already belongs to B's admin: the owner rule keeps it.
+    create_ns(&b_admin, "offsite", None).await;
+    let theirs = random_bytes(44, IMAGE_CHUNK / 4);
+    let content = Content {
+        tree: None,
+        image: Some(&theirs),
+        conf: Some(b"theirs"),
+    };
+    backup(
+        &b_admin,
+        "store1",
+        Some("offsite"),
+        "foreign",
+        T0 + 60,
+        Crypt::None,
+        &content,
+    )
+    .await
+    .unwrap();
+    let before = chunk_files(&b);
+
+    // Run 1: everything but host/foreign reaches B; the run reports that group's refusal.
+    let (status, log, _) = run_job(&a_admin, "offsite").await;
+    assert_ne!(
+        status["exitstatus"], "OK",
+        "the owner refusal fails the run: {log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("[host/foreign]: sync group failed - owner check failed")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.ends_with("created remote namespace 'offsite/child'")),
+        "{log:#?}"
+    );
+    let web = snapshots(&b_admin, "store1", Some("offsite"), "web").await;
+    assert_eq!(times(&web), [T0, T0 + 3600]);
+    assert!(web.iter().all(|s| s["owner"] == PUSH_USER), "{web:?}");
+    let foreign = snapshots(&b_admin, "store1", Some("offsite"), "foreign").await;
+    assert_eq!(times(&foreign), [T0 + 60], "B's own group untouched");
+    assert_restores(
+        &b_admin,
+        Some("offsite"),
+        "web",
+        T0 + 3600,
+        Some(tree_dir.path()),
+        &image,
+    )
+    .await;
+    assert_restores(&b_admin, Some("offsite/child"), "db", T0, None, &small).await;
+    let first = chunks_pushed(&log);
+    let stored = chunk_files(&b);
+    assert_eq!(
+        first,
+        stored - before,
+        "run 1: chunks A sent vs new chunk files on B"
+    );
+
+    // Run 2 after one more snapshot with one changed image chunk: only that chunk is sent,
+    // the rest is referenced from B's previous snapshot.
+    image[2 * IMAGE_CHUNK + 5] ^= 0xff;
+    let content = Content {
+        tree: Some(tree_dir.path()),
+        image: Some(&image),
+        conf: Some(b"web 1\n"),
+    };
+    backup(
+        &a_admin,
+        "store1",
+        Some("prod"),
+        "web",
+        T0 + 7200,
+        Crypt::None,
+        &content,
+    )
+    .await
+    .unwrap();
+    let (_, log, _) = run_job(&a_admin, "offsite").await;
+    let second = chunks_pushed(&log);
+    assert_eq!(
+        second,
+        chunk_files(&b) - stored,
+        "run 2: sent vs stored on B"
+    );
+    assert_eq!(second, 1, "one changed image chunk: {log:#?}");
+    assert_restores(
+        &b_admin,
+        Some("offsite"),
+        "web",
+        T0 + 7200,
+        Some(tree_dir.path()),
+        &image,
+    )
+    .await;
+    println!("push: run 1 sent {first} chunks, run 2 (one chunk changed) {second}");
+
+    // Run 3 with snapshots and a namespace gone on A: B's protected T0 stays (no request),
+    // T0+1h and offsite/child go.
+    let prot = json!({ "ns": "offsite", "backup-type": "host", "backup-id": "web",
+        "backup-time": T0, "protected": "1" });
+    b_admin
+        .call_form_body(http::Method::PUT, "admin/datastore/store1/protected", &prot)
+        .await
+        .unwrap();
+    forget(&a_admin, "prod", "web", T0).await;
+    forget(&a_admin, "prod", "web", T0 + 3600).await;
+    a_admin
+        .delete(
+            "admin/datastore/store1/namespace",
+            Some(&json!({ "ns": "prod/child", "delete-groups": true })),
+        )
+        .await
+        .unwrap();
+    let (_, log, _) = run_job(&a_admin, "offsite").await;
+    for needle in [
+        "[host/web]: Kept protected snapshot host/web/2026-01-01T00:00:00Z",
+        "[host/web]: delete vanished snapshot host/web/2026-01-01T01:00:00Z",
+        "delete vanished namespace 'offsite/child'",
+    ] {
+        assert!(
+            log.iter().any(|l| l.contains(needle)),
+            "missing {needle:?} in {log:#?}"
+        );
+    }
+    let web = snapshots(&b_admin, "store1", Some("offsite"), "web").await;
+    assert_eq!(times(&web), [T0, T0 + 7200]);
+    assert_restores(
+        &b_admin,
+        Some("offsite"),
+        "web",
+        T0,
+        Some(tree_dir.path()),
+        &first_image,
+    )
+    .await;
+    let namespaces = b_admin
+        .get("admin/datastore/store1/namespace", None)
+        .await
+        .unwrap();
+    assert!(
+        !namespaces.to_string().contains("offsite/child"),
+        "{namespaces}"
+    );
+    assert_eq!(
+        times(&snapshots(&b_admin, "store1", Some("offsite"), "foreign").await),
+        [T0 + 60],
+        "B's own group is never removed"
     );
 }

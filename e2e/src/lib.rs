@@ -26,6 +26,7 @@ pub mod qemu_backup;
 pub mod reader;
 pub mod repo;
 pub mod server;
+pub mod sync_pair;
 pub mod timefmt;
 pub mod tls;
 pub mod wire;

@@ -21,10 +21,11 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use pbs_cloud_e2e::fault_proxy::{Fault, FaultProxy};
+use pbs_cloud_e2e::sync_pair::{self, chunk_files, summary_chunks, with_remote, with_user};
 use pbs_cloud_e2e::{Crypt, PbsClient, TestServer};
 use serde_json::{json, Value};
 
@@ -34,63 +35,11 @@ const OWNER: &str = "syncer@pbs";
 /// Fixed-index chunk size of the test client's images.
 const IMAGE_CHUNK: usize = 4 << 20;
 
-/// A server with one extra user holding `role` on `store1` (added while it is stopped, after
-/// a first start made its data directory and admin).
-async fn with_user(user: &str, password: &str, role: &str) -> (TestServer, PbsClient) {
-    let mut server = TestServer::prepare().unwrap();
-    server
-        .launch()
-        .await
-        .expect("start pbs-cloud-server (build it with `cargo build -p pbs-cloud-server`)");
-    server.stop().await;
-    server
-        .manage(&["user", "add", user], &format!("{password}\n"))
-        .unwrap();
-    server
-        .manage(&["acl", "add", "/datastore/store1", user, role], "")
-        .unwrap();
-    server.launch().await.unwrap();
-    let admin = server.admin_client().await.unwrap();
-    (server, admin)
-}
-
-/// A server whose remote `site-a` is `remote` (at `port`: the server itself or a proxy in
-/// front of it), logging in as `user`, with the given jobs.
-async fn with_remote(
-    remote: &TestServer,
-    port: u16,
-    (user, password): (&str, &str),
-    secret_dir: &Path,
-    jobs: &str,
-) -> (TestServer, PbsClient) {
-    let secret = secret_dir.join("site-a.secret");
-    std::fs::write(&secret, format!("{password}\n")).unwrap();
-    let config = format!(
-        r#"
-[[remote]]
-name = "site-a"
-host = "127.0.0.1"
-port = {port}
-auth_id = "{user}"
-fingerprint = "{fp}"
-secret_file = "{secret}"
-{jobs}"#,
-        fp = remote.fingerprint,
-        secret = secret.display(),
-    );
-    let mut server = TestServer::prepare().unwrap();
-    server.set_config(&config).unwrap();
-    server
-        .launch()
-        .await
-        .expect("start the server with the remote");
-    let admin = server.admin_client().await.unwrap();
-    (server, admin)
-}
-
 /// Server A of the pull tests: a read-only sync user.
 async fn source() -> (TestServer, PbsClient) {
-    with_user(SYNC_USER, SYNC_PASSWORD, "DatastoreReader").await
+    with_user(SYNC_USER, SYNC_PASSWORD, "DatastoreReader")
+        .await
+        .expect("start pbs-cloud-server (build it with `cargo build -p pbs-cloud-server`)")
 }
 
 async fn create_ns(client: &PbsClient, name: &str, parent: Option<&str>) {
@@ -104,76 +53,23 @@ async fn create_ns(client: &PbsClient, name: &str, parent: Option<&str>) {
         .unwrap();
 }
 
-/// Starts a job on B and follows it to its end; (status, log, seconds it took).
-async fn run_job(client: &PbsClient, id: &str) -> (Value, Vec<String>, f64) {
-    let started = Instant::now();
-    let upid = client
-        .post(&format!("admin/sync/{id}/run"), None)
+/// Runs a sync job now and follows it to its end; (status, log, seconds).
+async fn run_job(client: &PbsClient, id: &str) -> (String, Vec<String>, f64) {
+    let run = sync_pair::run_job(client, id, Duration::from_secs(120))
         .await
-        .unwrap();
-    let upid = upid.as_str().unwrap().to_string();
+        .unwrap_or_else(|e| panic!("sync job {id}: {e}"));
     assert!(
-        upid.contains(":syncjob:site\\x2da\\x3astore1\\x3astore1\\x3a"),
-        "{upid}"
+        run.upid
+            .contains(":syncjob:site\\x2da\\x3astore1\\x3astore1\\x3a"),
+        "{}",
+        run.upid
     );
-    let (status, log) = wait_task_long(client, &upid).await;
-    (status, log, started.elapsed().as_secs_f64())
+    (run.exitstatus, run.log, run.elapsed.as_secs_f64())
 }
 
-/// Chunks A served to B's pulls since the last call: the `download chunk` lines of A's reader
-/// tasks not counted yet.
-struct ServedChunks {
-    seen: BTreeSet<String>,
-}
-
-impl ServedChunks {
-    fn new() -> Self {
-        ServedChunks {
-            seen: BTreeSet::new(),
-        }
-    }
-
-    async fn since_last(&mut self, a: &PbsClient) -> usize {
-        let tasks = a
-            .get(
-                "nodes/localhost/tasks",
-                Some(&json!({ "typefilter": "reader", "limit": 1000 })),
-            )
-            .await
-            .unwrap();
-        let mut served = 0;
-        for task in tasks.as_array().unwrap() {
-            let upid = task["upid"].as_str().unwrap().to_string();
-            if task["user"] != SYNC_USER || self.seen.contains(&upid) {
-                continue;
-            }
-            let (_, log) = wait_task(a, &upid).await;
-            served += log
-                .iter()
-                .filter(|l| l.contains(": download chunk "))
-                .count();
-            self.seen.insert(upid);
-        }
-        served
-    }
-}
-
-/// Chunk files in a server's local datastore.
-fn chunk_files(server: &TestServer) -> usize {
-    fn walk(dir: &Path, in_chunks: bool, count: &mut usize) {
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().to_string();
-            if path.is_dir() {
-                walk(&path, in_chunks || name == ".chunks", count);
-            } else if in_chunks && name.len() == 64 {
-                *count += 1;
-            }
-        }
-    }
-    let mut count = 0;
-    walk(server.data_dir(), false, &mut count);
-    count
+/// Chunks A served to B's pulls since the last call.
+async fn served_since(a: &PbsClient, seen: &mut BTreeSet<String>) -> usize {
+    sync_pair::chunks_served(a, SYNC_USER, seen).await.unwrap()
 }
 
 async fn forget(client: &PbsClient, ns: &str, id: &str, time: i64) {
@@ -258,8 +154,9 @@ async fn pull_maps_namespaces_fetches_only_missing_chunks_and_removes_vanished()
         secrets.path(),
         MIRROR_JOBS,
     )
-    .await;
-    let mut served = ServedChunks::new();
+    .await
+    .unwrap();
+    let mut seen = BTreeSet::new();
 
     // A: prod/host/web ×2, prod/host/skip (filtered out), prod/host/locked, prod/child/host/db.
     create_ns(&a_admin, "prod", None).await;
@@ -300,7 +197,7 @@ async fn pull_maps_namespaces_fetches_only_missing_chunks_and_removes_vanished()
 
     // Run 1: everything but host/skip arrives under mirror/, owned by the job's owner.
     let (status, log, _) = run_job(&b_admin, "mirror").await;
-    assert_eq!(status["exitstatus"], "OK", "{log:#?}");
+    assert_eq!(status, "OK", "{log:#?}");
     for line in [
         "Syncing datastore 'store1', namespace 'prod' into datastore 'store1', namespace 'mirror'",
         "Syncing datastore 'store1', namespace 'prod/child' into datastore 'store1', namespace 'mirror/child'",
@@ -331,7 +228,7 @@ async fn pull_maps_namespaces_fetches_only_missing_chunks_and_removes_vanished()
     )
     .await;
     assert_restores(&b_admin, Some("mirror/child"), "db", T0, None, &small).await;
-    let first = served.since_last(&a_admin).await;
+    let first = served_since(&a_admin, &mut seen).await;
     let stored = chunk_files(&b);
     assert_eq!(
         first, stored,
@@ -358,13 +255,13 @@ async fn pull_maps_namespaces_fetches_only_missing_chunks_and_removes_vanished()
     .await
     .unwrap();
     let (status, log, _) = run_job(&b_admin, "mirror").await;
-    assert_eq!(status["exitstatus"], "OK", "{log:#?}");
+    assert_eq!(status, "OK", "{log:#?}");
     assert!(
         log.iter()
             .any(|l| l.ends_with("T01:00:00Z: no data changes")),
         "the newest local snapshot is re-checked: {log:#?}"
     );
-    let second = served.since_last(&a_admin).await;
+    let second = served_since(&a_admin, &mut seen).await;
     let added = chunk_files(&b) - stored;
     assert_eq!(
         second, added,
@@ -401,7 +298,7 @@ async fn pull_maps_namespaces_fetches_only_missing_chunks_and_removes_vanished()
         .await
         .unwrap();
     let (status, log, _) = run_job(&b_admin, "mirror-rv").await;
-    assert_eq!(status["exitstatus"], "OK", "{log:#?}");
+    assert_eq!(status, "OK", "{log:#?}");
     let web = snapshots(&b_admin, "store1", Some("mirror"), "web").await;
     assert_eq!(
         times(&web),
@@ -475,8 +372,9 @@ async fn pull_resumes_after_a_cut_without_fetching_stored_chunks_and_keeps_its_r
         secrets.path(),
         SLOW_JOB,
     )
-    .await;
-    let mut served = ServedChunks::new();
+    .await
+    .unwrap();
+    let mut seen = BTreeSet::new();
 
     // 8 random 4 MiB chunks: 32 MiB at 4 MiB/s is about 8 s of transfer.
     let image = random_bytes(31, 8 * IMAGE_CHUNK);
@@ -511,10 +409,7 @@ async fn pull_resumes_after_a_cut_without_fetching_stored_chunks_and_keeps_its_r
         task_log(&b_admin, &upid).await
     );
     let (status, log) = wait_task_long(&b_admin, &upid).await;
-    assert_ne!(
-        status["exitstatus"], "OK",
-        "the cut run must fail: {log:#?}"
-    );
+    assert_ne!(status, "OK", "the cut run must fail: {log:#?}");
     assert!(
         snapshots(&b_admin, "store1", None, "bulk").await.is_empty(),
         "no partial snapshot"
@@ -524,13 +419,13 @@ async fn pull_resumes_after_a_cut_without_fetching_stored_chunks_and_keeps_its_r
         (1..total_chunks).contains(&stored_after_cut),
         "run 1 stored {stored_after_cut} of {total_chunks} chunks before the cut"
     );
-    served.since_last(&a_admin).await;
+    served_since(&a_admin, &mut seen).await;
 
     // Run 2: completes, fetches exactly the chunks B does not have, at no more than 4 MiB/s.
     proxy.set(Fault::Pass);
     let (status, log, seconds) = run_job(&b_admin, "slow").await;
-    assert_eq!(status["exitstatus"], "OK", "{log:#?}");
-    let fetched = served.since_last(&a_admin).await;
+    assert_eq!(status, "OK", "{log:#?}");
+    let fetched = served_since(&a_admin, &mut seen).await;
     assert_eq!(
         fetched,
         total_chunks - stored_after_cut,
@@ -567,21 +462,13 @@ remove_vanished = true
 worker_threads = 2
 "#;
 
-/// Chunks a push run sent, from its summary line.
-fn chunks_pushed(log: &[String]) -> usize {
-    let line = log
-        .iter()
-        .find(|l| l.contains("Summary: sync job pushed "))
-        .unwrap_or_else(|| panic!("no push summary in {log:#?}"));
-    let (_, rest) = line.split_once(" in ").unwrap();
-    rest.split(' ').next().unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_creates_namespaces_sends_only_new_chunks_keeps_owners_and_removes_vanished() {
     // B is the push target with a user that may back up and remove; A pushes its prod/ to B's
     // offsite/.
-    let (b, b_admin) = with_user(PUSH_USER, PUSH_PASSWORD, "DatastoreAdmin").await;
+    let (b, b_admin) = with_user(PUSH_USER, PUSH_PASSWORD, "DatastoreAdmin")
+        .await
+        .unwrap();
     let secrets = tempfile::tempdir().unwrap();
     let (_a, a_admin) = with_remote(
         &b,
@@ -590,7 +477,8 @@ async fn push_creates_namespaces_sends_only_new_chunks_keeps_owners_and_removes_
         secrets.path(),
         PUSH_JOB,
     )
-    .await;
+    .await
+    .unwrap();
 
     create_ns(&a_admin, "prod", None).await;
     create_ns(&a_admin, "child", Some("prod")).await;
@@ -651,10 +539,7 @@ async fn push_creates_namespaces_sends_only_new_chunks_keeps_owners_and_removes_
 
     // Run 1: everything but host/foreign reaches B; the run reports that group's refusal.
     let (status, log, _) = run_job(&a_admin, "offsite").await;
-    assert_ne!(
-        status["exitstatus"], "OK",
-        "the owner refusal fails the run: {log:#?}"
-    );
+    assert_ne!(status, "OK", "the owner refusal fails the run: {log:#?}");
     assert!(
         log.iter()
             .any(|l| l.contains("[host/foreign]: sync group failed - owner check failed")),
@@ -680,7 +565,7 @@ async fn push_creates_namespaces_sends_only_new_chunks_keeps_owners_and_removes_
     )
     .await;
     assert_restores(&b_admin, Some("offsite/child"), "db", T0, None, &small).await;
-    let first = chunks_pushed(&log);
+    let first = summary_chunks(&log).unwrap();
     let stored = chunk_files(&b);
     assert_eq!(
         first,
@@ -708,7 +593,7 @@ async fn push_creates_namespaces_sends_only_new_chunks_keeps_owners_and_removes_
     .await
     .unwrap();
     let (_, log, _) = run_job(&a_admin, "offsite").await;
-    let second = chunks_pushed(&log);
+    let second = summary_chunks(&log).unwrap();
     assert_eq!(
         second,
         chunk_files(&b) - stored,

@@ -7,7 +7,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::crd::{Datastore, PrunePolicy, RetentionLock, Tenant};
+use crate::crd::{Datastore, PrunePolicy, RetentionLock, SyncJob, Tenant};
 
 /// Every CRD of the operator.
 pub fn all() -> Vec<CustomResourceDefinition> {
@@ -16,6 +16,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         Datastore::crd(),
         PrunePolicy::crd(),
         RetentionLock::crd(),
+        SyncJob::crd(),
     ]
 }
 

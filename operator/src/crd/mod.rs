@@ -1,4 +1,4 @@
-//! The four custom resource kinds of group `pbs.cloud`, version `v1alpha1`, and the status
+//! The five custom resource kinds of group `pbs.cloud`, version `v1alpha1`, and the status
 //! shapes they share. Conditions follow the Kubernetes convention (`Ready`, `Progressing`,
 //! `Degraded`) so Argo CD and Flux read health without custom scripts.
 
@@ -9,6 +9,7 @@
 mod datastore;
 mod prune;
 mod retention;
+mod sync;
 mod tenant;
 mod usage;
 
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use datastore::{CaBundleRef, Datastore, DatastoreSpec, LifecycleSpec, S3Spec, SecretKeyRef};
 pub use prune::{KeepSpec, PrunePolicy, PrunePolicySpec};
 pub use retention::{weakening, LockMode, RetentionLock, RetentionLockSpec};
+pub use sync::{SyncJob, SyncJobSpec, SyncJobStatus, SyncRemoteSpec, SyncRunStatus, SyncSecretRef};
 pub use tenant::{
     CertManagerSpec, DeletionPolicy, IngressSpec, QuotaSpec, ResourcesSpec, StorageSpec, Tenant,
     TenantSpec, TenantStatus, TlsRouteSpec, TlsSpec,
@@ -49,7 +51,8 @@ pub struct Condition {
     pub observed_generation: Option<i64>,
 }
 
-/// Status shared by Datastore, PrunePolicy and RetentionLock.
+/// Status shared by Datastore, PrunePolicy and RetentionLock (and the binding part of a
+/// SyncJob's).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChildStatus {

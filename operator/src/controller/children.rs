@@ -1,4 +1,4 @@
-//! Datastore, PrunePolicy and RetentionLock: status helpers, and one small controller per
+//! Datastore, PrunePolicy, RetentionLock and SyncJob: status helpers, and one small controller per
 //! kind that reports children whose Tenant or Datastore does not exist (the Tenant
 //! controller reports bound and rejected ones).
 
@@ -18,6 +18,7 @@ use super::stores::{changes, get, reflect, scoped, spec_key};
 use super::{Context, Error};
 use crate::crd::{
     condition, set_condition, ChildStatus, Condition, Datastore, PrunePolicy, RetentionLock,
+    SyncJob,
 };
 use crate::render::ACCEPTED_ANNOTATION;
 
@@ -81,6 +82,20 @@ impl ChildKind for RetentionLock {
     }
     fn child_status(&self) -> Option<&ChildStatus> {
         self.status.as_ref()
+    }
+}
+
+impl ChildKind for SyncJob {
+    const KIND: &'static str = "SyncJob";
+    const CONTROLLER: &'static str = "syncjob";
+    fn datastore_ref(&self) -> Option<&str> {
+        Some(&self.spec.datastore)
+    }
+    fn tenant_ref(&self) -> Option<&str> {
+        None
+    }
+    fn child_status(&self) -> Option<&ChildStatus> {
+        self.status.as_ref().map(|s| &s.child)
     }
 }
 
@@ -222,7 +237,7 @@ async fn controller<K: ChildKind>(
         .await
 }
 
-/// Runs the three child controllers until `shutdown`.
+/// Runs the four child controllers until `shutdown`.
 pub(super) async fn controllers(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Clone + Send + Sync + 'static,
@@ -230,6 +245,7 @@ pub(super) async fn controllers(
     futures::join!(
         controller::<Datastore>(ctx.clone(), shutdown.clone()),
         controller::<PrunePolicy>(ctx.clone(), shutdown.clone()),
-        controller::<RetentionLock>(ctx, shutdown),
+        controller::<RetentionLock>(ctx.clone(), shutdown.clone()),
+        controller::<SyncJob>(ctx, shutdown),
     );
 }

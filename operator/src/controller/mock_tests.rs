@@ -172,6 +172,7 @@ fn context(client: Client, cached: Cached) -> Arc<Context> {
         mut datastores,
         mut prune_policies,
         mut retention_locks,
+        mut sync_jobs,
         mut secrets,
         mut deployments,
         mut services,
@@ -182,6 +183,7 @@ fn context(client: Client, cached: Cached) -> Arc<Context> {
     fill(&mut datastores, cached.datastores);
     fill(&mut prune_policies, vec![]);
     fill(&mut retention_locks, vec![]);
+    fill(&mut sync_jobs, vec![]);
     fill(&mut secrets, cached.secrets);
     fill(&mut deployments, cached.deployments);
     fill(&mut services, cached.services);

@@ -17,7 +17,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::crd::{Datastore, PrunePolicy, RetentionLock, Tenant};
+use crate::crd::{Datastore, PrunePolicy, RetentionLock, SyncJob, Tenant};
 
 /// Label selector of the objects the operator owns.
 pub const OWNED_SELECTOR: &str = "app.kubernetes.io/managed-by=pbs-cloud-operator";
@@ -29,6 +29,7 @@ pub struct Stores {
     pub datastores: Store<Datastore>,
     pub prune_policies: Store<PrunePolicy>,
     pub retention_locks: Store<RetentionLock>,
+    pub sync_jobs: Store<SyncJob>,
     /// Every Secret in scope: owned ones, S3 credentials, CA bundles and TLS Secrets that
     /// users or cert-manager provide.
     pub secrets: Store<Secret>,
@@ -64,8 +65,9 @@ pub const DEPLOYMENTS: u32 = 1 << 5;
 pub const SERVICES: u32 = 1 << 6;
 pub const PVCS: u32 = 1 << 7;
 pub const INGRESSES: u32 = 1 << 8;
+pub const SYNC_JOBS: u32 = 1 << 9;
 /// Every cache.
-pub const ALL: u32 = (1 << 9) - 1;
+pub const ALL: u32 = (1 << 10) - 1;
 
 /// The writing halves, consumed by the streams that fill the stores.
 pub struct Writers {
@@ -74,6 +76,7 @@ pub struct Writers {
     pub datastores: Writer<Datastore>,
     pub prune_policies: Writer<PrunePolicy>,
     pub retention_locks: Writer<RetentionLock>,
+    pub sync_jobs: Writer<SyncJob>,
     pub secrets: Writer<Secret>,
     pub deployments: Writer<Deployment>,
     pub services: Writer<Service>,
@@ -93,6 +96,7 @@ impl Stores {
         let (datastores, wd) = reflector::store();
         let (prune_policies, wp) = reflector::store();
         let (retention_locks, wr) = reflector::store();
+        let (sync_jobs, wsj) = reflector::store();
         let (secrets, ws) = reflector::store();
         let (deployments, wdp) = reflector::store();
         let (services, wsv) = reflector::store();
@@ -105,6 +109,7 @@ impl Stores {
                 datastores,
                 prune_policies,
                 retention_locks,
+                sync_jobs,
                 secrets,
                 deployments,
                 services,
@@ -118,6 +123,7 @@ impl Stores {
                 datastores: wd,
                 prune_policies: wp,
                 retention_locks: wr,
+                sync_jobs: wsj,
                 secrets: ws,
                 deployments: wdp,
                 services: wsv,

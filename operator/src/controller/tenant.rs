@@ -1,7 +1,7 @@
 //! Tenant reconcile: bind children, render, apply what differs, report status and events.
 //! Everything is read from the caches; API requests are writes of things that changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,7 +20,7 @@ use super::apply::{apply, delete_opt, ensure, ensure_dynamic};
 use super::children::{patch_child_status, record_accepted_lock};
 use super::stores::{get, in_namespace};
 use super::{backoff, status, Context, Error};
-use crate::crd::{self, condition, Datastore, PrunePolicy, RetentionLock, Tenant};
+use crate::crd::{self, condition, Datastore, PrunePolicy, RetentionLock, SyncJob, Tenant};
 use crate::render::{self, overlap, Bound, Credentials, Inputs, Names, TlsMaterial};
 
 /// Finalizer that lets `deletionPolicy: Delete` remove data before the Tenant goes.
@@ -95,8 +95,8 @@ async fn cached_or_read(ctx: &Context, ns: &str, name: &str) -> Result<Option<Se
         .map_err(Error::kube("get", "Secret", name))
 }
 
-/// The children in the tenant's namespace, the S3 access key ids and prefix conflicts, all
-/// from the caches.
+/// The children in the tenant's namespace, the S3 access key ids, prefix conflicts and which
+/// SyncJobs' Secret keys exist, all from the caches.
 pub(super) fn inputs(ctx: &Context, tenant: &Tenant) -> Inputs {
     let ns = tenant.namespace().unwrap_or_default();
     fn own<K: Clone>(v: Vec<Arc<K>>) -> Vec<K> {
@@ -106,9 +106,17 @@ pub(super) fn inputs(ctx: &Context, tenant: &Tenant) -> Inputs {
         datastores: own(in_namespace(&ctx.stores.datastores, &ns)),
         prune_policies: own(in_namespace(&ctx.stores.prune_policies, &ns)),
         retention_locks: own(in_namespace(&ctx.stores.retention_locks, &ns)),
+        sync_jobs: own(in_namespace(&ctx.stores.sync_jobs, &ns)),
+        sync_secrets: BTreeSet::new(),
         access_key_ids: BTreeMap::new(),
         prefix_conflicts: BTreeMap::new(),
     };
+    for j in &inputs.sync_jobs {
+        let r = &j.spec.remote.secret_ref;
+        if get(&ctx.stores.secrets, &ns, &r.name).is_some_and(|s| has_key(&s, &r.key)) {
+            inputs.sync_secrets.insert(j.name_any());
+        }
+    }
     let all = ctx.stores.datastores.state();
     for ds in inputs
         .datastores
@@ -131,6 +139,12 @@ pub(super) fn inputs(ctx: &Context, tenant: &Tenant) -> Inputs {
         }
     }
     inputs
+}
+
+/// True when Secret `s` has `key` in `data` (or `stringData`, as a cache may hold it).
+fn has_key(s: &Secret, key: &str) -> bool {
+    s.data.as_ref().is_some_and(|d| d.contains_key(key))
+        || s.string_data.as_ref().is_some_and(|d| d.contains_key(key))
 }
 
 /// Renders everything the Tenant owns, applies what differs from the caches, then updates
@@ -179,10 +193,11 @@ pub async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action, 
             "ConfigChanged"
         };
         let note = format!(
-            "server config rendered with {} datastore(s), {} prune job(s), {} retention lock(s)",
+            "server config rendered with {} datastore(s), {} prune job(s), {} retention lock(s), {} sync job(s)",
             bound.datastores.len(),
             bound.prune_policies.len(),
-            bound.retention_locks.len()
+            bound.retention_locks.len(),
+            bound.sync_jobs.len()
         );
         ctx.publish(tenant, EventType::Normal, what, note).await;
     }
@@ -330,6 +345,18 @@ async fn update_children(
         }
         if is_bound && !is_rejected {
             record_accepted_lock(ctx, l).await?;
+        }
+    }
+    for j in &inputs.sync_jobs {
+        let name = j.name_any();
+        let is_bound = bound.sync_jobs.iter().any(|b| b.name_any() == name);
+        if !is_bound && !rejected("SyncJob", &name) {
+            continue;
+        }
+        let c = cond("SyncJob", &name, j.metadata.generation);
+        let old = j.status.as_ref().map(|s| &s.child);
+        if patch_child_status::<SyncJob>(ctx, &ns, &name, old, c, t).await? {
+            warn_rejected(ctx, tenant, bound, "SyncJob", &name).await;
         }
     }
     Ok(())

@@ -1,8 +1,9 @@
 //! The Tenant controller and what triggers its reconciles: a Tenant's own spec, labels,
 //! annotations, finalizers or deletion (never its status); any change of an object it owns;
-//! a change of a Secret it reads; a spec change or deletion of a child (Datastore,
-//! PrunePolicy, RetentionLock), which also reaches the Tenants of other datastores in the same
-//! bucket (their prefixes may stop or start to overlap).
+//! a change of a Secret it reads (including a SyncJob's remote secret); a spec change or
+//! deletion of a child (Datastore, PrunePolicy, RetentionLock, SyncJob), which for a Datastore
+//! also reaches the Tenants of other datastores in the same bucket (their prefixes may stop or
+//! start to overlap).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -18,10 +19,11 @@ use kube::{Resource, ResourceExt};
 
 use super::stores::{
     any_key, changes, reflect, scoped, spec_key, tenant_key, Writers, DATASTORES, DEPLOYMENTS,
-    INGRESSES, OWNED_SELECTOR, PRUNE_POLICIES, PVCS, RETENTION_LOCKS, SECRETS, SERVICES, TENANTS,
+    INGRESSES, OWNED_SELECTOR, PRUNE_POLICIES, PVCS, RETENTION_LOCKS, SECRETS, SERVICES, SYNC_JOBS,
+    TENANTS,
 };
 use super::{tenant, Context};
-use crate::crd::{Datastore, PrunePolicy, RetentionLock, Tenant};
+use crate::crd::{Datastore, PrunePolicy, RetentionLock, SyncJob, Tenant};
 use crate::render::{Names, TENANT_LABEL};
 
 /// Tenant reconciles running at once.
@@ -55,7 +57,8 @@ fn labelled<K: Resource>(o: &K) -> BTreeSet<(String, String)> {
 }
 
 /// Tenants reading Secret `s`: its owner by label, Tenants whose TLS Secret it is, Tenants of
-/// Datastores that take S3 keys or a CA bundle from it.
+/// Datastores that take S3 keys or a CA bundle from it, Tenants of the Datastores SyncJobs
+/// pull into that take their remote's secret from it.
 fn secret_readers(ctx: &Context, s: &Secret) -> BTreeSet<(String, String)> {
     let mut out = labelled(s);
     let ns = s.namespace().unwrap_or_default();
@@ -71,6 +74,11 @@ fn secret_readers(ctx: &Context, s: &Secret) -> BTreeSet<(String, String)> {
         let ca = s3.ca_bundle.as_ref().map(|c| c.secret_name.as_str());
         if keys == Some(name.as_str()) || ca == Some(name.as_str()) {
             out.insert((ns.clone(), d.spec.tenant.clone()));
+        }
+    }
+    for j in super::stores::in_namespace(&ctx.stores.sync_jobs, &ns) {
+        if j.spec.remote.secret_ref.name == name {
+            out.extend(via_datastore(ctx, Some(ns.clone()), &j.spec.datastore));
         }
     }
     out
@@ -89,7 +97,7 @@ fn datastore_readers(ctx: &Context, d: &Datastore) -> BTreeSet<(String, String)>
     out
 }
 
-/// The Tenant of the Datastore a PrunePolicy or RetentionLock names.
+/// The Tenant of the Datastore a PrunePolicy, RetentionLock or SyncJob names.
 fn via_datastore(ctx: &Context, ns: Option<String>, ds: &str) -> BTreeSet<(String, String)> {
     let Some(ns) = ns else {
         return BTreeSet::new();
@@ -131,6 +139,7 @@ pub(super) async fn tenant_controller(
     });
     let (c1, c2, c3, c4) = (ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone());
     let (c5, c6, c7, c8) = (ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone());
+    let c9 = ctx.clone();
     Controller::for_stream(tenants, ctx.stores.tenants.clone())
         .with_config(Config::default().concurrency(CONCURRENCY))
         .watches_stream(
@@ -230,7 +239,7 @@ pub(super) async fn tenant_controller(
             changes(
                 reflect(
                     scoped::<RetentionLock>(&client, &ns),
-                    all,
+                    all.clone(),
                     w.retention_locks,
                     w.filled.bit(RETENTION_LOCKS),
                 ),
@@ -239,6 +248,21 @@ pub(super) async fn tenant_controller(
             move |o| {
                 let t = via_datastore(&c8, o.namespace(), &o.spec.datastore);
                 queue(&c8, t)
+            },
+        )
+        .watches_stream(
+            changes(
+                reflect(
+                    scoped::<SyncJob>(&client, &ns),
+                    all,
+                    w.sync_jobs,
+                    w.filled.bit(SYNC_JOBS),
+                ),
+                spec_key,
+            ),
+            move |o| {
+                let t = via_datastore(&c9, o.namespace(), &o.spec.datastore);
+                queue(&c9, t)
             },
         )
         .graceful_shutdown_on(shutdown)

@@ -30,6 +30,17 @@ pub fn s3_prefix(tenant: &Tenant, ds: &Datastore) -> Option<String> {
     }))
 }
 
+/// Name of the `[[remote]]` a SyncJob renders: unique (one per SyncJob, whose names are unique
+/// in the tenant's namespace) and a safe id (Kubernetes object names are).
+pub fn sync_remote_name(job: &str) -> String {
+    format!("{job}-remote")
+}
+
+/// Where the server reads a SyncJob's password or token secret (relative to [`CONFIG_DIR`]).
+pub fn sync_secret_path(job: &str) -> String {
+    format!("sync/{job}/secret")
+}
+
 /// Renders the server configuration of `tenant` from its bound children.
 pub fn render_config(
     tenant: &Tenant,
@@ -204,6 +215,65 @@ pub fn render_config(
         let _ = writeln!(o, "days = {}", s.days);
         if s.legal_hold {
             let _ = writeln!(o, "legal_hold = true");
+        }
+    }
+    for j in &bound.sync_jobs {
+        let s = &j.spec;
+        let name = j.name_any();
+        let remote = sync_remote_name(&name);
+        let _ = writeln!(o, "\n[[remote]]");
+        let _ = writeln!(o, "name = {}", q(&remote));
+        let _ = writeln!(o, "host = {}", q(&s.remote.host));
+        let _ = writeln!(o, "port = {}", s.remote.port);
+        let _ = writeln!(o, "auth_id = {}", q(&s.remote.auth_id));
+        let _ = writeln!(o, "fingerprint = {}", q(&s.remote.fingerprint));
+        let _ = writeln!(
+            o,
+            "secret_file = {}",
+            q(&format!("{CONFIG_DIR}/{}", sync_secret_path(&name)))
+        );
+        let _ = writeln!(o, "\n[[sync_job]]");
+        let _ = writeln!(o, "id = {}", q(&name));
+        let _ = writeln!(o, "store = {}", q(&store_of(&s.datastore)));
+        if let Some(n) = s.namespace.as_deref().filter(|n| !n.is_empty()) {
+            let _ = writeln!(o, "ns = {}", q(n));
+        }
+        let _ = writeln!(o, "remote = {}", q(&remote));
+        let _ = writeln!(o, "remote_store = {}", q(&s.remote_store));
+        if let Some(n) = s.remote_namespace.as_deref().filter(|n| !n.is_empty()) {
+            let _ = writeln!(o, "remote_ns = {}", q(n));
+        }
+        if let Some(d) = s.max_depth {
+            let _ = writeln!(o, "max_depth = {d}");
+        }
+        let _ = writeln!(o, "schedule = {}", q(&s.schedule));
+        if !s.group_filter.is_empty() {
+            let list: Vec<String> = s.group_filter.iter().map(|g| q(g)).collect();
+            let _ = writeln!(o, "group_filter = [{}]", list.join(", "));
+        }
+        if s.remove_vanished {
+            let _ = writeln!(o, "remove_vanished = true");
+        }
+        if let Some(n) = s.transfer_last {
+            let _ = writeln!(o, "transfer_last = {n}");
+        }
+        if let Some(owner) = &s.owner {
+            let _ = writeln!(o, "owner = {}", q(owner));
+        }
+        if s.verified_only {
+            let _ = writeln!(o, "verified_only = true");
+        }
+        if s.encrypted_only {
+            let _ = writeln!(o, "encrypted_only = true");
+        }
+        if let Some(r) = &s.rate_in {
+            let _ = writeln!(o, "rate_in = {}", q(r));
+        }
+        if let Some(n) = s.worker_threads {
+            let _ = writeln!(o, "worker_threads = {n}");
+        }
+        if s.disable {
+            let _ = writeln!(o, "disable = true");
         }
     }
     o

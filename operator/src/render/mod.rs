@@ -1,5 +1,5 @@
-//! Pure rendering: from a Tenant and the Datastores, PrunePolicies and RetentionLocks bound to
-//! it to the exact objects the operator applies. No I/O here, so every rule is unit-tested.
+//! Pure rendering: from a Tenant and the Datastores, PrunePolicies, RetentionLocks and
+//! SyncJobs bound to it to the exact objects the operator applies. No I/O here, so every rule is unit-tested.
 
 mod config;
 pub mod overlap;
@@ -11,13 +11,18 @@ mod workload;
 mod tests;
 #[cfg(test)]
 mod tests_quota_route;
+#[cfg(test)]
+mod tests_sync;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{weakening, Datastore, PrunePolicy, RetentionLock, RetentionLockSpec, Tenant};
+use crate::crd::{
+    weakening, Datastore, PrunePolicy, RetentionLock, RetentionLockSpec, SyncJob, SyncJobSpec,
+    Tenant,
+};
 
 /// Annotation on a RetentionLock holding the spec the operator last rendered (JSON). API
 /// servers before 1.25 ignore the CRD's transition rules; with this the operator still never
@@ -30,7 +35,7 @@ pub fn accepted_spec(lock: &RetentionLock) -> Option<RetentionLockSpec> {
     serde_json::from_str(text).ok()
 }
 
-pub use config::{render_config, s3_prefix, CONFIG_KEY};
+pub use config::{render_config, s3_prefix, sync_remote_name, sync_secret_path, CONFIG_KEY};
 pub use route::{tls_route, tls_route_gvk};
 pub use secrets::{
     certificate, config_secret, credentials_secret, fingerprint, generate_self_signed,
@@ -201,6 +206,11 @@ pub struct Inputs {
     pub datastores: Vec<Datastore>,
     pub prune_policies: Vec<PrunePolicy>,
     pub retention_locks: Vec<RetentionLock>,
+    pub sync_jobs: Vec<SyncJob>,
+    /// Names of the SyncJobs whose Secret holds the key they name (their remote's password or
+    /// token secret). The key is mounted into the server pod; a missing one would keep the pod
+    /// from starting, so such a SyncJob is not rendered.
+    pub sync_secrets: BTreeSet<String>,
     /// Access key id per Datastore object name, read from its credentials Secret.
     pub access_key_ids: BTreeMap<String, String>,
     /// Datastore object names whose S3 prefix overlaps one another datastore holds, with the
@@ -223,12 +233,14 @@ pub struct Bound {
     pub datastores: Vec<Datastore>,
     pub prune_policies: Vec<PrunePolicy>,
     pub retention_locks: Vec<RetentionLock>,
+    pub sync_jobs: Vec<SyncJob>,
     pub rejected: Vec<Rejected>,
 }
 
 /// Applies the binding rules: children must name this tenant / a bound datastore, S3 prefixes
-/// do not overlap another datastore's, store names are unique, S3 credentials resolve, and a
-/// RetentionLock binds only to a local datastore or a bucket with Object Lock.
+/// do not overlap another datastore's, store names are unique, S3 credentials resolve, a
+/// RetentionLock binds only to a local datastore or a bucket with Object Lock, and a SyncJob
+/// only with its Secret key present and a spec the server accepts.
 pub fn bind(tenant: &Tenant, inputs: &Inputs) -> Bound {
     let mut out = Bound::default();
     let mut stores: Vec<&Datastore> = inputs
@@ -352,10 +364,73 @@ pub fn bind(tenant: &Tenant, inputs: &Inputs) -> Bound {
             },
         }
     }
+    let mut jobs: Vec<&SyncJob> = inputs.sync_jobs.iter().collect();
+    jobs.sort_by_key(|j| j.name_any());
+    let mut bound_jobs = Vec::new();
+    for j in jobs {
+        if !owned_by_tenant(&inputs.datastores, &j.spec.datastore, tenant) {
+            continue;
+        }
+        let reject = |reason, message| Rejected {
+            kind: "SyncJob",
+            name: j.name_any(),
+            reason,
+            message,
+        };
+        let secret = &j.spec.remote.secret_ref;
+        if find(&j.spec.datastore).is_none() {
+            rejected.push(reject(
+                "DatastoreNotReady",
+                format!("Datastore '{}' is not bound", j.spec.datastore),
+            ));
+        } else if !inputs.sync_secrets.contains(&j.name_any()) {
+            rejected.push(reject(
+                "SecretMissing",
+                format!(
+                    "Secret '{}' with key '{}' not found",
+                    secret.name, secret.key
+                ),
+            ));
+        } else if let Some(message) = sync_spec_error(&j.spec) {
+            rejected.push(reject("InvalidSpec", message));
+        } else {
+            bound_jobs.push(j.clone());
+        }
+    }
     out.prune_policies = bound_policies;
     out.retention_locks = bound_locks;
+    out.sync_jobs = bound_jobs;
     out.rejected.extend(rejected);
     out
+}
+
+/// What the server would refuse in a SyncJob's spec that the CRD schema cannot express (the
+/// calendar event, group filters, namespaces, a zero rate), checked with the server's own
+/// parsers so that a bad job is reported on its object instead of breaking the whole config.
+pub fn sync_spec_error(spec: &SyncJobSpec) -> Option<String> {
+    use pbs_cloud_server::format::{group_filter::GroupFilter, names::BackupNamespace};
+    if let Err(e) = pbs_cloud_server::jobs::calendar::parse(&spec.schedule) {
+        return Some(format!("schedule '{}': {e}", spec.schedule));
+    }
+    for filter in &spec.group_filter {
+        if let Err(e) = GroupFilter::parse(filter) {
+            return Some(format!("groupFilter '{filter}': {e}"));
+        }
+    }
+    for (field, ns) in [
+        ("namespace", &spec.namespace),
+        ("remoteNamespace", &spec.remote_namespace),
+    ] {
+        if let Some(Err(e)) = ns.as_deref().map(BackupNamespace::parse) {
+            return Some(format!("{field}: {e}"));
+        }
+    }
+    if let Some(rate) = &spec.rate_in {
+        if let Err(e) = pbs_cloud_server::config::parse_rate(&toml::Value::String(rate.clone())) {
+            return Some(format!("rateIn: {e}"));
+        }
+    }
+    None
 }
 
 /// True when the Datastore object `name` names this tenant (so its children belong here).

@@ -1,6 +1,6 @@
 //! Exact-output tests of the pure rendering.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use kube::api::ObjectMeta;
@@ -11,7 +11,7 @@ use crate::crd::{
     RetentionLockSpec, S3Spec, SecretKeyRef, StorageSpec, TenantSpec,
 };
 
-fn meta(name: &str) -> ObjectMeta {
+pub(super) fn meta(name: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
         namespace: Some("team-a".into()),
@@ -98,6 +98,8 @@ pub(super) fn inputs() -> Inputs {
         datastores: vec![s3_store("store1", true)],
         prune_policies: vec![prune("nightly", "store1", 7)],
         retention_locks: vec![lock("worm", "store1")],
+        sync_jobs: vec![],
+        sync_secrets: BTreeSet::new(),
         access_key_ids: BTreeMap::from([("store1".to_string(), "AKIA1".to_string())]),
         prefix_conflicts: BTreeMap::new(),
     }

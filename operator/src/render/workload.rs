@@ -20,8 +20,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::{
-    labels, owned_meta, selector, Bound, Names, RenderError, CONFIG_DIR, CONFIG_KEY, DATA_DIR,
-    SERVER_PORT,
+    labels, owned_meta, selector, sync_secret_path, Bound, Names, RenderError, CONFIG_DIR,
+    CONFIG_KEY, DATA_DIR, SERVER_PORT,
 };
 use crate::crd::{DeletionPolicy, Tenant};
 
@@ -72,9 +72,11 @@ fn secret_projection(name: &str, items: Vec<(&str, String)>) -> VolumeProjection
     }
 }
 
-/// The projected volume at `/etc/pbs-cloud`: config, certificate, and each S3 datastore's
-/// secret key and CA bundle. Mounted without `subPath` so updates reach the running server,
-/// which reloads the config file on change.
+/// The projected volume at `/etc/pbs-cloud`: config, certificate, each S3 datastore's secret
+/// key and CA bundle, and each bound SyncJob's password or token secret (mode 0400: the kubelet
+/// adds group read for the pod's `fsGroup`, the server's group, and nothing for others).
+/// Mounted read-only and without `subPath` so updates reach the running server, which reloads
+/// the config file on change and reads a sync secret at each run.
 fn config_volume(tenant: &Tenant, bound: &Bound) -> Volume {
     let names = Names::of(tenant);
     let mut sources = vec![
@@ -105,6 +107,17 @@ fn config_volume(tenant: &Tenant, bound: &Bound) -> Volume {
                 vec![(ca.key.as_str(), format!("s3/{obj}/ca.crt"))],
             ));
         }
+    }
+    for job in &bound.sync_jobs {
+        let r = &job.spec.remote.secret_ref;
+        let mut p = secret_projection(
+            &r.name,
+            vec![(r.key.as_str(), sync_secret_path(&job.name_any()))],
+        );
+        if let Some(items) = p.secret.as_mut().and_then(|s| s.items.as_mut()) {
+            items.iter_mut().for_each(|i| i.mode = Some(0o400));
+        }
+        sources.push(p);
     }
     Volume {
         name: "config".into(),

@@ -1,5 +1,6 @@
 //! Reading a tenant's usage from its server (`GET /api2/json/tenants/{id}/usage`) and folding
-//! it into the Tenant status. The operator authenticates with the API token it generated for
+//! it into the Tenant status; reading its sync jobs' runs (`GET /api2/json/admin/sync`, see
+//! [`sync`]) for the SyncJobs' status. The operator authenticates with the API token it generated for
 //! the tenant and pins the server certificate by its SHA-256 fingerprint, as PBS clients do,
 //! so it works with self-signed and cert-manager certificates alike.
 
@@ -222,13 +223,43 @@ fn encode(s: &str) -> String {
 
 /// Reads the usage of `t.tenant_id` from its server.
 pub async fn fetch(t: &UsageTarget) -> Result<UsageReport, UsageError> {
-    let transport = |message: String| UsageError::Transport {
-        tenant: t.tenant_id.clone(),
-        addr: t.addr.clone(),
-        message,
-    };
+    let path = format!("/api2/json/tenants/{}/usage", encode(&t.tenant_id));
+    let (status, body) = get(t, &path)
+        .await
+        .map_err(|message| UsageError::Transport {
+            tenant: t.tenant_id.clone(),
+            addr: t.addr.clone(),
+            message,
+        })?;
+    if status != 200 {
+        return Err(UsageError::Status {
+            tenant: t.tenant_id.clone(),
+            addr: t.addr.clone(),
+            status,
+            body: String::from_utf8_lossy(&body).chars().take(300).collect(),
+        });
+    }
+    parse(&t.tenant_id, &body)
+}
+
+/// Lists the tenant's sync jobs with their last and next runs (`GET /api2/json/admin/sync`),
+/// with the same token and pinned certificate as the usage read; the error names the tenant
+/// and server.
+pub async fn fetch_sync_jobs(t: &UsageTarget) -> Result<Vec<sync::SyncListEntry>, String> {
+    let what = |m: String| format!("sync jobs of tenant {} from {}: {m}", t.tenant_id, t.addr);
+    let (status, body) = get(t, "/api2/json/admin/sync").await.map_err(what)?;
+    if status != 200 {
+        let body: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+        return Err(what(format!("HTTP {status}: {body}")));
+    }
+    sync::parse_sync_list(&body).map_err(what)
+}
+
+/// One GET of `path` on the tenant's server over TLS pinned to its fingerprint, with the API
+/// token; the HTTP status and body, within [`USAGE_TIMEOUT`].
+async fn get(t: &UsageTarget, path: &str) -> Result<(u16, Bytes), String> {
     let work = async {
-        let config = pinned_config(&t.fingerprint).map_err(&transport)?;
+        let config = pinned_config(&t.fingerprint)?;
         let host = t
             .addr
             .rsplit_once(':')
@@ -238,21 +269,20 @@ pub async fn fetch(t: &UsageTarget) -> Result<UsageReport, UsageError> {
             .trim_end_matches(']')
             .to_string();
         let name = ServerName::try_from(host.clone())
-            .map_err(|e| transport(format!("invalid host '{host}': {e}")))?;
+            .map_err(|e| format!("invalid host '{host}': {e}"))?;
         let tcp = tokio::net::TcpStream::connect(&t.addr)
             .await
-            .map_err(|e| transport(format!("connect: {e}")))?;
+            .map_err(|e| format!("connect: {e}"))?;
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
-            .map_err(|e| transport(format!("TLS: {e}")))?;
+            .map_err(|e| format!("TLS: {e}"))?;
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| transport(format!("HTTP handshake: {e}")))?;
+            .map_err(|e| format!("HTTP handshake: {e}"))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let path = format!("/api2/json/tenants/{}/usage", encode(&t.tenant_id));
         let req = hyper::Request::get(path)
             .header(hyper::header::HOST, t.addr.as_str())
             .header(
@@ -260,31 +290,23 @@ pub async fn fetch(t: &UsageTarget) -> Result<UsageReport, UsageError> {
                 format!("PBSAPIToken={}:{}", t.tokenid, encode(&t.secret)),
             )
             .body(Empty::<Bytes>::new())
-            .map_err(|e| transport(format!("request: {e}")))?;
+            .map_err(|e| format!("request: {e}"))?;
         let resp = send
             .send_request(req)
             .await
-            .map_err(|e| transport(format!("request: {e}")))?;
+            .map_err(|e| format!("request: {e}"))?;
         let status = resp.status().as_u16();
         let body = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| transport(format!("body: {e}")))?
+            .map_err(|e| format!("body: {e}"))?
             .to_bytes();
-        if status != 200 {
-            return Err(UsageError::Status {
-                tenant: t.tenant_id.clone(),
-                addr: t.addr.clone(),
-                status,
-                body: String::from_utf8_lossy(&body).chars().take(300).collect(),
-            });
-        }
-        parse(&t.tenant_id, &body)
+        Ok((status, body))
     };
     tokio::time::timeout(USAGE_TIMEOUT, work)
         .await
-        .map_err(|_| transport(format!("no answer within {USAGE_TIMEOUT:?}")))?
+        .map_err(|_| format!("no answer within {USAGE_TIMEOUT:?}"))?
 }
 
 fn pinned_config(fingerprint: &str) -> Result<Arc<ClientConfig>, String> {
@@ -292,6 +314,8 @@ fn pinned_config(fingerprint: &str) -> Result<Arc<ClientConfig>, String> {
         .map(Arc::new)
         .map_err(|e| format!("TLS client setup: {e}"))
 }
+
+pub mod sync;
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,13 @@
 //! quota, the warning, the set of datastores, whether the read worked). `usage.readAt` is the
 //! time of the read that produced the written figures. Status writes do not trigger
 //! reconciles (see `triggers`).
+//!
+//! For a tenant with SyncJobs the same round also lists the server's sync jobs
+//! (`GET /api2/json/admin/sync`) and writes each SyncJob's run fields (`lastRun`,
+//! `lastRunState`, `lastRunUpid`, `nextRun`, `lastSuccess`, `lagSeconds`) when they changed,
+//! the lag only past its rounding (see [`crate::usage::sync`]). Those fields are the poller's
+//! alone: the Tenant reconcile patches only a SyncJob's conditions, so the merge patches
+//! never overwrite each other.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,10 +23,13 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::stores::get;
+use super::stores::{get, in_namespace};
 use super::Context;
-use crate::crd::{condition, set_condition, Condition, Tenant, TenantStatus, UsageStatus};
+use crate::crd::{
+    condition, set_condition, Condition, SyncJob, SyncRunStatus, Tenant, TenantStatus, UsageStatus,
+};
 use crate::render::{self, Credentials, Names, SERVER_PORT};
+use crate::usage::sync::{sync_run_changed, sync_run_status};
 use crate::usage::{self, UsageTarget};
 
 /// Byte figures are rewritten only when they moved by at least this much (1 MiB).
@@ -119,6 +129,7 @@ async fn poll_one(ctx: &Context, tenant: Arc<Tenant>) {
         secret: creds.token_secret.clone(),
         tenant_id: render::tenant_id(&tenant),
     };
+    poll_sync_jobs(ctx, &tenant, &target).await;
     ctx.metrics.usage_reads.fetch_add(1, Ordering::Relaxed);
     let now = crate::crd::now();
     let gen = tenant.metadata.generation;
@@ -198,6 +209,72 @@ async fn poll_one(ctx: &Context, tenant: Arc<Tenant>) {
     }
 }
 
+/// The cached SyncJobs that pull into a Datastore of `tenant`.
+fn sync_jobs_of(ctx: &Context, tenant: &Tenant) -> Vec<Arc<SyncJob>> {
+    let ns = tenant.namespace().unwrap_or_default();
+    in_namespace(&ctx.stores.sync_jobs, &ns)
+        .into_iter()
+        .filter(|j| {
+            get(&ctx.stores.datastores, &ns, &j.spec.datastore)
+                .is_some_and(|d| d.spec.tenant == tenant.name_any())
+        })
+        .collect()
+}
+
+/// Lists the tenant's sync jobs on its server and writes each SyncJob's run fields that
+/// changed. Nothing is read for a tenant without SyncJobs; a failed read changes nothing (the
+/// next round tries again).
+async fn poll_sync_jobs(ctx: &Context, tenant: &Tenant, target: &UsageTarget) {
+    let jobs = sync_jobs_of(ctx, tenant);
+    if jobs.is_empty() {
+        return;
+    }
+    let list = match usage::fetch_sync_jobs(target).await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::debug!("{e}");
+            return;
+        }
+    };
+    let now = chrono::Utc::now().timestamp();
+    for job in jobs {
+        let name = job.name_any();
+        let old = job
+            .status
+            .as_ref()
+            .map(|s| s.run.clone())
+            .unwrap_or_default();
+        let entry = list.iter().find(|e| e.id == name);
+        let new = sync_run_status(&old, entry, now);
+        if !sync_run_changed(&old, &new) {
+            continue;
+        }
+        let api: Api<SyncJob> = ctx.api(&tenant.namespace().unwrap_or_default());
+        let patch = json!({ "status": run_patch(&new) });
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => tracing::warn!("sync status of SyncJob {name}: {e}"),
+        }
+    }
+}
+
+/// The merge patch of the run fields: every field, `null` for the absent ones (so a field
+/// that went away is removed).
+fn run_patch(s: &SyncRunStatus) -> serde_json::Value {
+    json!({
+        "lastRun": s.last_run,
+        "lastRunState": s.last_run_state,
+        "lastRunUpid": s.last_run_upid,
+        "nextRun": s.next_run,
+        "lastSuccess": s.last_success,
+        "lagSeconds": s.lag_seconds,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +318,43 @@ mod tests {
         let mut warn = old.clone();
         warn.quota_warning = true;
         assert!(usage_changed(&old, &warn));
+    }
+
+    #[test]
+    fn run_patch_sets_or_removes_every_run_field() {
+        let some = |s: &str| Some(s.to_string());
+        let full = SyncRunStatus {
+            last_run: some("2026-01-01T00:00:00Z"),
+            last_run_state: some("OK"),
+            last_run_upid: some("UPID:x"),
+            next_run: some("2026-01-01T01:00:00Z"),
+            last_success: some("2026-01-01T00:00:00Z"),
+            lag_seconds: Some(60),
+        };
+        assert_eq!(run_patch(&full), serde_json::to_value(&full).expect("json"));
+        let empty = run_patch(&SyncRunStatus::default());
+        let fields = empty.as_object().expect("object");
+        assert_eq!(fields.len(), 6);
+        assert!(fields.values().all(|v| v.is_null()), "{empty}");
+    }
+
+    #[test]
+    fn sync_job_status_keeps_binding_and_run_apart() {
+        let json = serde_json::json!({
+            "observedGeneration": 2,
+            "conditions": [],
+            "tenant": "acme",
+            "lastRunState": "OK",
+            "lagSeconds": 5
+        });
+        let s: crate::crd::SyncJobStatus = serde_json::from_value(json.clone()).expect("parse");
+        assert_eq!(s.child.tenant.as_deref(), Some("acme"));
+        assert_eq!(s.run.lag_seconds, Some(5));
+        assert_eq!(serde_json::to_value(&s).expect("json"), json);
+        // The reconcile's patch of a SyncJob carries the binding part only.
+        let c = condition("Ready", true, "Bound", "", Some(2), "t");
+        let patch = crate::controller::child_status_patch(Some(&s.child), c, Some(2), Some("acme"))
+            .expect("changed");
+        assert!(patch["status"].get("lastRunState").is_none(), "{patch}");
     }
 }

@@ -27,7 +27,7 @@ for _ in $(seq 1 120); do
       secret/acme-pbs-credentials secret/acme-pbs-tls >/dev/null 2>&1; then ok=1; break; fi
   sleep 0.5
 done
-kubectl -n pbs-demo get tenants,datastores,prunepolicies,retentionlocks -o wide
+kubectl -n pbs-demo get tenants,datastores,prunepolicies,retentionlocks,syncjobs -o wide
 kubectl -n pbs-demo get deploy,svc,secret,pvc
 kubectl -n pbs-demo get tenant acme -o jsonpath='{.status}' | jq .
 if [ -z "${ok:-}" ]; then
@@ -35,4 +35,5 @@ if [ -z "${ok:-}" ]; then
 fi
 kubectl -n pbs-demo get secret acme-pbs-config -o jsonpath='{.data.config\.toml}' | base64 -d > "$work/config.toml"
 grep -q 'keep_daily = 7' "$work/config.toml" && grep -q 'mode = "compliance"' "$work/config.toml"
+grep -q 'id = "acme-mirror"' "$work/config.toml"
 echo "examples: 1 passed, 0 failed"

@@ -133,7 +133,7 @@ def test_rbac_least_privilege():
 
 def test_crds_validate_and_match_crds_dir():
     crds = chart.crds
-    assert len(crds) == 4, [c.get("name") for c in crds]
+    assert len(crds) == 5, [c.get("name") for c in crds]
     for path in sorted((CHART / "crds").glob("*.yaml")):
         text = path.read_text()
         assert text == (ROOT / "crds" / path.name).read_text(), f"{path.name} differs from crds/"

@@ -26,6 +26,16 @@ pub async fn with_user(user: &str, password: &str, role: &str) -> Result<(TestSe
     Ok((server, admin))
 }
 
+/// One `[[remote]]` of a config made by [`with_remotes`].
+pub struct RemoteLogin<'a> {
+    pub name: &'a str,
+    pub server: &'a TestServer,
+    /// The server's port, or a proxy's in front of it.
+    pub port: u16,
+    pub user: &'a str,
+    pub password: &'a str,
+}
+
 /// A server whose remote `site-a` is `remote` reached at `port` (the server itself or a
 /// proxy in front of it), logging in as `user` with the password in a file under
 /// `secret_dir`, and with `jobs` (TOML) in its config.
@@ -36,15 +46,38 @@ pub async fn with_remote(
     secret_dir: &Path,
     jobs: &str,
 ) -> Result<(TestServer, PbsClient)> {
-    let secret = secret_dir.join(format!("{REMOTE}.secret"));
-    std::fs::write(&secret, format!("{password}\n"))
-        .map_err(|e| ClientError::io("write the remote's secret file", e))?;
-    let config = format!(
-        "[[remote]]\nname = \"{REMOTE}\"\nhost = \"127.0.0.1\"\nport = {port}\n\
-         auth_id = \"{user}\"\nfingerprint = \"{fp}\"\nsecret_file = \"{secret}\"\n{jobs}",
-        fp = remote.fingerprint,
-        secret = secret.display(),
-    );
+    let login = RemoteLogin {
+        name: REMOTE,
+        server: remote,
+        port,
+        user,
+        password,
+    };
+    with_remotes(&[login], secret_dir, jobs).await
+}
+
+/// A server with the given remotes (passwords in files under `secret_dir`) and `jobs`.
+pub async fn with_remotes(
+    remotes: &[RemoteLogin<'_>],
+    secret_dir: &Path,
+    jobs: &str,
+) -> Result<(TestServer, PbsClient)> {
+    let mut config = String::new();
+    for remote in remotes {
+        let secret = secret_dir.join(format!("{}.secret", remote.name));
+        std::fs::write(&secret, format!("{}\n", remote.password))
+            .map_err(|e| ClientError::io("write a remote's secret file", e))?;
+        config.push_str(&format!(
+            "[[remote]]\nname = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             auth_id = \"{}\"\nfingerprint = \"{}\"\nsecret_file = \"{}\"\n",
+            remote.name,
+            remote.port,
+            remote.user,
+            remote.server.fingerprint,
+            secret.display(),
+        ));
+    }
+    config.push_str(jobs);
     let mut server = TestServer::prepare()?;
     server.set_config(&config)?;
     server.launch().await?;

@@ -13,6 +13,7 @@ pub mod placement;
 pub mod report;
 pub mod s3_ingest;
 pub mod sha;
+pub mod sync;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

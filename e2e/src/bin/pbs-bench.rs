@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use pbs_cloud_e2e::bench::{
-    auth_cost, backup_restore, gc, known, lock, memory, placement, report, s3_ingest, sha,
+    auth_cost, backup_restore, gc, known, lock, memory, placement, report, s3_ingest, sha, sync,
 };
 
 #[derive(Parser)]
@@ -75,6 +75,22 @@ enum Command {
         /// Seconds to watch the idle server after the work (VmRSS every 5 s).
         #[arg(long, default_value_t = 60)]
         idle_secs: u64,
+        /// Server binary; default: pbs-cloud-server next to this binary.
+        #[arg(long, env = "PBS_CLOUD_SERVER_BIN")]
+        server_bin: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pull and push of an image between server processes (A → B → C) with the client's own
+    /// backup and restore of it as the baseline; then an incremental round.
+    Sync {
+        /// Image size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        image_mib: usize,
+        /// Percentage of the image's chunks the second snapshot changes.
+        #[arg(long, default_value_t = 1.0)]
+        change_percent: f64,
         /// Server binary; default: pbs-cloud-server next to this binary.
         #[arg(long, env = "PBS_CLOUD_SERVER_BIN")]
         server_bin: Option<PathBuf>,
@@ -285,6 +301,21 @@ fn run(cli: Cli) -> Result<()> {
             };
             let r = block_on(memory::run(&opts))??;
             print(json, &r, memory::render)
+        }
+        Command::Sync {
+            image_mib,
+            change_percent,
+            server_bin,
+            json,
+        } => {
+            let server_bin = release_server_bin(server_bin)?;
+            let opts = sync::Options {
+                image_mib,
+                change_percent,
+                server_bin,
+            };
+            let r = block_on(sync::run(&opts))??;
+            print(json, &r, sync::render)
         }
         Command::S3Ingest {
             image_mib,

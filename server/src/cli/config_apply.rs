@@ -128,6 +128,32 @@ pub(super) async fn open_spec(
     })
 }
 
+/// Opens one configured datastore for an offline command (`import`, `onboard`) under a holder
+/// id of its own, so the command refuses to run while a server writes the datastore: the one
+/// named, or the only one configured.
+pub(super) async fn open_offline(
+    location: &super::Location,
+    store: Option<&str>,
+    command: &str,
+) -> anyhow::Result<DatastoreEntry> {
+    let (config, data_dir) = location.resolve()?;
+    let specs = datastore_specs(&config, &data_dir)?;
+    let spec = match store {
+        Some(name) => specs
+            .iter()
+            .find(|s| s.name == name)
+            .with_context(|| format!("no datastore '{name}' in the configuration"))?,
+        None if specs.len() == 1 => &specs[0],
+        None => anyhow::bail!("several datastores are configured; choose one with --store"),
+    };
+    let holder = format!(
+        "{command}-{}@{}",
+        std::process::id(),
+        super::serve::hostname()
+    );
+    open_spec(spec, &holder).await
+}
+
 /// The configuration in force in a running server, and the one way to change it.
 ///
 /// What applies: users, tokens, ACL entries and tenants of the file; datastores added, removed,

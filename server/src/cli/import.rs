@@ -100,27 +100,14 @@ async fn import_cli(args: &ImportArgs) -> anyhow::Result<ImportSummary> {
         config: args.config.clone(),
         data_dir: args.data_dir.clone(),
     };
-    let (config, data_dir) = location.resolve()?;
-    let specs = super::config_apply::datastore_specs(&config, &data_dir)?;
-    let spec = match &args.store {
-        Some(name) => specs
-            .iter()
-            .find(|s| &s.name == name)
-            .with_context(|| format!("no datastore '{name}' in the configuration"))?,
-        None if specs.len() == 1 => &specs[0],
-        None => bail!("several datastores are configured; choose one with --store"),
-    };
     let source = open_source(&args.from)?;
-    let backend = spec.location.open(&spec.name).await?;
-    let holder = format!("import-{}@{}", std::process::id(), super::serve::hostname());
-    let target = Datastore::open_cached(&spec.name, backend, &holder, &spec.cache_dir)
-        .await
-        .with_context(|| format!("datastore '{}' ({})", spec.name, spec.location.describe()))?;
+    let entry =
+        super::config_apply::open_offline(&location, args.store.as_deref(), "import").await?;
+    let target = entry.store;
     tracing::info!(
-        "importing {} into datastore '{}' at {}",
+        "importing {} into datastore '{}'",
         args.from.display(),
-        spec.name,
-        spec.location.describe()
+        entry.name
     );
     let result = import(&source, &target).await;
     let closed = target.close().await;

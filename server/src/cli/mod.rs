@@ -5,6 +5,7 @@ mod compliance;
 mod config_apply;
 pub mod import;
 mod manage;
+pub mod onboard;
 mod reload;
 mod retention;
 mod serve;
@@ -80,6 +81,9 @@ pub enum Command {
     /// Copy a datastore directory in PBS's layout into a configured datastore (e.g. on S3),
     /// verifying every chunk and index; safe to run again after an interruption.
     Import(import::ImportArgs),
+    /// Bring a customer's existing PBS (every datastore and namespace) into a datastore here,
+    /// every group owned by one tenant user; safe to run again after an interruption.
+    Onboard(onboard::OnboardArgs),
     /// Print a tenant's compliance report (JSON or CSV), fetched from the running server's
     /// API with the given credentials.
     ComplianceReport(compliance::ComplianceArgs),
@@ -112,6 +116,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant { location, action } => manage::tenant(&location, action),
         Command::Acl { location, action } => manage::acl(&location, action),
         Command::Import(args) => import::run(args),
+        Command::Onboard(args) => onboard::run(args),
         Command::ComplianceReport(args) => compliance::run(args),
         Command::HashPassword => manage::hash_password_from_stdin(),
     }

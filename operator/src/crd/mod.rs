@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 pub use datastore::{CaBundleRef, Datastore, DatastoreSpec, LifecycleSpec, S3Spec, SecretKeyRef};
 pub use prune::{KeepSpec, PrunePolicy, PrunePolicySpec};
 pub use retention::{weakening, LockMode, RetentionLock, RetentionLockSpec};
-pub use sync::{SyncJob, SyncJobSpec, SyncJobStatus, SyncRemoteSpec, SyncRunStatus, SyncSecretRef};
+pub use sync::{
+    SyncDirection, SyncJob, SyncJobSpec, SyncJobStatus, SyncRemoteSpec, SyncRunStatus,
+    SyncSecretRef,
+};
 pub use tenant::{
     CertManagerSpec, DeletionPolicy, IngressSpec, QuotaSpec, ResourcesSpec, StorageSpec, Tenant,
     TenantSpec, TenantStatus, TlsRouteSpec, TlsSpec,

@@ -44,7 +44,12 @@ use super::ChildStatus;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SyncJobSpec {
-    /// Name of the Datastore object (same namespace) the snapshots are pulled into.
+    /// `pull` (default: from the remote into the Datastore) or `push` (from the Datastore to
+    /// the remote, as a pushing PBS does).
+    #[serde(default, skip_serializing_if = "SyncDirection::is_pull")]
+    pub direction: SyncDirection,
+    /// Name of the Datastore object (same namespace) the snapshots are pulled into (pushed
+    /// from).
     #[schemars(length(min = 1, max = 253))]
     pub datastore: String,
     /// The server to pull from.
@@ -93,6 +98,10 @@ pub struct SyncJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(r"^[0-9]+(\.[0-9]+)? ?(B|KB|KiB|MB|MiB|GB|GiB)?$"))]
     pub rate_in: Option<String>,
+    /// Upload limit per second for all of the job's connections (push), e.g. `20 MiB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[0-9]+(\.[0-9]+)? ?(B|KB|KiB|MB|MiB|GB|GiB)?$"))]
+    pub rate_out: Option<String>,
     /// Groups pulled at the same time (PBS `worker-threads`); 1 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 32))]
@@ -100,6 +109,21 @@ pub struct SyncJobSpec {
     /// Keep the job but do not run it.
     #[serde(default)]
     pub disable: bool,
+}
+
+/// Which way a SyncJob copies.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncDirection {
+    #[default]
+    Pull,
+    Push,
+}
+
+impl SyncDirection {
+    fn is_pull(&self) -> bool {
+        *self == SyncDirection::Pull
+    }
 }
 
 fn default_schedule() -> String {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use kube::ResourceExt;
 
 use super::{admin_user, tenant_id, Bound, Credentials, Inputs, CONFIG_DIR, DATA_DIR, SERVER_PORT};
-use crate::crd::{Datastore, Tenant};
+use crate::crd::{Datastore, SyncDirection, Tenant};
 
 /// Key of the config file in the config Secret.
 pub const CONFIG_KEY: &str = "config.toml";
@@ -234,6 +234,9 @@ pub fn render_config(
         );
         let _ = writeln!(o, "\n[[sync_job]]");
         let _ = writeln!(o, "id = {}", q(&name));
+        if s.direction == SyncDirection::Push {
+            let _ = writeln!(o, "direction = \"push\"");
+        }
         let _ = writeln!(o, "store = {}", q(&store_of(&s.datastore)));
         if let Some(n) = s.namespace.as_deref().filter(|n| !n.is_empty()) {
             let _ = writeln!(o, "ns = {}", q(n));
@@ -268,6 +271,9 @@ pub fn render_config(
         }
         if let Some(r) = &s.rate_in {
             let _ = writeln!(o, "rate_in = {}", q(r));
+        }
+        if let Some(r) = &s.rate_out {
+            let _ = writeln!(o, "rate_out = {}", q(r));
         }
         if let Some(n) = s.worker_threads {
             let _ = writeln!(o, "worker_threads = {n}");

@@ -425,9 +425,12 @@ pub fn sync_spec_error(spec: &SyncJobSpec) -> Option<String> {
             return Some(format!("{field}: {e}"));
         }
     }
-    if let Some(rate) = &spec.rate_in {
-        if let Err(e) = pbs_cloud_server::config::parse_rate(&toml::Value::String(rate.clone())) {
-            return Some(format!("rateIn: {e}"));
+    for (field, rate) in [("rateIn", &spec.rate_in), ("rateOut", &spec.rate_out)] {
+        if let Some(rate) = rate {
+            if let Err(e) = pbs_cloud_server::config::parse_rate(&toml::Value::String(rate.clone()))
+            {
+                return Some(format!("{field}: {e}"));
+            }
         }
     }
     None

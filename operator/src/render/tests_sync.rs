@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::tests::{creds, inputs, meta, tenant};
 use super::*;
-use crate::crd::{SyncJobSpec, SyncRemoteSpec, SyncSecretRef};
+use crate::crd::{SyncDirection, SyncJobSpec, SyncRemoteSpec, SyncSecretRef};
 
 const FP: &str = "ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89";
 
@@ -24,6 +24,7 @@ fn job(name: &str, store: &str) -> SyncJob {
                     key: "token".into(),
                 },
             },
+            direction: SyncDirection::Pull,
             remote_store: "store1".into(),
             remote_namespace: Some("prod".into()),
             namespace: Some("mirror".into()),
@@ -36,6 +37,7 @@ fn job(name: &str, store: &str) -> SyncJob {
             verified_only: true,
             encrypted_only: false,
             rate_in: Some("20 MiB".into()),
+            rate_out: None,
             worker_threads: Some(4),
             disable: false,
         },
@@ -76,6 +78,30 @@ verified_only = true
 rate_in = "20 MiB"
 worker_threads = 4
 "#;
+
+#[test]
+fn push_jobs_render_their_direction_and_upload_limit() {
+    let t = tenant();
+    let mut push = job("offsite", "store1");
+    push.spec.direction = SyncDirection::Push;
+    push.spec.rate_out = Some("10 MiB".into());
+    let i = with_jobs(vec![push]);
+    let bound = bind(&t, &i);
+    assert!(bound.rejected.is_empty(), "{:?}", bound.rejected);
+    let text = render_config(&t, &bound, &i, &creds());
+    assert!(
+        text.contains("id = \"offsite\"\ndirection = \"push\"\nstore = \"store1\""),
+        "{text}"
+    );
+    assert!(text.contains("rate_out = \"10 MiB\""), "{text}");
+    let parsed = pbs_cloud_server::config::Config::parse(Path::new("config.toml"), &text)
+        .expect("server accepts the rendered config");
+    let job = &parsed.sync_jobs[0];
+    assert_eq!(
+        job.direction.as_ref().map(|d| d.get_ref().as_str()),
+        Some("push")
+    );
+}
 
 #[test]
 fn sync_job_renders_a_remote_and_a_job_the_server_accepts() {

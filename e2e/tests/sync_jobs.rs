@@ -26,7 +26,7 @@ use std::time::Duration;
 use common::*;
 use pbs_cloud_e2e::fault_proxy::{Fault, FaultProxy};
 use pbs_cloud_e2e::sync_pair::{self, chunk_files, summary_chunks, with_remote, with_user};
-use pbs_cloud_e2e::{Crypt, PbsClient, TestServer};
+use pbs_cloud_e2e::{Crypt, CryptConfig, PbsClient, TestServer};
 use serde_json::{json, Value};
 
 const SYNC_USER: &str = "sync@pbs";
@@ -208,6 +208,17 @@ async fn pull_maps_namespaces_fetches_only_missing_chunks_and_removes_vanished()
             "missing {line:?} in {log:#?}"
         );
     }
+    // worker_threads = 3: host/locked starts while host/web is still being pulled.
+    let position = |needle: &str| {
+        log.iter()
+            .position(|l| l.ends_with(needle))
+            .unwrap_or_else(|| panic!("missing {needle:?} in {log:#?}"))
+    };
+    assert!(
+        position("[host/locked]: 2026-01-01T00:00:00Z: start sync")
+            < position("[host/web]: 2026-01-01T01:00:00Z: sync done"),
+        "groups pulled one after the other: {log:#?}"
+    );
     let web = snapshots(&b_admin, "store1", Some("mirror"), "web").await;
     assert_eq!(times(&web), [T0, T0 + 3600]);
     assert!(web.iter().all(|s| s["owner"] == OWNER), "{web:?}");
@@ -745,4 +756,135 @@ async fn onboard_brings_every_namespace_under_one_owner_and_resumes() {
         assert!(list.iter().all(|s| s["owner"] == "tina@pbs"), "{list:?}");
     }
     assert_restores(&b_admin, Some("prod"), "web", T0 + 3600, None, &image).await;
+}
+
+const FILTER_JOBS: &str = r#"
+[[sync_job]]
+id = "last2"
+store = "store1"
+ns = "last2"
+remote = "site-a"
+remote_store = "store1"
+schedule = "2099-01-01"
+group_filter = ["group:host/plain"]
+transfer_last = 2
+
+[[sync_job]]
+id = "verified"
+store = "store1"
+ns = "verified"
+remote = "site-a"
+remote_store = "store1"
+schedule = "2099-01-01"
+verified_only = true
+
+[[sync_job]]
+id = "encrypted"
+store = "store1"
+ns = "encrypted"
+remote = "site-a"
+remote_store = "store1"
+schedule = "2099-01-01"
+encrypted_only = true
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_selects_by_transfer_last_verification_and_encryption() {
+    let (a, a_admin) = source().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let (_b, b_admin) = with_remote(
+        &a,
+        a.port(),
+        (SYNC_USER, SYNC_PASSWORD),
+        secrets.path(),
+        FILTER_JOBS,
+    )
+    .await
+    .unwrap();
+    for ns in ["last2", "verified", "encrypted"] {
+        create_ns(&b_admin, ns, None).await;
+    }
+    // A: host/plain at T0, T0+1h, T0+2h (only T0+1h verified), host/secret encrypted at T0.
+    let image = random_bytes(71, IMAGE_CHUNK);
+    for time in [T0, T0 + 3600, T0 + 7200] {
+        let content = Content {
+            tree: None,
+            image: Some(&image),
+            conf: Some(b"plain"),
+        };
+        backup(
+            &a_admin,
+            "store1",
+            None,
+            "plain",
+            time,
+            Crypt::None,
+            &content,
+        )
+        .await
+        .unwrap();
+    }
+    let key = CryptConfig::random();
+    let content = Content {
+        tree: None,
+        image: Some(&image),
+        conf: Some(b"secret"),
+    };
+    backup(
+        &a_admin,
+        "store1",
+        None,
+        "secret",
+        T0,
+        Crypt::Encrypt(key.clone()),
+        &content,
+    )
+    .await
+    .unwrap();
+    let upid = a_admin
+        .post(
+            "admin/datastore/store1/verify",
+            Some(&json!({ "backup-type": "host", "backup-id": "plain", "backup-time": T0 + 3600 })),
+        )
+        .await
+        .unwrap();
+    let (status, log) = wait_task(&a_admin, upid.as_str().unwrap()).await;
+    assert_eq!(status["exitstatus"], "OK", "{log:#?}");
+
+    let pulled = |ns: &'static str, id: &'static str| {
+        let b_admin = &b_admin;
+        async move { times(&snapshots(b_admin, "store1", Some(ns), id).await) }
+    };
+    let (status, log, _) = run_job(&b_admin, "last2").await;
+    assert_eq!(status, "OK", "{log:#?}");
+    assert_eq!(pulled("last2", "plain").await, [T0 + 3600, T0 + 7200]);
+    assert!(pulled("last2", "secret").await.is_empty(), "filtered out");
+
+    let (status, log, _) = run_job(&b_admin, "verified").await;
+    assert_eq!(status, "OK", "{log:#?}");
+    assert_eq!(pulled("verified", "plain").await, [T0 + 3600]);
+    assert!(
+        pulled("verified", "secret").await.is_empty(),
+        "never verified"
+    );
+
+    let (status, log, _) = run_job(&b_admin, "encrypted").await;
+    assert_eq!(status, "OK", "{log:#?}");
+    assert!(
+        pulled("encrypted", "plain").await.is_empty(),
+        "not encrypted"
+    );
+    assert_eq!(pulled("encrypted", "secret").await, [T0]);
+    // The encrypted copy restores with the owner's key only, byte for byte.
+    let session = reader(
+        &b_admin,
+        "store1",
+        Some("encrypted"),
+        "secret",
+        T0,
+        Some(key),
+    )
+    .await
+    .unwrap();
+    assert!(session.restore_archive("disk.img").await.unwrap() == image);
 }

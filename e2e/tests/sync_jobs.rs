@@ -888,3 +888,55 @@ async fn pull_selects_by_transfer_last_verification_and_encryption() {
     .unwrap();
     assert!(session.restore_archive("disk.img").await.unwrap() == image);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_pull_runs_on_its_own_and_lists_its_last_run() {
+    let (a, a_admin) = source().await;
+    let image = random_bytes(81, IMAGE_CHUNK / 2);
+    let content = Content {
+        tree: None,
+        image: Some(&image),
+        conf: Some(b"scheduled"),
+    };
+    backup(&a_admin, "store1", None, "sched", T0, Crypt::None, &content)
+        .await
+        .unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let job = "[[sync_job]]\nid = \"often\"\nstore = \"store1\"\nremote = \"site-a\"\n\
+               remote_store = \"store1\"\nschedule = \"*:*:0/3\"\n";
+    let (_b, b_admin) = with_remote(
+        &a,
+        a.port(),
+        (SYNC_USER, SYNC_PASSWORD),
+        secrets.path(),
+        job,
+    )
+    .await
+    .unwrap();
+    // Nobody starts it: the scheduler does, within a few seconds. (A snapshot being written
+    // is listed without a size.)
+    let mut pulled = Vec::new();
+    for _ in 0..300 {
+        let list = snapshots(&b_admin, "store1", None, "sched").await;
+        let finished: Vec<Value> = list.into_iter().filter(|s| s["size"].is_u64()).collect();
+        pulled = times(&finished);
+        if !pulled.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(pulled, [T0], "the scheduled pull did not run");
+    assert_restores(&b_admin, None, "sched", T0, None, &image).await;
+    let jobs = b_admin.get("admin/sync", None).await.unwrap();
+    let listed = &jobs[0];
+    assert_eq!(listed["id"], "often", "{jobs}");
+    assert_eq!(listed["remote"], "site-a", "{jobs}");
+    assert_eq!(listed["sync-direction"], "pull", "{jobs}");
+    assert!(listed["next-run"].as_i64().is_some(), "{jobs}");
+    assert!(
+        listed["last-run-upid"]
+            .as_str()
+            .is_some_and(|u| u.contains(":syncjob:")),
+        "{jobs}"
+    );
+}

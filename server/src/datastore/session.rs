@@ -359,6 +359,13 @@ impl BackupLease {
             }
         }
         self.committed = true;
+        // The snapshot is visible now: readers may open it at once (a sync job or a restore
+        // right after the backup), so its locks go before the bookkeeping below.
+        drop((
+            self.snap_lock.take(),
+            self.group_lock.take(),
+            self.prev_lock.take(),
+        ));
         if let Ok(prefix) = snapshot_prefix(&self.ns, &self.dir) {
             let logical = manifest.files.iter().map(|f| f.size).sum();
             self.ds.usage.snapshot_added(&prefix, logical);

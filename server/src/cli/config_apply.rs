@@ -129,12 +129,12 @@ pub(super) async fn open_spec(
 }
 
 /// Opens one configured datastore for an offline command (`import`, `onboard`) under a holder
-/// id of its own, so the command refuses to run while a server writes the datastore: the one
-/// named, or the only one configured.
+/// id of its own (`holder`), so the command refuses to run while a server writes the
+/// datastore: the one named, or the only one configured.
 pub(super) async fn open_offline(
     location: &super::Location,
     store: Option<&str>,
-    command: &str,
+    holder: &str,
 ) -> anyhow::Result<DatastoreEntry> {
     let (config, data_dir) = location.resolve()?;
     let specs = datastore_specs(&config, &data_dir)?;
@@ -146,12 +146,7 @@ pub(super) async fn open_offline(
         None if specs.len() == 1 => &specs[0],
         None => anyhow::bail!("several datastores are configured; choose one with --store"),
     };
-    let holder = format!(
-        "{command}-{}@{}",
-        std::process::id(),
-        super::serve::hostname()
-    );
-    open_spec(spec, &holder).await
+    open_spec(spec, holder).await
 }
 
 /// The configuration in force in a running server, and the one way to change it.

@@ -101,8 +101,12 @@ async fn import_cli(args: &ImportArgs) -> anyhow::Result<ImportSummary> {
         data_dir: args.data_dir.clone(),
     };
     let source = open_source(&args.from)?;
-    let entry =
-        super::config_apply::open_offline(&location, args.store.as_deref(), "import").await?;
+    let entry = super::config_apply::open_offline(
+        &location,
+        args.store.as_deref(),
+        &super::serve::offline_holder("import"),
+    )
+    .await?;
     let target = entry.store;
     tracing::info!(
         "importing {} into datastore '{}'",

@@ -128,8 +128,12 @@ async fn onboard(args: &OnboardArgs) -> anyhow::Result<Vec<StoreOnboarded>> {
         config: args.config.clone(),
         data_dir: args.data_dir.clone(),
     };
-    let entry =
-        super::config_apply::open_offline(&location, args.store.as_deref(), "onboard").await?;
+    let entry = super::config_apply::open_offline(
+        &location,
+        args.store.as_deref(),
+        &super::serve::offline_holder("onboard"),
+    )
+    .await?;
     let target = entry.store;
     let mut results = Vec::new();
     let mut failure = None;

@@ -181,6 +181,12 @@ pub(super) fn hostname() -> String {
         .unwrap_or_else(|| "unknown-host".to_string())
 }
 
+/// The writer-lease holder of an offline command (`import-<pid>@<host>`): refused while a
+/// server holds the datastore, and the other way round.
+pub(super) fn offline_holder(command: &str) -> String {
+    format!("{command}-{}@{}", std::process::id(), hostname())
+}
+
 /// A random id kept in `<data-dir>/instance-id`.
 fn instance_id(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("instance-id");

@@ -21,6 +21,9 @@ use crate::sync::{Direction, RemoteSpec, SyncParams};
 
 pub use scheduler::Jobs;
 
+/// Auth id PBS uses for scheduled runs (and the default owner of what a pull job writes).
+pub const SCHEDULER_AUTHID: &str = "root@pam";
+
 /// Errors of the jobs layer.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -240,10 +243,10 @@ pub fn specs_from_config(config: &Config) -> Result<Vec<JobSpec>, JobError> {
                 filters,
                 remove_vanished: job.remove_vanished,
                 transfer_last: job.transfer_last,
-                owner: job.owner.as_ref().map_or_else(
-                    || runner::SCHEDULER_AUTHID.to_string(),
-                    |o| o.get_ref().clone(),
-                ),
+                owner: job
+                    .owner
+                    .as_ref()
+                    .map_or_else(|| SCHEDULER_AUTHID.to_string(), |o| o.get_ref().clone()),
                 verified_only: job.verified_only,
                 encrypted_only: job.encrypted_only,
                 rate_in: rate(&job.rate_in)?,

@@ -8,14 +8,12 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+pub use super::SCHEDULER_AUTHID;
 use super::{prune_job, JobBody, JobError, JobSpec, JobType, VerifyParams};
 use crate::datastore::{Datastore, JobRecord};
 use crate::state::AppState;
 use crate::sync::Direction;
 use crate::tasks::TaskLog;
-
-/// Auth id PBS uses for scheduled runs.
-pub const SCHEDULER_AUTHID: &str = "root@pam";
 
 fn now() -> i64 {
     std::time::SystemTime::now()

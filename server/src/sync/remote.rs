@@ -20,7 +20,7 @@ use tokio_rustls::TlsConnector;
 
 use super::rate::{RateLimiter, Throttled};
 use super::reader::RemoteReader;
-use super::session::{with_query, H2Session};
+use super::session::{error_text, with_query, H2Session};
 use super::writer::RemoteWriter;
 use super::SyncError;
 use crate::format::names::{BackupDir, BackupNamespace};
@@ -328,14 +328,6 @@ impl RemoteClient {
             message: message.into(),
         }
     }
-}
-
-/// PBS error bodies are `{"message": …}` or plain text.
-pub(super) fn error_text(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v["message"].as_str().map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string())
 }
 
 /// The snapshot parameters of a session upgrade.

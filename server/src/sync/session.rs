@@ -9,7 +9,6 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use super::remote::error_text;
 use super::SyncError;
 
 /// Flow-control windows like the stock client's (corpus: INITIAL_WINDOW_SIZE 2147483646 and
@@ -137,4 +136,12 @@ pub(super) fn with_query(path: &str, query: &[(&str, String)]) -> String {
         .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())))
         .finish();
     format!("{path}?{encoded}")
+}
+
+/// PBS error bodies are `{"message": …}` or plain text.
+pub(super) fn error_text(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string())
 }

@@ -104,6 +104,30 @@ async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
         .unwrap_or_else(|e| panic!("no '{css}' on the page: {e}"))
 }
 
+/// Waits until an element matching `css` shows `expected`; the element is found anew each
+/// time, so a page that is being replaced (after a form submit) cannot hand back its old one.
+async fn wait_for_text(c: &Client, css: &str, expected: &str) {
+    let mut last = String::new();
+    let found = tokio::time::timeout(WAIT, async {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tick.tick().await;
+            if let Ok(element) = c.find(Locator::Css(css)).await {
+                match element.text().await {
+                    Ok(text) if text == expected => return,
+                    Ok(text) => last = text,
+                    Err(_) => {}
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        found.is_ok(),
+        "'{css}' never showed {expected:?} (last: {last:?})"
+    );
+}
+
 async fn login(c: &Client, base: &str, user: &str, password: &str) {
     c.goto(&format!("{base}/")).await.unwrap();
     wait_for(c, "#username")
@@ -373,8 +397,7 @@ async fn console_in_headless_chromium() {
     let summary = simulate_keep_last_1(&c, &scratch).await;
     assert_eq!(summary, "1 of 2 snapshots would be removed.");
     wait_for(&c, "#run-prune").await.click().await.unwrap();
-    let summary = wait_for(&c, "#prune-summary").await.text().await.unwrap();
-    assert_eq!(summary, "1 of 2 snapshots removed.");
+    wait_for_text(&c, "#prune-summary", "1 of 2 snapshots removed.").await;
     c.goto(&scratch).await.unwrap();
     wait_for(&c, "table.snapshots a.snapshot").await;
     let left = c

@@ -301,6 +301,17 @@ async fn pull_maps_namespaces_fetches_only_missing_chunks_and_removes_vanished()
     forget(&a_admin, "prod", "web", T0).await;
     forget(&a_admin, "prod", "web", T0 + 3600).await;
     forget(&a_admin, "prod", "locked", T0).await;
+    // A note added on A to the newest snapshot B already has follows with the re-check.
+    a_admin
+        .put(
+            "admin/datastore/store1/notes",
+            Some(
+                &json!({ "ns": "prod", "backup-type": "host", "backup-id": "web",
+                "backup-time": T0 + 7200, "notes": "pulled note: a&b" }),
+            ),
+        )
+        .await
+        .unwrap();
     a_admin
         .delete(
             "admin/datastore/store1/namespace",
@@ -315,6 +326,12 @@ async fn pull_maps_namespaces_fetches_only_missing_chunks_and_removes_vanished()
         times(&web),
         [T0, T0 + 7200],
         "protected T0 kept, T0+1h removed"
+    );
+    assert_eq!(web[1]["comment"], "pulled note: a&b", "{web:?}");
+    assert!(
+        log.iter()
+            .any(|l| l.ends_with("T02:00:00Z: notes and verify state updated from the remote")),
+        "{log:#?}"
     );
     assert_eq!(
         times(&snapshots(&b_admin, "store1", Some("mirror"), "locked").await),

@@ -511,14 +511,34 @@ impl Puller {
             .await?;
         if remote == local {
             say(format!("{}: no data changes", dir.time_string()));
-        } else {
-            // Notes or the verify state changed there; the local copy keeps its own.
+            add(&self.counters.snapshots_unchanged, 1);
+            return Ok(());
+        }
+        let parse = |raw: &[u8], side: &str| {
+            Manifest::from_blob(raw).map_err(|source| SyncError::Format {
+                object: format!("{side} manifest of {}", dir.path()),
+                source,
+            })
+        };
+        let (remote, local) = (parse(&remote, "remote")?, parse(&local, "local")?);
+        if remote.files != local.files {
+            // The same snapshot with other files: never overwritten, left for a human.
             say(format!(
-                "{}: manifest changed on the remote (notes or verify state); the local copy is kept",
+                "{}: the remote's files differ from the local copy; the local copy is kept",
                 dir.time_string()
             ));
+            return Ok(());
         }
-        add(&self.counters.snapshots_unchanged, 1);
+        // Notes or the verify state changed there: the unprotected part (outside the
+        // signature) follows the remote, as PBS's re-sync does.
+        self.ds
+            .tree()
+            .update_manifest(local_ns, dir, |m| m.unprotected = remote.unprotected)
+            .await?;
+        say(format!(
+            "{}: notes and verify state updated from the remote",
+            dir.time_string()
+        ));
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 pub mod bed;
 pub mod moves;
 pub mod s3;
+pub mod sync;
 
 #[allow(unused_imports)] // only the S3 tests use it
 pub use s3::*;

@@ -1,5 +1,5 @@
-//! Sync jobs between two instances of our server (issue 18), over the PBS protocol as their
-//! `[[sync_job]]`s say. Pull: server B pulls from server A.
+//! Pull sync jobs between two instances of our server (issue 18), over the PBS protocol as
+//! their `[[sync_job]]`s say: server B pulls from server A.
 //!
 //! * namespaces mapped (`prod` → `mirror`, `prod/child` → `mirror/child`), a group filter, the
 //!   job's owner on the pulled groups, restores on B byte-identical to the data backed up on A;
@@ -10,104 +10,20 @@
 //! * a connection cut mid-job through a TCP proxy: the job fails, the next run completes and
 //!   downloads exactly the chunks the first run did not store;
 //! * the rate limit (applied to the socket reads): a limited run takes at least as long as its
-//!   bytes at that rate.
-//!
-//! Push: server A pushes to server B like a pushing PBS 4.2: namespaces created on B, one
-//! backup session per snapshot that reuses B's previous snapshot (only new chunks sent, counted
-//! on both sides), the owner rule, and remove-vanished through B's REST API (protected
-//! snapshots left alone).
+//!   bytes at that rate;
+//! * selection by `transfer_last`, `verified_only` and `encrypted_only`; a scheduled run.
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
+use common::sync::*;
 use common::*;
 use pbs_cloud_e2e::fault_proxy::{Fault, FaultProxy};
-use pbs_cloud_e2e::sync_pair::{self, chunk_files, summary_chunks, with_remote, with_user};
-use pbs_cloud_e2e::{Crypt, CryptConfig, PbsClient, TestServer};
+use pbs_cloud_e2e::sync_pair::{chunk_files, with_remote};
+use pbs_cloud_e2e::{Crypt, CryptConfig};
 use serde_json::{json, Value};
-
-const SYNC_USER: &str = "sync@pbs";
-const SYNC_PASSWORD: &str = "sync-secret-1";
-const OWNER: &str = "syncer@pbs";
-/// Fixed-index chunk size of the test client's images.
-const IMAGE_CHUNK: usize = 4 << 20;
-
-/// Server A of the pull tests: a read-only sync user.
-async fn source() -> (TestServer, PbsClient) {
-    with_user(SYNC_USER, SYNC_PASSWORD, "DatastoreReader")
-        .await
-        .expect("start pbs-cloud-server (build it with `cargo build -p pbs-cloud-server`)")
-}
-
-async fn create_ns(client: &PbsClient, name: &str, parent: Option<&str>) {
-    let mut params = json!({ "name": name });
-    if let Some(parent) = parent {
-        params["parent"] = parent.into();
-    }
-    client
-        .post("admin/datastore/store1/namespace", Some(&params))
-        .await
-        .unwrap();
-}
-
-/// Runs a sync job now and follows it to its end; (status, log, seconds).
-async fn run_job(client: &PbsClient, id: &str) -> (String, Vec<String>, f64) {
-    let run = sync_pair::run_job(client, id, Duration::from_secs(120))
-        .await
-        .unwrap_or_else(|e| panic!("sync job {id}: {e}"));
-    assert!(
-        run.upid
-            .contains(":syncjob:site\\x2da\\x3astore1\\x3astore1\\x3a"),
-        "{}",
-        run.upid
-    );
-    (run.exitstatus, run.log, run.elapsed.as_secs_f64())
-}
-
-/// Chunks A served to B's pulls since the last call.
-async fn served_since(a: &PbsClient, seen: &mut BTreeSet<String>) -> usize {
-    sync_pair::chunks_served(a, SYNC_USER, seen).await.unwrap()
-}
-
-async fn forget(client: &PbsClient, ns: &str, id: &str, time: i64) {
-    client
-        .delete(
-            "admin/datastore/store1/snapshots",
-            Some(&json!({ "ns": ns, "backup-type": "host", "backup-id": id, "backup-time": time })),
-        )
-        .await
-        .unwrap();
-}
-
-fn times(list: &[Value]) -> Vec<i64> {
-    list.iter()
-        .map(|s| s["backup-time"].as_i64().unwrap())
-        .collect()
-}
-
-async fn assert_restores(
-    client: &PbsClient,
-    ns: Option<&str>,
-    id: &str,
-    time: i64,
-    tree: Option<&Path>,
-    image: &[u8],
-) {
-    let session = reader(client, "store1", ns, id, time, None)
-        .await
-        .unwrap_or_else(|e| panic!("reader on {ns:?} host/{id}/{time}: {e}"));
-    let restored = session.restore_archive("disk.img").await.unwrap();
-    assert!(
-        restored == image,
-        "{ns:?} host/{id}/{time}: disk.img differs"
-    );
-    if let Some(tree) = tree {
-        assert_tree_restores(&session, tree).await;
-    }
-}
 
 const MIRROR_JOBS: &str = r#"
 [[sync_job]]
@@ -159,30 +75,7 @@ async fn pull_maps_namespaces_fetches_only_missing_chunks_and_removes_vanished()
     let mut seen = BTreeSet::new();
 
     // A: prod/host/web ×2, prod/host/skip (filtered out), prod/host/locked, prod/child/host/db.
-    create_ns(&a_admin, "prod", None).await;
-    create_ns(&a_admin, "child", Some("prod")).await;
-    let tree_dir = tempfile::tempdir().unwrap();
-    make_tree(tree_dir.path(), 18);
-    let mut image = random_bytes(19, 3 * IMAGE_CHUNK);
-    for (i, time) in [T0, T0 + 3600].into_iter().enumerate() {
-        let conf = format!("web {i}\n");
-        let content = Content {
-            tree: Some(tree_dir.path()),
-            image: Some(&image),
-            conf: Some(conf.as_bytes()),
-        };
-        backup(
-            &a_admin,
-            "store1",
-            Some("prod"),
-            "web",
-            time,
-            Crypt::None,
-            &content,
-        )
-        .await
-        .unwrap();
-    }
+    let (tree_dir, mut image) = prod_web_fixture(&a_admin, 18).await;
     let small = random_bytes(20, IMAGE_CHUNK / 2);
     for (ns, id) in [("prod", "skip"), ("prod", "locked"), ("prod/child", "db")] {
         let content = Content {
@@ -249,22 +142,7 @@ async fn pull_maps_namespaces_fetches_only_missing_chunks_and_removes_vanished()
 
     // Run 2 after one more snapshot on A that changes one image chunk: only it crosses.
     image[IMAGE_CHUNK + 7] ^= 0xff;
-    let content = Content {
-        tree: Some(tree_dir.path()),
-        image: Some(&image),
-        conf: Some(b"web 1\n"),
-    };
-    backup(
-        &a_admin,
-        "store1",
-        Some("prod"),
-        "web",
-        T0 + 7200,
-        Crypt::None,
-        &content,
-    )
-    .await
-    .unwrap();
+    backup_web(&a_admin, tree_dir.path(), &image, T0 + 7200).await;
     let (status, log, _) = run_job(&b_admin, "mirror").await;
     assert_eq!(status, "OK", "{log:#?}");
     assert!(
@@ -471,308 +349,6 @@ async fn pull_resumes_after_a_cut_without_fetching_stored_chunks_and_keeps_its_r
         "pull after cut: {stored_after_cut} chunks stored by run 1, {fetched} fetched by run 2 \
          in {seconds:.2} s (limit floor {floor:.2} s)"
     );
-}
-
-const PUSH_USER: &str = "pusher@pbs";
-const PUSH_PASSWORD: &str = "push-secret-1";
-
-const PUSH_JOB: &str = r#"
-[[sync_job]]
-id = "offsite"
-direction = "push"
-store = "store1"
-ns = "prod"
-remote = "site-a"
-remote_store = "store1"
-remote_ns = "offsite"
-schedule = "2099-01-01"
-remove_vanished = true
-worker_threads = 2
-"#;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn push_creates_namespaces_sends_only_new_chunks_keeps_owners_and_removes_vanished() {
-    // B is the push target with a user that may back up and remove; A pushes its prod/ to B's
-    // offsite/.
-    let (b, b_admin) = with_user(PUSH_USER, PUSH_PASSWORD, "DatastoreAdmin")
-        .await
-        .unwrap();
-    let secrets = tempfile::tempdir().unwrap();
-    let (_a, a_admin) = with_remote(
-        &b,
-        b.port(),
-        (PUSH_USER, PUSH_PASSWORD),
-        secrets.path(),
-        PUSH_JOB,
-    )
-    .await
-    .unwrap();
-
-    create_ns(&a_admin, "prod", None).await;
-    create_ns(&a_admin, "child", Some("prod")).await;
-    let tree_dir = tempfile::tempdir().unwrap();
-    make_tree(tree_dir.path(), 41);
-    let mut image = random_bytes(42, 3 * IMAGE_CHUNK);
-    let first_image = image.clone();
-    for (i, time) in [T0, T0 + 3600].into_iter().enumerate() {
-        let conf = format!("web {i}\n");
-        let content = Content {
-            tree: Some(tree_dir.path()),
-            image: Some(&image),
-            conf: Some(conf.as_bytes()),
-        };
-        backup(
-            &a_admin,
-            "store1",
-            Some("prod"),
-            "web",
-            time,
-            Crypt::None,
-            &content,
-        )
-        .await
-        .unwrap();
-    }
-    let small = random_bytes(43, IMAGE_CHUNK / 2);
-    for (ns, id) in [("prod", "foreign"), ("prod/child", "db")] {
-        let content = Content {
-            tree: None,
-            image: Some(&small),
-            conf: Some(id.as_bytes()),
-        };
-        backup(&a_admin, "store1", Some(ns), id, T0, Crypt::None, &content)
-            .await
-            .unwrap();
-    }
-    // On B, offsite/host/foreign already belongs to B's admin: the owner rule keeps it.
-    create_ns(&b_admin, "offsite", None).await;
-    let theirs = random_bytes(44, IMAGE_CHUNK / 4);
-    let content = Content {
-        tree: None,
-        image: Some(&theirs),
-        conf: Some(b"theirs"),
-    };
-    backup(
-        &b_admin,
-        "store1",
-        Some("offsite"),
-        "foreign",
-        T0 + 60,
-        Crypt::None,
-        &content,
-    )
-    .await
-    .unwrap();
-    let before = chunk_files(&b);
-
-    // Run 1: everything but host/foreign reaches B; the run reports that group's refusal.
-    let (status, log, _) = run_job(&a_admin, "offsite").await;
-    assert_ne!(status, "OK", "the owner refusal fails the run: {log:#?}");
-    assert!(
-        log.iter()
-            .any(|l| l.contains("[host/foreign]: sync group failed - owner check failed")),
-        "{log:#?}"
-    );
-    assert!(
-        log.iter()
-            .any(|l| l.ends_with("created remote namespace 'offsite/child'")),
-        "{log:#?}"
-    );
-    let web = snapshots(&b_admin, "store1", Some("offsite"), "web").await;
-    assert_eq!(times(&web), [T0, T0 + 3600]);
-    assert!(web.iter().all(|s| s["owner"] == PUSH_USER), "{web:?}");
-    let foreign = snapshots(&b_admin, "store1", Some("offsite"), "foreign").await;
-    assert_eq!(times(&foreign), [T0 + 60], "B's own group untouched");
-    assert_restores(
-        &b_admin,
-        Some("offsite"),
-        "web",
-        T0 + 3600,
-        Some(tree_dir.path()),
-        &image,
-    )
-    .await;
-    assert_restores(&b_admin, Some("offsite/child"), "db", T0, None, &small).await;
-    let first = summary_chunks(&log).unwrap();
-    let stored = chunk_files(&b);
-    assert_eq!(
-        first,
-        stored - before,
-        "run 1: chunks A sent vs new chunk files on B"
-    );
-
-    // Run 2 after one more snapshot with one changed image chunk: only that chunk is sent,
-    // the rest is referenced from B's previous snapshot.
-    image[2 * IMAGE_CHUNK + 5] ^= 0xff;
-    let content = Content {
-        tree: Some(tree_dir.path()),
-        image: Some(&image),
-        conf: Some(b"web 1\n"),
-    };
-    backup(
-        &a_admin,
-        "store1",
-        Some("prod"),
-        "web",
-        T0 + 7200,
-        Crypt::None,
-        &content,
-    )
-    .await
-    .unwrap();
-    let (_, log, _) = run_job(&a_admin, "offsite").await;
-    let second = summary_chunks(&log).unwrap();
-    assert_eq!(
-        second,
-        chunk_files(&b) - stored,
-        "run 2: sent vs stored on B"
-    );
-    assert_eq!(second, 1, "one changed image chunk: {log:#?}");
-    assert_restores(
-        &b_admin,
-        Some("offsite"),
-        "web",
-        T0 + 7200,
-        Some(tree_dir.path()),
-        &image,
-    )
-    .await;
-    println!("push: run 1 sent {first} chunks, run 2 (one chunk changed) {second}");
-
-    // Run 3 with snapshots and a namespace gone on A: B's protected T0 stays (no request),
-    // T0+1h and offsite/child go.
-    let prot = json!({ "ns": "offsite", "backup-type": "host", "backup-id": "web",
-        "backup-time": T0, "protected": "1" });
-    b_admin
-        .call_form_body(http::Method::PUT, "admin/datastore/store1/protected", &prot)
-        .await
-        .unwrap();
-    forget(&a_admin, "prod", "web", T0).await;
-    forget(&a_admin, "prod", "web", T0 + 3600).await;
-    a_admin
-        .delete(
-            "admin/datastore/store1/namespace",
-            Some(&json!({ "ns": "prod/child", "delete-groups": true })),
-        )
-        .await
-        .unwrap();
-    let (_, log, _) = run_job(&a_admin, "offsite").await;
-    for needle in [
-        "[host/web]: Kept protected snapshot host/web/2026-01-01T00:00:00Z",
-        "[host/web]: delete vanished snapshot host/web/2026-01-01T01:00:00Z",
-        "delete vanished namespace 'offsite/child'",
-    ] {
-        assert!(
-            log.iter().any(|l| l.contains(needle)),
-            "missing {needle:?} in {log:#?}"
-        );
-    }
-    let web = snapshots(&b_admin, "store1", Some("offsite"), "web").await;
-    assert_eq!(times(&web), [T0, T0 + 7200]);
-    assert_restores(
-        &b_admin,
-        Some("offsite"),
-        "web",
-        T0,
-        Some(tree_dir.path()),
-        &first_image,
-    )
-    .await;
-    let namespaces = b_admin
-        .get("admin/datastore/store1/namespace", None)
-        .await
-        .unwrap();
-    assert!(
-        !namespaces.to_string().contains("offsite/child"),
-        "{namespaces}"
-    );
-    assert_eq!(
-        times(&snapshots(&b_admin, "store1", Some("offsite"), "foreign").await),
-        [T0 + 60],
-        "B's own group is never removed"
-    );
-}
-
-/// The JSON document a command printed last (its summary), after its progress lines.
-fn last_json(stdout: &str) -> Value {
-    let start = stdout
-        .rfind("\n[")
-        .map(|i| i + 1)
-        .or_else(|| stdout.starts_with('[').then_some(0))
-        .unwrap_or_else(|| panic!("no JSON summary in {stdout}"));
-    serde_json::from_str(&stdout[start..]).unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn onboard_brings_every_namespace_under_one_owner_and_resumes() {
-    let (a, a_admin) = source().await;
-    create_ns(&a_admin, "prod", None).await;
-    create_ns(&a_admin, "child", Some("prod")).await;
-    let image = random_bytes(61, 2 * IMAGE_CHUNK);
-    for (ns, id, time) in [
-        (None, "root-group", T0),
-        (Some("prod"), "web", T0),
-        (Some("prod"), "web", T0 + 3600),
-        (Some("prod/child"), "db", T0),
-    ] {
-        let content = Content {
-            tree: None,
-            image: Some(&image),
-            conf: Some(id.as_bytes()),
-        };
-        backup(&a_admin, "store1", ns, id, time, Crypt::None, &content)
-            .await
-            .unwrap();
-    }
-    let secrets = tempfile::tempdir().unwrap();
-    let secret = secrets.path().join("customer.secret");
-    std::fs::write(&secret, format!("{SYNC_PASSWORD}\n")).unwrap();
-
-    // The target runs the command while it is stopped, then serves what came over.
-    let mut b = TestServer::prepare().unwrap();
-    let from = format!("127.0.0.1:{}", a.port());
-    let secret_path = secret.display().to_string();
-    let args = [
-        "onboard",
-        "--from",
-        &from,
-        "--auth-id",
-        SYNC_USER,
-        "--fingerprint",
-        &a.fingerprint,
-        "--secret-file",
-        &secret_path,
-        "--owner",
-        "tina@pbs",
-    ];
-    let first = b.manage(&args, "").expect("onboard");
-    assert!(
-        first.contains("onboarding datastore 'store1' of 127.0.0.1:"),
-        "{first}"
-    );
-    let summary = last_json(&first);
-    assert_eq!(summary[0]["remote-store"], "store1", "{summary}");
-    assert_eq!(summary[0]["namespaces"], 3, "{summary}");
-    assert_eq!(summary[0]["snapshots-pulled"], 4, "{summary}");
-    assert_eq!(summary[0]["errors"], 0, "{summary}");
-
-    // Again: nothing left to fetch.
-    let again = last_json(&b.manage(&args, "").expect("onboard again"));
-    assert_eq!(again[0]["chunks-pulled"], 0, "{again}");
-    assert_eq!(again[0]["snapshots-pulled"], 0, "{again}");
-
-    b.launch().await.unwrap();
-    let b_admin = b.admin_client().await.unwrap();
-    for (ns, id, count) in [
-        (None, "root-group", 1),
-        (Some("prod"), "web", 2),
-        (Some("prod/child"), "db", 1),
-    ] {
-        let list = snapshots(&b_admin, "store1", ns, id).await;
-        assert_eq!(list.len(), count, "{ns:?} {id}: {list:?}");
-        assert!(list.iter().all(|s| s["owner"] == "tina@pbs"), "{list:?}");
-    }
-    assert_restores(&b_admin, Some("prod"), "web", T0 + 3600, None, &image).await;
 }
 
 const FILTER_JOBS: &str = r#"

@@ -1,0 +1,194 @@
+//! Push sync jobs between two instances of our server (issue 18): server A pushes to server B
+//! like a pushing PBS 4.2: namespaces created on B, one backup session per snapshot that reuses
+//! B's previous snapshot (only new chunks sent, counted on both sides), the owner rule, and
+//! remove-vanished through B's REST API (protected snapshots left alone).
+
+mod common;
+
+use common::sync::*;
+use common::*;
+use pbs_cloud_e2e::sync_pair::{chunk_files, summary_chunks, with_remote, with_user};
+use pbs_cloud_e2e::Crypt;
+use serde_json::json;
+
+const PUSH_USER: &str = "pusher@pbs";
+const PUSH_PASSWORD: &str = "push-secret-1";
+
+const PUSH_JOB: &str = r#"
+[[sync_job]]
+id = "offsite"
+direction = "push"
+store = "store1"
+ns = "prod"
+remote = "site-a"
+remote_store = "store1"
+remote_ns = "offsite"
+schedule = "2099-01-01"
+remove_vanished = true
+worker_threads = 2
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_creates_namespaces_sends_only_new_chunks_keeps_owners_and_removes_vanished() {
+    // B is the push target with a user that may back up and remove; A pushes its prod/ to B's
+    // offsite/.
+    let (b, b_admin) = with_user(PUSH_USER, PUSH_PASSWORD, "DatastoreAdmin")
+        .await
+        .unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let (_a, a_admin) = with_remote(
+        &b,
+        b.port(),
+        (PUSH_USER, PUSH_PASSWORD),
+        secrets.path(),
+        PUSH_JOB,
+    )
+    .await
+    .unwrap();
+
+    let (tree_dir, mut image) = prod_web_fixture(&a_admin, 41).await;
+    let first_image = image.clone();
+    let small = random_bytes(43, IMAGE_CHUNK / 2);
+    for (ns, id) in [("prod", "foreign"), ("prod/child", "db")] {
+        let content = Content {
+            tree: None,
+            image: Some(&small),
+            conf: Some(id.as_bytes()),
+        };
+        backup(&a_admin, "store1", Some(ns), id, T0, Crypt::None, &content)
+            .await
+            .unwrap();
+    }
+    // On B, offsite/host/foreign already belongs to B's admin: the owner rule keeps it.
+    create_ns(&b_admin, "offsite", None).await;
+    let theirs = random_bytes(44, IMAGE_CHUNK / 4);
+    let content = Content {
+        tree: None,
+        image: Some(&theirs),
+        conf: Some(b"theirs"),
+    };
+    backup(
+        &b_admin,
+        "store1",
+        Some("offsite"),
+        "foreign",
+        T0 + 60,
+        Crypt::None,
+        &content,
+    )
+    .await
+    .unwrap();
+    let before = chunk_files(&b);
+
+    // Run 1: everything but host/foreign reaches B; the run reports that group's refusal.
+    let (status, log, _) = run_job(&a_admin, "offsite").await;
+    assert_ne!(status, "OK", "the owner refusal fails the run: {log:#?}");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("[host/foreign]: sync group failed - owner check failed")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.ends_with("created remote namespace 'offsite/child'")),
+        "{log:#?}"
+    );
+    let web = snapshots(&b_admin, "store1", Some("offsite"), "web").await;
+    assert_eq!(times(&web), [T0, T0 + 3600]);
+    assert!(web.iter().all(|s| s["owner"] == PUSH_USER), "{web:?}");
+    let foreign = snapshots(&b_admin, "store1", Some("offsite"), "foreign").await;
+    assert_eq!(times(&foreign), [T0 + 60], "B's own group untouched");
+    assert_restores(
+        &b_admin,
+        Some("offsite"),
+        "web",
+        T0 + 3600,
+        Some(tree_dir.path()),
+        &image,
+    )
+    .await;
+    assert_restores(&b_admin, Some("offsite/child"), "db", T0, None, &small).await;
+    let first = summary_chunks(&log).unwrap();
+    let stored = chunk_files(&b);
+    assert_eq!(
+        first,
+        stored - before,
+        "run 1: chunks A sent vs new chunk files on B"
+    );
+
+    // Run 2 after one more snapshot with one changed image chunk: only that chunk is sent,
+    // the rest is referenced from B's previous snapshot.
+    image[2 * IMAGE_CHUNK + 5] ^= 0xff;
+    backup_web(&a_admin, tree_dir.path(), &image, T0 + 7200).await;
+    let (_, log, _) = run_job(&a_admin, "offsite").await;
+    let second = summary_chunks(&log).unwrap();
+    assert_eq!(
+        second,
+        chunk_files(&b) - stored,
+        "run 2: sent vs stored on B"
+    );
+    assert_eq!(second, 1, "one changed image chunk: {log:#?}");
+    assert_restores(
+        &b_admin,
+        Some("offsite"),
+        "web",
+        T0 + 7200,
+        Some(tree_dir.path()),
+        &image,
+    )
+    .await;
+    println!("push: run 1 sent {first} chunks, run 2 (one chunk changed) {second}");
+
+    // Run 3 with snapshots and a namespace gone on A: B's protected T0 stays (no request),
+    // T0+1h and offsite/child go.
+    let prot = json!({ "ns": "offsite", "backup-type": "host", "backup-id": "web",
+        "backup-time": T0, "protected": "1" });
+    b_admin
+        .call_form_body(http::Method::PUT, "admin/datastore/store1/protected", &prot)
+        .await
+        .unwrap();
+    forget(&a_admin, "prod", "web", T0).await;
+    forget(&a_admin, "prod", "web", T0 + 3600).await;
+    a_admin
+        .delete(
+            "admin/datastore/store1/namespace",
+            Some(&json!({ "ns": "prod/child", "delete-groups": true })),
+        )
+        .await
+        .unwrap();
+    let (_, log, _) = run_job(&a_admin, "offsite").await;
+    for needle in [
+        "[host/web]: Kept protected snapshot host/web/2026-01-01T00:00:00Z",
+        "[host/web]: delete vanished snapshot host/web/2026-01-01T01:00:00Z",
+        "delete vanished namespace 'offsite/child'",
+    ] {
+        assert!(
+            log.iter().any(|l| l.contains(needle)),
+            "missing {needle:?} in {log:#?}"
+        );
+    }
+    let web = snapshots(&b_admin, "store1", Some("offsite"), "web").await;
+    assert_eq!(times(&web), [T0, T0 + 7200]);
+    assert_restores(
+        &b_admin,
+        Some("offsite"),
+        "web",
+        T0,
+        Some(tree_dir.path()),
+        &first_image,
+    )
+    .await;
+    let namespaces = b_admin
+        .get("admin/datastore/store1/namespace", None)
+        .await
+        .unwrap();
+    assert!(
+        !namespaces.to_string().contains("offsite/child"),
+        "{namespaces}"
+    );
+    assert_eq!(
+        times(&snapshots(&b_admin, "store1", Some("offsite"), "foreign").await),
+        [T0 + 60],
+        "B's own group is never removed"
+    );
+}

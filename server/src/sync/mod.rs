@@ -9,6 +9,7 @@
 //!
 //! [`BackupLease`]: crate::datastore::BackupLease
 
+mod job;
 pub mod pull;
 pub mod push;
 mod rate;
@@ -17,6 +18,7 @@ mod remote;
 mod session;
 mod writer;
 
+pub use job::{AbortCheck, LogSink};
 pub use pull::PullSummary;
 pub use push::PushSummary;
 pub use rate::{RateLimiter, Throttled};

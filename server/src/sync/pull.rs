@@ -18,7 +18,7 @@
 //!   retention-locked snapshots stay, and so do their groups and namespaces.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,13 +27,17 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::job::{
+    add, check_abort, get, group_query, log_summary, ns_query, parse_group, parse_namespaces,
+    progress, rate, remap, store_path, AbortCheck, LogSink,
+};
 use super::{RemoteClient, RemoteReader, SyncError, SyncParams};
 use crate::datastore::{BackupLease, Datastore, DatastoreError};
 use crate::format::blob::check_uploaded_chunk;
 use crate::format::group_filter::group_selected;
 use crate::format::index::{index_kind_of, AnyIndex};
 use crate::format::manifest::{CryptMode, Manifest};
-use crate::format::names::{BackupDir, BackupGroup, BackupNamespace, BackupType};
+use crate::format::names::{BackupDir, BackupGroup, BackupNamespace};
 use crate::format::{digest_to_hex, human_bytes, sha256, Digest};
 
 /// Chunks downloaded at the same time within one archive.
@@ -80,19 +84,6 @@ struct Counters {
     kept_snapshots: AtomicU64,
 }
 
-fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
-}
-
-fn get(counter: &AtomicU64) -> u64 {
-    counter.load(Ordering::Relaxed)
-}
-
-/// A task-log line sink and the stop request of the running task (owned: the job's futures
-/// run concurrently and must not borrow from the caller).
-pub type LogSink = Arc<dyn Fn(String) + Send + Sync>;
-pub type AbortCheck = Arc<dyn Fn() -> bool + Send + Sync>;
-
 /// Runs the pull job once. Errors of single groups and namespaces are logged and counted in
 /// [`PullSummary::errors`]; an error that stops the whole run (login, listing) is returned.
 pub async fn run(
@@ -123,9 +114,9 @@ pub async fn run(
     let mut summary = PullSummary::default();
     let mut local_namespaces = BTreeSet::new();
     for remote_ns in &remote_namespaces {
-        job.check_abort()?;
+        check_abort(&job.aborted)?;
         log("----".to_string());
-        let local_ns = job.map_namespace(remote_ns)?;
+        let local_ns = remap(remote_ns, &params.remote_ns, &params.ns)?;
         log(format!(
             "Syncing datastore '{}', namespace '{}' into datastore '{}', namespace '{}'",
             params.remote_store,
@@ -164,23 +155,19 @@ pub async fn run(
     summary.removed_groups = get(&c.removed_groups);
     summary.removed_namespaces = get(&c.removed_namespaces);
     summary.kept_snapshots = get(&c.kept_snapshots);
-    log(format!(
-        "Summary: sync job pulled {} in {} chunks (average rate: {}/s)",
-        human_bytes(summary.bytes_pulled, 2),
-        summary.chunks_pulled,
-        human_bytes(rate(summary.bytes_pulled, started), 2)
-    ));
-    if params.remove_vanished {
-        log(format!(
-            "Summary: removed vanished: snapshots: {}, groups: {}, namespaces: {}",
-            summary.removed_snapshots, summary.removed_groups, summary.removed_namespaces
-        ));
-    }
+    let removed = (
+        summary.removed_snapshots,
+        summary.removed_groups,
+        summary.removed_namespaces,
+    );
+    log_summary(
+        &log,
+        "pulled",
+        (summary.bytes_pulled, summary.chunks_pulled),
+        started,
+        params.remove_vanished.then_some(removed),
+    );
     Ok(summary)
-}
-
-fn rate(bytes: u64, since: Instant) -> u64 {
-    (bytes as f64 / since.elapsed().as_secs_f64().max(1e-3)) as u64
 }
 
 /// One remote snapshot as the remote lists it.
@@ -202,27 +189,6 @@ struct Puller {
 }
 
 impl Puller {
-    fn check_abort(&self) -> Result<(), SyncError> {
-        match (self.aborted)() {
-            true => Err(SyncError::Aborted),
-            false => Ok(()),
-        }
-    }
-
-    fn store_path(&self, what: &str) -> String {
-        format!(
-            "/api2/json/admin/datastore/{}/{what}",
-            self.params.remote_store
-        )
-    }
-
-    fn ns_query(ns: &BackupNamespace) -> Vec<(&'static str, String)> {
-        match ns.is_root() {
-            true => Vec::new(),
-            false => vec![("ns", ns.display_path())],
-        }
-    }
-
     /// The remote namespaces to pull, parents before children.
     async fn remote_namespaces(&self) -> Result<Vec<BackupNamespace>, SyncError> {
         let p = &self.params;
@@ -235,36 +201,19 @@ impl Puller {
         }
         let listed = self
             .client
-            .get_json(&self.store_path("namespace"), &query)
+            .get_json(&store_path(&self.params.remote_store, "namespace"), &query)
             .await?;
-        let mut out = Vec::new();
-        for item in listed.as_array().into_iter().flatten() {
-            let text = item["ns"].as_str().unwrap_or_default();
-            let ns = BackupNamespace::parse(text).map_err(|source| SyncError::Format {
-                object: format!("remote namespace '{text}'"),
-                source,
-            })?;
-            let depth = ns.depth().saturating_sub(p.remote_ns.depth());
-            let below = ns.components().starts_with(p.remote_ns.components());
-            if below && p.max_depth.is_none_or(|max| depth <= max) {
-                out.push(ns);
-            }
-        }
+        let mut out: Vec<BackupNamespace> = parse_namespaces(&listed)?
+            .into_iter()
+            .filter(|ns| {
+                let depth = ns.depth().saturating_sub(p.remote_ns.depth());
+                ns.components().starts_with(p.remote_ns.components())
+                    && p.max_depth.is_none_or(|max| depth <= max)
+            })
+            .collect();
         out.sort_by(|a, b| a.components().cmp(b.components()));
         out.dedup();
         Ok(out)
-    }
-
-    /// The local namespace a remote one maps to: the part below `remote_ns` appended to `ns`.
-    fn map_namespace(&self, remote_ns: &BackupNamespace) -> Result<BackupNamespace, SyncError> {
-        let mut local = self.params.ns.clone();
-        for name in &remote_ns.components()[self.params.remote_ns.depth()..] {
-            local = local.child(name).map_err(|source| SyncError::Format {
-                object: format!("namespace mapped from '{}'", remote_ns.display_path()),
-                source,
-            })?;
-        }
-        Ok(local)
     }
 
     /// Creates `ns` and any missing parent.
@@ -297,7 +246,10 @@ impl Puller {
         self.ensure_namespace(local_ns).await?;
         let listed = self
             .client
-            .get_json(&self.store_path("groups"), &Self::ns_query(remote_ns))
+            .get_json(
+                &store_path(&self.params.remote_store, "groups"),
+                &ns_query(remote_ns),
+            )
             .await?;
         let mut remote_groups = BTreeSet::new();
         for item in listed.as_array().into_iter().flatten() {
@@ -367,12 +319,10 @@ impl Puller {
         remote_ns: &BackupNamespace,
         group: &BackupGroup,
     ) -> Result<Vec<RemoteSnapshot>, SyncError> {
-        let mut query = Self::ns_query(remote_ns);
-        query.push(("backup-type", group.ty.as_str().to_string()));
-        query.push(("backup-id", group.id.clone()));
+        let query = group_query(remote_ns, group);
         let listed = self
             .client
-            .get_json(&self.store_path("snapshots"), &query)
+            .get_json(&store_path(&self.params.remote_store, "snapshots"), &query)
             .await?;
         let mut out = Vec::new();
         for item in listed.as_array().into_iter().flatten() {
@@ -438,7 +388,7 @@ impl Puller {
             .map_or(0, |n| candidates.len().saturating_sub(n as usize));
         let total = candidates.len();
         for (i, snap) in candidates.iter().enumerate() {
-            self.check_abort()?;
+            check_abort(&self.aborted)?;
             let time = snap.dir.time;
             if last_local.is_some_and(|last| time < last) {
                 continue;
@@ -454,12 +404,7 @@ impl Puller {
                 self.pull_snapshot(remote_ns, local_ns, &snap.dir, &say)
                     .await?;
             }
-            say(format!(
-                "percentage done: {:.2}% ({}/{} snapshots)",
-                (i + 1) as f64 * 100.0 / total as f64,
-                i + 1,
-                total
-            ));
+            say(progress(i + 1, total));
         }
         if self.params.remove_vanished {
             let on_remote: HashSet<i64> = remote.iter().map(|s| s.dir.time).collect();
@@ -582,7 +527,7 @@ impl Puller {
             )));
         }
         for file in &manifest.files {
-            self.check_abort()?;
+            check_abort(&self.aborted)?;
             let name = &file.filename;
             say(format!("{time}/{name}: sync archive"));
             let raw = reader.download(name).await?;
@@ -657,7 +602,7 @@ impl Puller {
         digest: Digest,
         size: u64,
     ) -> Result<u64, SyncError> {
-        self.check_abort()?;
+        check_abort(&self.aborted)?;
         lease.register_chunk(&digest, size);
         let chunks = self.ds.chunks();
         if chunks.is_known(&digest) || chunks.exists(&digest).await? {
@@ -752,11 +697,6 @@ impl Puller {
         }
         Ok(errors)
     }
-}
-
-fn parse_group(item: &Value) -> Option<BackupGroup> {
-    let ty: BackupType = item["backup-type"].as_str()?.parse().ok()?;
-    BackupGroup::new(ty, item["backup-id"].as_str()?).ok()
 }
 
 fn check_csum(actual: &str, listed: &str, object: &str) -> Result<(), SyncError> {

@@ -15,7 +15,7 @@
 //!   refuses what its retention locks hold.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,13 +24,17 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::json;
 
+use super::job::{
+    add, check_abort, get, group_query, log_summary, ns_query, parse_group, parse_namespaces,
+    progress, rate, remap, store_path, AbortCheck, LogSink,
+};
 use super::writer::{index_digests, IndexWriter};
 use super::{RemoteClient, RemoteWriter, SyncError, SyncParams};
 use crate::datastore::{Datastore, ReaderLease};
 use crate::format::group_filter::group_selected;
 use crate::format::index::{index_kind_of, AnyIndex};
 use crate::format::manifest::{CryptMode, Manifest};
-use crate::format::names::{BackupDir, BackupGroup, BackupNamespace, BackupType};
+use crate::format::names::{BackupDir, BackupGroup, BackupNamespace};
 use crate::format::{human_bytes, Digest};
 
 /// Chunks sent at the same time within one archive.
@@ -70,16 +74,6 @@ struct Counters {
     removed_namespaces: AtomicU64,
     kept_snapshots: AtomicU64,
 }
-
-fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
-}
-
-fn get(counter: &AtomicU64) -> u64 {
-    counter.load(Ordering::Relaxed)
-}
-
-use super::pull::{AbortCheck, LogSink};
 
 /// A remote group as the remote lists it.
 struct RemoteGroup {
@@ -130,9 +124,9 @@ pub async fn run(
     let mut remote_namespaces = job.remote_namespaces().await?;
     let mut pushed_to = BTreeSet::new();
     for local_ns in &local_namespaces {
-        job.check_abort()?;
+        check_abort(&job.aborted)?;
         log("----".to_string());
-        let remote_ns = job.map_namespace(local_ns)?;
+        let remote_ns = remap(local_ns, &job.params.ns, &job.params.remote_ns)?;
         log(format!(
             "Syncing datastore '{}', namespace '{}' into datastore '{}', namespace '{}'",
             job.ds.name(),
@@ -178,19 +172,18 @@ pub async fn run(
     summary.removed_groups = get(&c.removed_groups);
     summary.removed_namespaces = get(&c.removed_namespaces);
     summary.kept_snapshots = get(&c.kept_snapshots);
-    let seconds = started.elapsed().as_secs_f64().max(1e-3);
-    log(format!(
-        "Summary: sync job pushed {} in {} chunks (average rate: {}/s)",
-        human_bytes(summary.bytes_pushed, 2),
-        summary.chunks_pushed,
-        human_bytes((summary.bytes_pushed as f64 / seconds) as u64, 2)
-    ));
-    if job.params.remove_vanished {
-        log(format!(
-            "Summary: removed vanished: snapshots: {}, groups: {}, namespaces: {}",
-            summary.removed_snapshots, summary.removed_groups, summary.removed_namespaces
-        ));
-    }
+    let removed = (
+        summary.removed_snapshots,
+        summary.removed_groups,
+        summary.removed_namespaces,
+    );
+    log_summary(
+        &log,
+        "pushed",
+        (summary.bytes_pushed, summary.chunks_pushed),
+        started,
+        job.params.remove_vanished.then_some(removed),
+    );
     Ok(summary)
 }
 
@@ -204,55 +197,13 @@ struct Pusher {
 }
 
 impl Pusher {
-    fn check_abort(&self) -> Result<(), SyncError> {
-        match (self.aborted)() {
-            true => Err(SyncError::Aborted),
-            false => Ok(()),
-        }
-    }
-
-    fn store_path(&self, what: &str) -> String {
-        format!(
-            "/api2/json/admin/datastore/{}/{what}",
-            self.params.remote_store
-        )
-    }
-
-    fn ns_query(ns: &BackupNamespace) -> Vec<(&'static str, String)> {
-        match ns.is_root() {
-            true => Vec::new(),
-            false => vec![("ns", ns.display_path())],
-        }
-    }
-
-    /// The remote namespace a local one maps to.
-    fn map_namespace(&self, local_ns: &BackupNamespace) -> Result<BackupNamespace, SyncError> {
-        let mut remote = self.params.remote_ns.clone();
-        for name in &local_ns.components()[self.params.ns.depth()..] {
-            remote = remote.child(name).map_err(|source| SyncError::Format {
-                object: format!("remote namespace mapped from '{}'", local_ns.display_path()),
-                source,
-            })?;
-        }
-        Ok(remote)
-    }
-
     /// Every namespace of the remote store (a pusher asks without a query).
     async fn remote_namespaces(&self) -> Result<BTreeSet<BackupNamespace>, SyncError> {
         let listed = self
             .client
-            .get_json(&self.store_path("namespace"), &[])
+            .get_json(&store_path(&self.params.remote_store, "namespace"), &[])
             .await?;
-        let mut out = BTreeSet::new();
-        for item in listed.as_array().into_iter().flatten() {
-            let text = item["ns"].as_str().unwrap_or_default();
-            let ns = BackupNamespace::parse(text).map_err(|source| SyncError::Format {
-                object: format!("remote namespace '{text}'"),
-                source,
-            })?;
-            out.insert(ns);
-        }
-        Ok(out)
+        Ok(parse_namespaces(&listed)?.into_iter().collect())
     }
 
     /// Creates `ns` and its missing parents on the remote.
@@ -273,7 +224,7 @@ impl Pusher {
                     body["parent"] = current.display_path().into();
                 }
                 self.client
-                    .post_json(&self.store_path("namespace"), &body)
+                    .post_json(&store_path(&self.params.remote_store, "namespace"), &body)
                     .await?;
                 (self.log)(format!(
                     "created remote namespace '{}'",
@@ -292,20 +243,14 @@ impl Pusher {
     ) -> Result<BTreeMap<BackupGroup, RemoteGroup>, SyncError> {
         let listed = self
             .client
-            .get_json(&self.store_path("groups"), &Self::ns_query(remote_ns))
+            .get_json(
+                &store_path(&self.params.remote_store, "groups"),
+                &ns_query(remote_ns),
+            )
             .await?;
         let mut out = BTreeMap::new();
         for item in listed.as_array().into_iter().flatten() {
-            let Some(ty) = item["backup-type"]
-                .as_str()
-                .and_then(|t| t.parse::<BackupType>().ok())
-            else {
-                continue;
-            };
-            let Some(group) = item["backup-id"]
-                .as_str()
-                .and_then(|id| BackupGroup::new(ty, id).ok())
-            else {
+            let Some(group) = parse_group(item) else {
                 continue;
             };
             let owner = item["owner"].as_str().map(str::to_string);
@@ -363,10 +308,12 @@ impl Pusher {
                 {
                     continue;
                 }
-                let mut query = Self::ns_query(remote_ns);
-                query.push(("backup-type", group.ty.as_str().to_string()));
-                query.push(("backup-id", group.id.clone()));
-                match self.client.delete(&self.store_path("groups"), &query).await {
+                let query = group_query(remote_ns, group);
+                match self
+                    .client
+                    .delete(&store_path(&self.params.remote_store, "groups"), &query)
+                    .await
+                {
                     Ok(_) => {
                         (self.log)(format!("delete vanished group '{}'", group.path()));
                         add(&self.counters.removed_groups, 1);
@@ -402,12 +349,10 @@ impl Pusher {
         remote_ns: &BackupNamespace,
         group: &BackupGroup,
     ) -> Result<Vec<RemoteSnapshot>, SyncError> {
-        let mut query = Self::ns_query(remote_ns);
-        query.push(("backup-type", group.ty.as_str().to_string()));
-        query.push(("backup-id", group.id.clone()));
+        let query = group_query(remote_ns, group);
         let listed = self
             .client
-            .get_json(&self.store_path("snapshots"), &query)
+            .get_json(&store_path(&self.params.remote_store, "snapshots"), &query)
             .await?;
         let mut out: Vec<RemoteSnapshot> = listed
             .as_array()
@@ -475,7 +420,7 @@ impl Pusher {
         let total = local.len();
         let mut has_previous = newest_remote.is_some();
         for (i, dir) in local.iter().enumerate() {
-            self.check_abort()?;
+            check_abort(&self.aborted)?;
             if newest_remote.is_some_and(|newest| dir.time <= newest) {
                 continue;
             }
@@ -486,12 +431,7 @@ impl Pusher {
             self.push_snapshot(local_ns, remote_ns, dir, has_previous, &say)
                 .await?;
             has_previous = true;
-            say(format!(
-                "percentage done: {:.2}% ({}/{} snapshots)",
-                (i + 1) as f64 * 100.0 / total as f64,
-                i + 1,
-                total
-            ));
+            say(progress(i + 1, total));
         }
         if self.params.remove_vanished {
             let local_times: HashSet<i64> = local.iter().map(|d| d.time).collect();
@@ -504,12 +444,10 @@ impl Pusher {
                     add(&self.counters.kept_snapshots, 1);
                     continue;
                 }
-                let mut query = Self::ns_query(remote_ns);
-                query.push(("backup-type", group.ty.as_str().to_string()));
-                query.push(("backup-id", group.id.clone()));
+                let mut query = group_query(remote_ns, group);
                 query.push(("backup-time", snap.time.to_string()));
                 self.client
-                    .delete(&self.store_path("snapshots"), &query)
+                    .delete(&store_path(&self.params.remote_store, "snapshots"), &query)
                     .await?;
                 say(format!("delete vanished snapshot {}", dir.path()));
                 add(&self.counters.removed_snapshots, 1);
@@ -558,7 +496,7 @@ impl Pusher {
             }
         }
         for file in &manifest.files {
-            self.check_abort()?;
+            check_abort(&self.aborted)?;
             let name = &file.filename;
             say(format!("{time}/{name}: sync archive"));
             let raw = lease.read_file(name).await?;
@@ -575,11 +513,10 @@ impl Pusher {
                         .push_chunks(&lease, &writer, &index_writer, &index, &mut known)
                         .await?;
                     writer.append_and_close(&index_writer, &index, name).await?;
-                    let seconds = started.elapsed().as_secs_f64().max(1e-3);
                     say(format!(
                         "{time}/{name}: uploaded {} ({}/s)",
                         human_bytes(sent, 2),
-                        human_bytes((sent as f64 / seconds) as u64, 2)
+                        human_bytes(rate(sent, started), 2)
                     ));
                 }
                 None => writer.blob(name, raw).await?,
@@ -632,7 +569,7 @@ impl Pusher {
         digest: Digest,
         size: u64,
     ) -> Result<u64, SyncError> {
-        self.check_abort()?;
+        check_abort(&self.aborted)?;
         let raw: Bytes = lease.load_chunk(&digest).await?;
         let len = raw.len() as u64;
         writer.chunk(index_writer, &digest, size, raw).await?;
@@ -671,7 +608,7 @@ impl Pusher {
             ];
             match self
                 .client
-                .delete(&self.store_path("namespace"), &query)
+                .delete(&store_path(&self.params.remote_store, "namespace"), &query)
                 .await
             {
                 Ok(stats) => {

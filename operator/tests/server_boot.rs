@@ -5,33 +5,15 @@
 //! operator's usage client reads the tenant's usage from the same server with the generated
 //! API token (the usage endpoint comes with the meter work; see the assertion's message).
 
-use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
+mod server_common;
 
-use kube::api::ObjectMeta;
-use pbs_cloud_e2e::{BackupParams, BackupSession, PbsClient, UploadOptions};
+use pbs_cloud_e2e::{BackupParams, BackupSession, UploadOptions};
 use pbs_cloud_operator::crd::{
     Datastore, DatastoreSpec, KeepSpec, PrunePolicy, PrunePolicySpec, QuotaSpec, Tenant, TenantSpec,
 };
 use pbs_cloud_operator::render::{self, Credentials, Inputs};
 use pbs_cloud_operator::usage::{self, UsageTarget};
-
-fn meta(name: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.into()),
-        namespace: Some("ns1".into()),
-        uid: Some(format!("uid-{name}")),
-        ..ObjectMeta::default()
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use server_common::meta;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rendered_config_boots_a_server_that_accepts_a_backup() {
@@ -85,47 +67,9 @@ async fn rendered_config_boots_a_server_that_accepts_a_backup() {
     std::fs::create_dir_all(&data).expect("mkdir");
     std::fs::write(etc.join("tls/tls.crt"), &tls.cert_pem).expect("write cert");
     std::fs::write(etc.join("tls/tls.key"), &tls.key_pem).expect("write key");
-    let text = config
-        .replace(render::CONFIG_DIR, &etc.display().to_string())
-        .replace(render::DATA_DIR, &data.display().to_string());
-    pbs_cloud_server::config::Config::parse(Path::new("config.toml"), &text).expect("valid config");
-    let config_path = etc.join("config.toml");
-    std::fs::write(&config_path, &text).expect("write config");
-
-    let bin = pbs_cloud_e2e::server::server_binary()
-        .unwrap_or_else(|e| panic!("{e} (build it with `cargo build -p pbs-cloud-server`)"));
-    let port = free_port();
-    let mut child = tokio::process::Command::new(&bin)
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let client = loop {
-        if let Ok(c) = PbsClient::connect("127.0.0.1", port, &fingerprint).await {
-            break c;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("server exited with {status} on the rendered config:\n{text}");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "server did not listen within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    client
-        .login("admin@pbs", &creds.password)
-        .await
-        .expect("login with generated password");
+    let served =
+        server_common::serve_rendered(&config, &etc, &data, &fingerprint, &creds.password).await;
+    let (mut child, port, client) = (served.child, served.port, served.admin);
     let mut session = BackupSession::start(
         &client,
         BackupParams::new("store1", "host", "operator-e2e", 1_700_000_000),

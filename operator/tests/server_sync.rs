@@ -5,10 +5,10 @@
 //! certificate, and the status mapping gives `OK`, the run's end as `lastSuccess` and a small
 //! lag. Only the pod's mount points are remapped to a temporary directory.
 
-use std::process::Stdio;
+mod server_common;
+
 use std::time::Duration;
 
-use kube::api::ObjectMeta;
 use pbs_cloud_e2e::{BackupParams, BackupSession, PbsClient, UploadOptions};
 use pbs_cloud_operator::crd::{
     Datastore, DatastoreSpec, SyncJob, SyncJobSpec, SyncRemoteSpec, SyncRunStatus, SyncSecretRef,
@@ -17,22 +17,7 @@ use pbs_cloud_operator::crd::{
 use pbs_cloud_operator::render::{self, Credentials, Inputs};
 use pbs_cloud_operator::usage::sync::sync_run_status;
 use pbs_cloud_operator::usage::{self, UsageTarget};
-
-fn meta(name: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.into()),
-        namespace: Some("ns1".into()),
-        uid: Some(format!("uid-{name}")),
-        ..ObjectMeta::default()
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use server_common::meta;
 
 /// A tenant's server booted from the rendered config.
 struct Booted {
@@ -72,45 +57,9 @@ async fn boot(name: &str, inputs: Inputs, files: &[(String, String)]) -> Booted 
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(&path, content).expect("write file");
     }
-    let text = config
-        .replace(render::CONFIG_DIR, &etc.display().to_string())
-        .replace(render::DATA_DIR, &data.display().to_string());
-    let config_path = etc.join("config.toml");
-    std::fs::write(&config_path, &text).expect("write config");
-
-    let bin = pbs_cloud_e2e::server::server_binary()
-        .unwrap_or_else(|e| panic!("{e} (build it with `cargo build -p pbs-cloud-server`)"));
-    let port = free_port();
-    let mut child = tokio::process::Command::new(&bin)
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let admin = loop {
-        if let Ok(c) = PbsClient::connect("127.0.0.1", port, &fingerprint).await {
-            break c;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("server exited with {status} on the rendered config:\n{text}");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "server did not listen within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    admin
-        .login("admin@pbs", &creds.password)
-        .await
-        .expect("login with generated password");
+    let served =
+        server_common::serve_rendered(&config, &etc, &data, &fingerprint, &creds.password).await;
+    let (child, port, admin) = (served.child, served.port, served.admin);
     Booted {
         _child: child,
         _tmp: tmp,

@@ -188,8 +188,9 @@ async fn pbs_exporter_metrics_match_the_api() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Node figures are sampled at most every few seconds: a scrape between two identical API
-    // answers saw the same sample.
+    // Node figures are sampled at most every few seconds, and a backup's task ends when the
+    // server sees its connection close: a scrape between two identical API answers saw the
+    // same sample and the same tasks.
     let mut attempt = 0;
     let (node, tasks, metrics) = loop {
         attempt += 1;
@@ -197,10 +198,14 @@ async fn pbs_exporter_metrics_match_the_api() {
         let tasks = api.get("nodes/localhost/tasks", None).await.unwrap();
         let metrics = parse_metrics(&scrape(port).await);
         let after = api.get("nodes/localhost/status", None).await.unwrap();
-        if before == after {
+        let tasks_after = api.get("nodes/localhost/tasks", None).await.unwrap();
+        if before == after && tasks == tasks_after {
             break (before, tasks, metrics);
         }
-        assert!(attempt < 10, "node status changed during every scrape");
+        assert!(
+            attempt < 10,
+            "node status or tasks changed during every scrape"
+        );
     };
     let _ = exporter.kill().await;
 

@@ -83,6 +83,9 @@ async fn backup_and_reader_sessions_are_tasks_with_pbs_logs() {
         .await
         .unwrap();
 
+    // The task ends when the server sees the connection close, which may come after the
+    // client has its `finish` answer (as with PBS): wait for that event first.
+    stopped_task(&client, "backup", "store1:host/tk").await;
     // `task list --all`: the backup, with exactly PBS's item keys.
     let (items, total) = task_list(&client, &me, true, 10).await;
     assert_eq!(total, 1);

@@ -1,15 +1,16 @@
 //! The recount of a datastore's usage, which lists the chunk store and walks the snapshot
 //! tree (so it runs on the datastore, excluding GC), and the quota checks that may start one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::format::names::BackupNamespace;
+use crate::format::Digest;
 
-use super::super::layout::{parse_chunk_key, snapshot_prefix, ChunkKey, CHUNK_PREFIX};
+use super::super::layout::{snapshot_prefix, ChunkKey};
 use super::super::{Datastore, DatastoreError, SnapshotTree};
-use super::{ChunkTally, StoreUsage, UsageCounters};
+use super::{ChunkTally, StoreUsage, UsageCounters, CHUNK_SHARDS};
 
 impl Datastore {
     /// Refuse a new backup when the tenant (or this datastore) is already at its quota. Counters
@@ -72,15 +73,36 @@ impl Datastore {
         result
     }
 
-    /// Chunk sizes by digest, as stored now.
+    /// The chunks as stored now, counted one `.chunks/XX` shard at a time like GC's sweep:
+    /// memory holds one shard's listing (1/256 of the store), not the whole store's, so a
+    /// recount after an unclean stop stays small at ten million chunks. Each shard is closed
+    /// under the exclusive chunk lock, so an insert or move racing its listing is counted once.
     pub(super) async fn scan_chunks(&self) -> Result<ChunkTally, DatastoreError> {
-        let mut chunks = HashMap::new();
-        for obj in self.backend.list(CHUNK_PREFIX, None).await?.objects {
-            if let Some(ChunkKey::Chunk(digest)) = parse_chunk_key(&obj.key) {
-                chunks.insert(digest, obj.size);
-            }
+        let mut tally = ChunkTally::default();
+        for shard in 0..CHUNK_SHARDS {
+            let mut sizes: Vec<(Digest, u64)> = self
+                .chunks
+                .list_shard(shard)
+                .await?
+                .into_iter()
+                .filter_map(|(obj, chunk)| match chunk {
+                    ChunkKey::Chunk(digest) => Some((digest, obj.size)),
+                    ChunkKey::Bad(_) => None,
+                })
+                .collect();
+            sizes.sort_unstable_by_key(|(d, _)| *d);
+            tally.physical += sizes.iter().map(|(_, size)| size).sum::<u64>();
+            tally.chunks += sizes.len() as u64;
+            let listed_size = |d: &Digest| {
+                sizes
+                    .binary_search_by_key(d, |(digest, _)| *digest)
+                    .ok()
+                    .map(|i| sizes[i].1)
+            };
+            let _exclusive = self.chunks.lock_exclusive().await;
+            self.usage.scan_close_shard(shard, &listed_size);
         }
-        Ok(ChunkTally::of_listing(chunks))
+        Ok(tally)
     }
 }
 

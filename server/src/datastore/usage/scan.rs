@@ -1,6 +1,7 @@
 //! Counting by scan: while a listing of the chunk store and of the snapshots runs, changes
 //! are logged ([`ScanLog`]) and applied on top of its result, so the scan is exact even with
-//! backups, verify and GC's sharded sweep running.
+//! backups and verify running. Both scans (the recount and GC's sweep) list the chunk store one
+//! shard at a time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -17,7 +18,7 @@ pub(super) struct ScanLog {
     pub(super) moved_aside: HashSet<Digest>,
     pub(super) added: HashSet<String>,
     pub(super) removed: HashSet<String>,
-    /// A scan listing shard by shard (GC's sweep) has closed the shards below this one
+    /// The scan has closed the shards below this one
     /// ([`chunk_shard`]): their listing is complete and their logged changes are resolved, so
     /// later changes in them are applied to `late_*` at once instead of being logged.
     pub(super) closed_shards: usize,
@@ -33,25 +34,13 @@ pub(crate) fn chunk_shard(digest: &Digest) -> usize {
     digest[0] as usize
 }
 
-/// What a scan's listing of the chunk store found.
+/// What a scan's listing of the chunk store found. Scans list shard by shard and close each
+/// shard ([`StoreUsage::scan_close_shard`]), so the changes logged during a listing are
+/// resolved shard by shard and no whole-store listing is ever held.
 #[derive(Debug, Default)]
 pub(crate) struct ChunkTally {
     pub physical: u64,
     pub chunks: u64,
-    /// Sizes of listed chunks, for changes logged in shards the scan did not close itself
-    /// (all of them for a plain listing, none after a sharded scan).
-    pub listed: HashMap<Digest, u64>,
-}
-
-impl ChunkTally {
-    /// The tally of a whole listing.
-    pub(super) fn of_listing(listed: HashMap<Digest, u64>) -> Self {
-        Self {
-            physical: listed.values().sum(),
-            chunks: listed.len() as u64,
-            listed,
-        }
-    }
 }
 
 impl StoreUsage {
@@ -116,24 +105,18 @@ impl StoreUsage {
         result: Option<(ChunkTally, BTreeMap<String, u64>)>,
     ) {
         let mut inner = lock_std(&self.inner);
-        let log = inner.scan.take().unwrap_or_default();
+        let log = inner.scan.take();
         let Some((tally, mut snapshots)) = result else {
             return;
         };
-        let mut physical = (tally.physical as i64 + log.late_physical).max(0) as u64;
-        let mut count = (tally.chunks as i64 + log.late_chunks).max(0) as u64;
-        for (digest, size) in &log.stored {
-            if !tally.listed.contains_key(digest) {
-                physical += size;
-                count += 1;
-            }
-        }
-        for digest in &log.moved_aside {
-            if let Some(size) = tally.listed.get(digest) {
-                physical = physical.saturating_sub(*size);
-                count = count.saturating_sub(1);
-            }
-        }
+        // Every shard was closed: what changed during a shard's listing was resolved then.
+        debug_assert!(
+            log.as_ref().is_none_or(|l| l.closed_shards == CHUNK_SHARDS),
+            "scan applied before every shard was closed"
+        );
+        let log = log.unwrap_or_default();
+        let physical = (tally.physical as i64 + log.late_physical).max(0) as u64;
+        let count = (tally.chunks as i64 + log.late_chunks).max(0) as u64;
         for key in &log.removed {
             snapshots.remove(key);
         }

@@ -172,10 +172,12 @@ async fn all_keys(backend: &dyn Backend) -> Vec<String> {
 }
 
 /// A backend that counts chunk puts and, while `hold` is set, makes them wait until the test
-/// lets them go.
+/// lets them go (while `hold_known_index` is set: only the upload of a merged known-chunk
+/// index, `.chunks/.index`).
 struct ProbeBackend {
     inner: Arc<dyn Backend>,
     hold: std::sync::atomic::AtomicBool,
+    hold_known_index: std::sync::atomic::AtomicBool,
     chunk_puts: std::sync::atomic::AtomicU64,
     started: tokio::sync::Notify,
     release: tokio::sync::Notify,
@@ -186,6 +188,7 @@ impl ProbeBackend {
         Arc::new(Self {
             inner,
             hold: Default::default(),
+            hold_known_index: Default::default(),
             chunk_puts: Default::default(),
             started: tokio::sync::Notify::new(),
             release: tokio::sync::Notify::new(),
@@ -209,7 +212,9 @@ impl Backend for ProbeBackend {
         if key.starts_with(".chunks/") {
             self.chunk_puts.fetch_add(1, Ordering::SeqCst);
         }
-        if key.starts_with(".chunks/") && self.hold.load(Ordering::SeqCst) {
+        let held = (key.starts_with(".chunks/") && self.hold.load(Ordering::SeqCst))
+            || (key == chunk_store::KNOWN_INDEX && self.hold_known_index.load(Ordering::SeqCst));
+        if held {
             let go = self.release.notified();
             self.started.notify_one();
             go.await;

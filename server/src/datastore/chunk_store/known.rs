@@ -14,7 +14,9 @@
 //! (else downloaded); additions and removals since sit in small in-memory sets. Past
 //! [`MAX_UNMERGED`] of them, or [`MAX_DELTAS`] journal objects, they are merged into a new base
 //! file by a streaming merge, which is uploaded as the new `.chunks/.index`: the local base and
-//! the persisted index are always the same bytes.
+//! the persisted index are always the same bytes. A merge freezes the changes it folds in and
+//! lets lookups and inserts go on meanwhile, so it never runs under the exclusive chunk lock
+//! (at ten million digests it reads and writes 320 MB).
 //!
 //! Invariant: every digest in the set (and in the persisted index) is stored. Digests are
 //! added only after a successful write; GC journals the removal of each batch of chunks it is
@@ -464,19 +466,21 @@ impl KnownChunks {
         state.deltas.len() > MAX_DELTAS || lock_read(&self.layers).unmerged() > MAX_UNMERGED
     }
 
-    /// Count the journal object just written as `key`; once the journal or the in-memory
-    /// changes grew long, merge them into a new base (after `state` is released).
-    async fn journal_written(
-        &self,
-        backend: &dyn Backend,
-        mut state: tokio::sync::MutexGuard<'_, Persisted>,
-        key: String,
-    ) -> Result<(), DatastoreError> {
+    /// Count the journal object just written as `key`.
+    fn journal_written(state: &mut Persisted, key: String) {
         state.next_seq += 1;
         state.deltas.push(key);
-        let fold = self.merge_due(&state);
-        drop(state);
-        if fold {
+    }
+
+    /// Once the journal or the in-memory changes grew long, merge them into a new base and
+    /// full index. Lookups and inserts go on during the merge (it works on a frozen layer),
+    /// so callers run it while they hold no chunk lock.
+    pub async fn merge_if_due(&self, backend: &dyn Backend) -> Result<(), DatastoreError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let due = self.merge_due(&*self.persisted.lock().await);
+        if due {
             self.write_full(backend, &HashSet::new()).await?;
         }
         Ok(())
@@ -488,7 +492,7 @@ impl KnownChunks {
         if !self.enabled {
             return Ok(());
         }
-        let state = self.persisted.lock().await;
+        let mut state = self.persisted.lock().await;
         let mut batch = std::mem::take(&mut *lock_std(&self.pending));
         if batch.is_empty() {
             return Ok(());
@@ -504,11 +508,15 @@ impl KnownChunks {
                 "writing the known-chunk journal '{key}' failed: {e}"
             )));
         }
-        self.journal_written(backend, state, key).await
+        Self::journal_written(&mut state, key);
+        drop(state);
+        self.merge_if_due(backend).await
     }
 
     /// Forget `digests` and journal that they are gone before the caller deletes them, so a
-    /// crash right after the delete cannot bring them back as "stored".
+    /// crash right after the delete cannot bring them back as "stored". The caller holds the
+    /// exclusive chunk lock, so this never merges (which would block every insert for the
+    /// length of a merge): the caller runs [`Self::merge_if_due`] once it let go of the lock.
     pub async fn journal_removal(
         &self,
         backend: &dyn Backend,
@@ -517,7 +525,7 @@ impl KnownChunks {
         if !self.enabled || digests.is_empty() {
             return Ok(());
         }
-        let state = self.persisted.lock().await;
+        let mut state = self.persisted.lock().await;
         {
             let mut layers = lock_write(&self.layers);
             for d in digests {
@@ -541,7 +549,8 @@ impl KnownChunks {
                     "writing the known-chunk journal '{key}' failed: {e}"
                 ))
             })?;
-        self.journal_written(backend, state, key).await
+        Self::journal_written(&mut state, key);
+        Ok(())
     }
 
     /// Forget `exclude`, merge the changes held in memory into a new base file, store it as

@@ -59,7 +59,7 @@ impl ChunkStore {
     }
 
     /// Removes the objects `keys` (chunks and `.bad` files), whose chunks are `gone`; the
-    /// caller holds the exclusive lock. The persisted known set must never name a deleted
+    /// caller holds the exclusive lock, and runs [`Self::merge_known_if_due`] after it. The persisted known set must never name a deleted
     /// chunk: their removal is journaled (which also forgets them in memory) before the first
     /// delete. Object stores get one DeleteObjects per [`DELETE_BATCH`] keys, several in flight.
     pub(in crate::datastore) async fn remove(
@@ -78,6 +78,13 @@ impl ChunkStore {
             .map(|batch| self.backend.delete_many(batch));
         futures::future::try_join_all(requests).await?;
         Ok(())
+    }
+
+    /// Between groups of deletes, with the exclusive lock let go: merge the removals
+    /// journaled so far into a new base once they grew long (see `known.rs`), so that what the
+    /// set holds in memory stays bounded during a long sweep without blocking inserts.
+    pub(in crate::datastore) async fn merge_known_if_due(&self) -> Result<(), DatastoreError> {
+        self.known.merge_if_due(self.backend.as_ref()).await
     }
 
     /// After a sweep: fold the removal journal written batch by batch into a new full index

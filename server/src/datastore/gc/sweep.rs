@@ -66,6 +66,7 @@ impl GarbageCollector {
                 self.check_abort()?;
                 self.delete_group(group, limits, status, &mut remaining)
                     .await?;
+                self.chunks.merge_known_if_due().await?;
             }
             progress.report(shard as u64 + 1, say);
         }

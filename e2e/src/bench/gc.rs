@@ -10,6 +10,11 @@
 //!
 //! Runs 2 and 3 see the same datastore, so their mark times give the cache's effect as a ratio
 //! measured in one run. S3 requests are counted by type for every run.
+//!
+//! On the local backend a server process (`PBS_CLOUD_SERVER_BIN`) starts on the datastore before
+//! the GC runs: the time until it listens and answers, then until its usage recount (what a
+//! datastore without trusted counters gets after an unclean stop) has counted every chunk, and
+//! its peak RSS over all of it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +34,7 @@ use serde::Serialize;
 
 use super::s3_ingest::S3Target;
 use super::{reset_own_peak_rss, vm_hwm_kib, vm_rss_kib};
+use crate::TestServer;
 
 /// Backup time of the first benchmark snapshot (2026-01-01T00:00:00Z).
 const T0: i64 = 1_767_225_600;
@@ -96,6 +102,23 @@ pub struct GcReport {
     pub runs: Vec<GcRun>,
     /// Mark time with the index cache disabled / with it (runs 3 and 2).
     pub index_cache_mark_speedup: f64,
+    /// A server started on the datastore (local backend only).
+    pub server_startup: Option<ServerStartup>,
+}
+
+/// A server process started on the synthetic datastore (seconds from its spawn).
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerStartup {
+    pub server_bin: String,
+    /// Listening, with every datastore open.
+    pub listening_seconds: f64,
+    /// A datastore status request answered.
+    pub first_answer_seconds: f64,
+    /// The background usage recount has counted every chunk (the usage document says so).
+    pub recount_seconds: f64,
+    /// VmRSS at the end and VmHWM over the whole step (KiB).
+    pub rss_after_kib: u64,
+    pub peak_rss_kib: u64,
 }
 
 fn chunk_payload(i: usize) -> [u8; 16] {
@@ -196,6 +219,10 @@ async fn measure(
     let index_files = write_indexes(backend.as_ref(), n, opts.parallelism).await?;
     let create_seconds = started.elapsed().as_secs_f64();
     eprintln!("created in {create_seconds:.1} s");
+    let server_startup = match local_root {
+        Some(root) => Some(server_startup(root, n).await?),
+        None => None,
+    };
     // Every chunk predates the GC start (S3 times have a 1 s resolution).
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
@@ -269,7 +296,65 @@ async fn measure(
         open_peak_rss_kib,
         runs,
         index_cache_mark_speedup: speedup,
+        server_startup,
     })
+}
+
+/// Starts a server on the datastore at `root` (no usage counters yet, so it recounts them in
+/// the background, as after an unclean stop) and waits for the recount's log line.
+async fn server_startup(root: &Path, chunks: usize) -> Result<ServerStartup> {
+    let server_bin = crate::server::server_binary()?;
+    eprintln!("starting {} on the datastore", server_bin.display());
+    let mut server = TestServer::prepare()?;
+    server.set_config(&format!(
+        "[[datastore]]\nname = \"store1\"\npath = \"{}\"\n",
+        root.display()
+    ))?;
+    let spawned = Instant::now();
+    server.launch().await.context("start the server")?;
+    let listening_seconds = spawned.elapsed().as_secs_f64();
+    let pid = server.pid().context("server process has no pid")?;
+    let client = server.admin_client().await.context("log in")?;
+    client
+        .get("admin/datastore/store1/status", None)
+        .await
+        .context("datastore status")?;
+    let first_answer_seconds = spawned.elapsed().as_secs_f64();
+    eprintln!("  answering after {first_answer_seconds:.2} s; waiting for the usage recount");
+    // The usage document says when the recount is done (polled; the server logs it on stderr).
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    let counted = loop {
+        let doc = client
+            .get("tenants/default/usage", None)
+            .await
+            .context("usage document")?;
+        let store = doc["datastores"]
+            .as_array()
+            .and_then(|all| all.iter().find(|d| d["store"] == "store1"))
+            .with_context(|| format!("no store1 in the usage document: {doc}"))?
+            .clone();
+        if store["recount-pending"] == false {
+            break store;
+        }
+        if Instant::now() > deadline {
+            bail!("the usage recount did not finish within an hour: {store}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let recount_seconds = spawned.elapsed().as_secs_f64();
+    if counted["chunks"] != chunks as u64 {
+        bail!("the recount did not count {chunks} chunks: {counted}");
+    }
+    let startup = ServerStartup {
+        server_bin: server_bin.display().to_string(),
+        listening_seconds,
+        first_answer_seconds,
+        recount_seconds,
+        rss_after_kib: vm_rss_kib(pid).context("read VmRSS of the server")?,
+        peak_rss_kib: vm_hwm_kib(pid).context("read VmHWM of the server")?,
+    };
+    server.stop().await;
+    Ok(startup)
 }
 
 fn since(now: Option<RequestCounts>, before: Option<RequestCounts>) -> Option<RequestCounts> {
@@ -479,5 +564,17 @@ pub fn render(r: &GcReport) -> String {
         "\nmark time without / with the index cache: {:.2}x\n",
         r.index_cache_mark_speedup
     ));
+    if let Some(s) = &r.server_startup {
+        out.push_str(&format!(
+            "\nserver start-up on the datastore ({}):\n  listening after {:.2} s, first answer \
+             after {:.2} s; usage recount done after {:.1} s; RSS then {} MiB, peak {} MiB\n",
+            s.server_bin,
+            s.listening_seconds,
+            s.first_answer_seconds,
+            s.recount_seconds,
+            kib_cell(Some(s.rss_after_kib)),
+            kib_cell(Some(s.peak_rss_kib)),
+        ));
+    }
     out
 }

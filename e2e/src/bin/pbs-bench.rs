@@ -173,11 +173,16 @@ enum Command {
         dir: PathBuf,
     },
     /// Garbage collection of a synthetic datastore of N small chunks (half referenced): mark
-    /// and sweep times, S3 requests, and the index cache's effect on a second run.
+    /// and sweep times, S3 requests, and the index cache's effect on a second run. On the local
+    /// backend a server process starts on the datastore first (start-up time, the usage
+    /// recount a datastore without counters gets, peak RSS).
     Gc {
         /// Chunks to create.
         #[arg(long, default_value_t = 100_000)]
         chunks: usize,
+        /// Server binary for the start-up step; default: pbs-cloud-server next to this binary.
+        #[arg(long, env = "PBS_CLOUD_SERVER_BIN")]
+        server_bin: Option<PathBuf>,
         /// `local` (a new directory under --dir) or `s3` (PBS_TEST_S3_*, a fresh prefix).
         #[arg(long, default_value = "local")]
         backend: String,
@@ -224,6 +229,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Gc {
             chunks,
+            server_bin,
             backend,
             dir,
             parallelism,
@@ -239,7 +245,10 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             let target = match backend.as_str() {
-                "local" => gc::Target::Local(dir),
+                "local" => {
+                    release_server_bin(server_bin)?;
+                    gc::Target::Local(dir)
+                }
                 "s3" => gc::Target::S3(s3_ingest::S3Target::from_env()?),
                 other => anyhow::bail!("--backend must be local or s3, not '{other}'"),
             };

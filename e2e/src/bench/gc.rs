@@ -5,7 +5,8 @@
 //! parallelism straight into the chunk store) and index files (one snapshot each) that reference
 //! every second chunk. GC runs three times with cutoff 0:
 //! 1. cold: marks from downloaded indexes and removes the unreferenced half;
-//! 2. warm: the index digests come from the in-memory index cache;
+//! 2. warm: the index digests come from the in-memory index cache (on object storage; the
+//!    server keeps it off on a local directory, and so does this run there);
 //! 3. cache disabled: the indexes are downloaded and parsed again.
 //!
 //! Runs 2 and 3 see the same datastore, so their mark times give the cache's effect as a ratio
@@ -89,6 +90,8 @@ pub struct GcReport {
     pub backend: String,
     /// `--mark-budget`, when given.
     pub mark_budget: Option<usize>,
+    /// The index cache's bound for this backend (the server's default; 0: off) in runs 1 and 2.
+    pub index_cache_digests: usize,
     pub location: String,
     pub chunks: usize,
     pub referenced_chunks: usize,
@@ -242,6 +245,7 @@ async fn measure(
         ds.gc().set_mark_budget(budget);
     }
 
+    let index_cache_digests = ds.gc().index_cache_capacity();
     let mut runs = Vec::new();
     for (label, cache) in [
         ("1: cold (sweeps the unreferenced half)", true),
@@ -282,6 +286,7 @@ async fn measure(
     let speedup = runs[2].mark_seconds / runs[1].mark_seconds.max(1e-6);
     Ok(GcReport {
         mark_budget: opts.mark_budget,
+        index_cache_digests,
         backend: match local_root {
             Some(_) => "local".into(),
             None => "s3".into(),
@@ -529,6 +534,10 @@ pub fn render(r: &GcReport) -> String {
         requests_cell(&r.open_requests),
         kib_cell(r.open_peak_rss_kib)
     );
+    out.push_str(&format!(
+        "index cache bound (the server's default on this backend): {} digests\n",
+        r.index_cache_digests
+    ));
     if let Some(budget) = r.mark_budget {
         out.push_str(&format!("GC mark budget: {budget} digests in memory\n\n"));
     }

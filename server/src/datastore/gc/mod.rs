@@ -179,6 +179,8 @@ impl GarbageCollector {
         leases: Arc<LeaseRegistry>,
     ) -> Result<Self, DatastoreError> {
         let last = load_status(parts.backend.as_ref()).await?;
+        let index_cache_digests =
+            index_cache::IndexCache::default_capacity(&parts.backend.capabilities());
         Ok(Self {
             name: parts.name,
             backend: parts.backend,
@@ -193,7 +195,7 @@ impl GarbageCollector {
             cutoff: Mutex::new(DEFAULT_GC_CUTOFF),
             last: Mutex::new(last),
             abort: std::sync::atomic::AtomicBool::new(false),
-            index_cache: index_cache::IndexCache::default(),
+            index_cache: index_cache::IndexCache::new(index_cache_digests),
             abandoned_after: Mutex::new(DEFAULT_ABANDONED_AFTER),
             writer_margin: Mutex::new(WRITER_MARGIN),
             mark_budget: std::sync::atomic::AtomicUsize::new(mark_set::DEFAULT_MARK_BUDGET),
@@ -230,10 +232,15 @@ impl GarbageCollector {
         *lock_std(&self.abandoned_after)
     }
 
-    /// Bound of the index cache in digests (default [`DEFAULT_INDEX_CACHE_DIGESTS`]); 0
-    /// disables it.
+    /// Bound of the index cache in digests (default [`DEFAULT_INDEX_CACHE_DIGESTS`] on object
+    /// storage, 0 on a local directory; see `index_cache.rs`); 0 disables it.
     pub fn set_index_cache_capacity(&self, digests: usize) {
         self.index_cache.set_capacity(digests);
+    }
+
+    /// The index cache's bound in digests.
+    pub fn index_cache_capacity(&self) -> usize {
+        self.index_cache.capacity()
     }
 
     /// Marked digests GC holds in memory before spilling them to temporary files (default

@@ -89,7 +89,7 @@ impl GarbageCollector {
     ) -> Result<Vec<Candidate>, DatastoreError> {
         let listed = self.chunks.list_shard(shard).await?;
         let mut candidates = Vec::new();
-        // (digest, size) of every chunk (not `.bad`) listed, in digest order
+        // (digest, size) of every chunk (not `.bad`) listed
         let mut sizes: Vec<(Digest, u64)> = Vec::with_capacity(listed.len());
         for (obj, chunk) in listed {
             let (digest, bad) = match chunk {
@@ -116,15 +116,8 @@ impl GarbageCollector {
                 size: obj.size,
             });
         }
-        sizes.sort_unstable_by_key(|(d, _)| *d);
-        let listed_size = |d: &Digest| {
-            sizes
-                .binary_search_by_key(d, |(digest, _)| *digest)
-                .ok()
-                .map(|i| sizes[i].1)
-        };
         let _exclusive = self.chunks.lock_exclusive().await;
-        self.usage.scan_close_shard(shard, &listed_size);
+        self.usage.scan_close_shard(shard, sizes);
         Ok(candidates)
     }
 

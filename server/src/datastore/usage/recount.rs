@@ -80,7 +80,7 @@ impl Datastore {
     pub(super) async fn scan_chunks(&self) -> Result<ChunkTally, DatastoreError> {
         let mut tally = ChunkTally::default();
         for shard in 0..CHUNK_SHARDS {
-            let mut sizes: Vec<(Digest, u64)> = self
+            let sizes: Vec<(Digest, u64)> = self
                 .chunks
                 .list_shard(shard)
                 .await?
@@ -90,17 +90,10 @@ impl Datastore {
                     ChunkKey::Bad(_) => None,
                 })
                 .collect();
-            sizes.sort_unstable_by_key(|(d, _)| *d);
             tally.physical += sizes.iter().map(|(_, size)| size).sum::<u64>();
             tally.chunks += sizes.len() as u64;
-            let listed_size = |d: &Digest| {
-                sizes
-                    .binary_search_by_key(d, |(digest, _)| *digest)
-                    .ok()
-                    .map(|i| sizes[i].1)
-            };
             let _exclusive = self.chunks.lock_exclusive().await;
-            self.usage.scan_close_shard(shard, &listed_size);
+            self.usage.scan_close_shard(shard, sizes);
         }
         Ok(tally)
     }

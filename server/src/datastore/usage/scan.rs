@@ -54,14 +54,22 @@ impl StoreUsage {
         lock_std(&self.inner).scan = None;
     }
 
-    /// A sharded scan finished listing `shard` (the caller holds the exclusive chunk lock, so
-    /// every insert or move that reached the store before the listing has been logged):
-    /// resolve the shard's logged changes against its listing (`listed_size`) and close it.
+    /// A sharded scan finished listing `shard`, whose chunks and sizes are `listed` (the caller
+    /// holds the exclusive chunk lock, so every insert or move that reached the store before
+    /// the listing has been logged): resolve the shard's logged changes against its listing and
+    /// close it.
     pub(in crate::datastore) fn scan_close_shard(
         &self,
         shard: usize,
-        listed_size: &dyn Fn(&Digest) -> Option<u64>,
+        mut listed: Vec<(Digest, u64)>,
     ) {
+        listed.sort_unstable_by_key(|(digest, _)| *digest);
+        let listed_size = |d: &Digest| {
+            listed
+                .binary_search_by_key(d, |(digest, _)| *digest)
+                .ok()
+                .map(|i| listed[i].1)
+        };
         let mut inner = lock_std(&self.inner);
         let Some(scan) = inner.scan.as_mut() else {
             return;

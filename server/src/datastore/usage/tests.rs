@@ -315,8 +315,12 @@ async fn a_sharded_recount_counts_changes_around_each_shard_close() {
     // stored after the listing, logged while its shard is still open
     backup(&ds, "300", T0, b"chunk three", 30).await;
     for shard in 0..CHUNK_SHARDS {
-        ds.usage
-            .scan_close_shard(shard, &|d| listed.get(d).copied());
+        let in_shard = listed
+            .iter()
+            .filter(|(d, _)| chunk_shard(d) == shard)
+            .map(|(d, size)| (*d, *size))
+            .collect();
+        ds.usage.scan_close_shard(shard, in_shard);
     }
     // after every shard closed: one more stored, one listed chunk moved aside
     backup(&ds, "400", T0, b"chunk four", 40).await;

@@ -1,6 +1,13 @@
 //! Rate limits shared by every connection of one job (PBS's `rate-in` and `rate-out`), applied
 //! on the socket: [`Throttled`] stops reading (writing) while the job is over its rate, so TCP
 //! flow control slows the other side down too.
+//!
+//! That last part needs a bounded receive buffer. Linux grows a socket's receive buffer up to
+//! `net.ipv4.tcp_rmem`'s maximum (32 MiB on our CI machines), and the remote's HTTP/2 window is
+//! as large as the stock client's (2 GiB), so a remote would fill that buffer at full speed
+//! while we read it slowly: the remote's link would not be limited, and a connection cut
+//! mid-job would still hand over everything buffered. [`connect`] therefore fixes the receive
+//! buffer of a read-limited connection at a quarter second of the rate.
 
 use std::future::Future;
 use std::io;
@@ -10,7 +17,12 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, Sleep};
+
+/// Bounds of a read-limited connection's receive buffer.
+const MIN_RECEIVE_BUFFER: u64 = 64 * 1024;
+const MAX_RECEIVE_BUFFER: u64 = 4 * 1024 * 1024;
 
 /// Bytes per second, averaged from the first byte on: every byte received pushes "paid until"
 /// forward by its share of a second, and reading waits until then.
@@ -37,6 +49,40 @@ impl RateLimiter {
         *paid = Some(until);
         (until > now).then_some(until)
     }
+
+    /// The receive buffer for a connection read at this rate: a quarter second of it, within
+    /// 64 KiB and 4 MiB.
+    pub fn receive_buffer(&self) -> u32 {
+        (self.bytes_per_second / 4).clamp(MIN_RECEIVE_BUFFER, MAX_RECEIVE_BUFFER) as u32
+    }
+}
+
+/// Connects to `address` (`host:port`), trying each resolved address in turn; with a read
+/// limit the socket's receive buffer is fixed first (see the module comment), before the
+/// handshake so that the window scale the remote sees matches it.
+pub async fn connect(address: &str, limit_in: Option<&RateLimiter>) -> io::Result<TcpStream> {
+    let Some(limit) = limit_in else {
+        return TcpStream::connect(address).await;
+    };
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(address).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_recv_buffer_size(limit.receive_buffer())?;
+        match socket.connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{address} resolves to no address"),
+        )
+    }))
 }
 
 /// A stream whose reads and writes keep to their [`RateLimiter`]s (none: they pass
@@ -162,5 +208,30 @@ mod tests {
         let start = Instant::now();
         free.read_exact(&mut [0u8; 4096]).await.unwrap();
         assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_receive_buffer_is_a_quarter_second_within_bounds() {
+        assert_eq!(RateLimiter::new(4 << 20).receive_buffer(), 1 << 20);
+        assert_eq!(RateLimiter::new(1000).receive_buffer(), 64 * 1024);
+        assert_eq!(RateLimiter::new(1 << 30).receive_buffer(), 4 << 20);
+    }
+
+    #[tokio::test]
+    async fn a_read_limited_connection_has_a_fixed_receive_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let limit = RateLimiter::new(4 << 20);
+        let limited = connect(&address, Some(&limit)).await.unwrap();
+        let size = socket2::SockRef::from(&limited).recv_buffer_size().unwrap();
+        // Linux caps the ask at net.core.rmem_max, doubles it for its bookkeeping and stops
+        // tuning the buffer; unset, it starts at tcp_rmem's default (128 KiB) and grows.
+        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(size, 2 * rmem_max.min(limit.receive_buffer() as usize));
+        assert!(connect("127.0.0.1:1", Some(&limit)).await.is_err());
     }
 }

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::rate::{RateLimiter, Throttled};
+use super::rate::{self, RateLimiter, Throttled};
 use super::reader::RemoteReader;
 use super::session::{error_text, with_query, H2Session};
 use super::writer::RemoteWriter;
@@ -258,7 +258,7 @@ impl RemoteClient {
         SyncError,
     > {
         let address = self.spec.address();
-        let tcp = tokio::net::TcpStream::connect(&address)
+        let tcp = rate::connect(&address, self.limit_in.as_deref())
             .await
             .map_err(|source| SyncError::Connect {
                 remote: self.spec.name.clone(),

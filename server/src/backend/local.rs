@@ -396,6 +396,7 @@ impl Backend for LocalBackend {
             exclusive_to_server: false,
             wants_put_checksum: false,
             retention_needs_object_lock: false,
+            lists_by_directory: true,
         }
     }
 

@@ -107,7 +107,52 @@ on_both_backends!(
     previous_and_readers_block_removal,
     protected_snapshot_refuses_removal,
     remove_group_removes_everything_unprotected,
+    a_shard_lists_exactly_its_chunks,
 );
+
+/// Each chunk, and a `.bad` file verify left beside one, is listed in its `.chunks/XX` shard
+/// and only there, in key order: a local directory lists the shard's 256 directories one by
+/// one, an object store the one prefix.
+async fn a_shard_lists_exactly_its_chunks(kind: Kind) {
+    let e = env_on(kind, "shard-listing").await;
+    let mut by_shard: std::collections::BTreeMap<usize, Vec<String>> = Default::default();
+    for i in 0..48u32 {
+        let (digest, raw) = chunk(format!("chunk {i}").as_bytes());
+        e.ds.insert_chunk(&digest, raw, false).await.unwrap();
+        by_shard
+            .entry(usize::from(digest[0]))
+            .or_default()
+            .push(layout::chunk_key(&digest));
+    }
+    let keys = by_shard.values_mut().next().unwrap();
+    let bad = format!("{}.0.bad", keys[0]);
+    e.backend
+        .put(
+            &bad,
+            Bytes::from_static(b"corrupt"),
+            crate::backend::PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    keys.push(bad);
+    let empty_shard = (0..usage::CHUNK_SHARDS)
+        .find(|shard| !by_shard.contains_key(shard))
+        .unwrap();
+    by_shard.insert(empty_shard, Vec::new());
+    assert!(by_shard.len() > 10, "the chunks fall in many shards");
+    for (shard, expected) in &mut by_shard {
+        expected.sort();
+        let listed: Vec<String> =
+            e.ds.chunks
+                .list_shard(*shard)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(obj, _)| obj.key)
+                .collect();
+        assert_eq!(&listed, expected, "shard {shard:02x}");
+    }
+}
 
 fn vm(id: &str) -> BackupGroup {
     BackupGroup::new(BackupType::Vm, id).expect("group")

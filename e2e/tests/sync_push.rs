@@ -1,14 +1,18 @@
 //! Push sync jobs between two instances of our server (issue 18): server A pushes to server B
 //! like a pushing PBS 4.2: namespaces created on B, one backup session per snapshot that reuses
 //! B's previous snapshot (only new chunks sent, counted on both sides), the owner rule, and
-//! remove-vanished through B's REST API (protected snapshots left alone).
+//! remove-vanished through B's REST API (protected snapshots left alone); a push cut
+//! mid-snapshot resumes without sending B a chunk it already stored.
 
 mod common;
 
+use std::time::Duration;
+
 use common::sync::*;
 use common::*;
-use pbs_cloud_e2e::sync_pair::{chunk_files, summary_chunks, with_remote, with_user};
-use pbs_cloud_e2e::Crypt;
+use pbs_cloud_e2e::fault_proxy::{Fault, FaultProxy};
+use pbs_cloud_e2e::sync_pair::{self, chunk_files, summary_chunks, with_remote, with_user};
+use pbs_cloud_e2e::{Crypt, PbsClient};
 use serde_json::json;
 
 const PUSH_USER: &str = "pusher@pbs";
@@ -190,5 +194,152 @@ async fn push_creates_namespaces_sends_only_new_chunks_keeps_owners_and_removes_
         times(&snapshots(&b_admin, "store1", Some("offsite"), "foreign").await),
         [T0 + 60],
         "B's own group is never removed"
+    );
+}
+
+const SLOW_PUSH: &str = r#"
+[[sync_job]]
+id = "slow"
+direction = "push"
+store = "store1"
+remote = "site-a"
+remote_store = "store1"
+schedule = "2099-01-01"
+rate_out = "16 MiB"
+"#;
+
+/// Stopped backup tasks of `user` on a server, oldest first: (status, log).
+async fn backup_tasks(client: &PbsClient, user: &str) -> Vec<(String, Vec<String>)> {
+    let tasks = client
+        .get(
+            "nodes/localhost/tasks",
+            Some(&json!({ "typefilter": "backup", "limit": 1000 })),
+        )
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for task in tasks.as_array().unwrap().iter().rev() {
+        if task["user"] != user {
+            continue;
+        }
+        let upid = task["upid"].as_str().unwrap();
+        let stopped = sync_pair::wait_stopped(client, upid, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let status = stopped["exitstatus"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        out.push((status, task_log(client, upid).await));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_push_resumes_without_sending_stored_chunks_again() {
+    let (b, b_admin) = with_user(PUSH_USER, PUSH_PASSWORD, "DatastoreAdmin")
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(format!("127.0.0.1:{}", b.port()).parse().unwrap())
+        .await
+        .unwrap();
+    let proxy_port: u16 = proxy
+        .endpoint()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let (a, a_admin) = with_remote(
+        &b,
+        proxy_port,
+        (PUSH_USER, PUSH_PASSWORD),
+        secrets.path(),
+        SLOW_PUSH,
+    )
+    .await
+    .unwrap();
+    // 16 random 4 MiB chunks, 8 in flight at once: a cut after two leaves some never sent.
+    let image = random_bytes(47, 16 * IMAGE_CHUNK);
+    let content = Content {
+        tree: None,
+        image: Some(&image),
+        conf: Some(b"bulk"),
+    };
+    backup(&a_admin, "store1", None, "bulk", T0, Crypt::None, &content)
+        .await
+        .unwrap();
+    let total = chunk_files(&a);
+    assert_eq!(total, 16);
+
+    // Run 1: cut every connection once B has stored two chunks.
+    let upid = a_admin.post("admin/sync/slow/run", None).await.unwrap();
+    let upid = upid.as_str().unwrap().to_string();
+    let mut cut = false;
+    for _ in 0..600 {
+        if chunk_files(&b) >= 2 {
+            proxy.set(Fault::Cut(None));
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cut, "run 1 never stored two chunks on B");
+    let (status, log) = wait_task_long(&a_admin, &upid).await;
+    assert_ne!(status, "OK", "the cut run must fail: {log:#?}");
+    // B's session ends (and writes its resume record) before its task stops.
+    let b_tasks = backup_tasks(&b_admin, PUSH_USER).await;
+    assert_eq!(b_tasks.len(), 1, "{b_tasks:#?}");
+    assert_ne!(b_tasks[0].0, "OK", "{b_tasks:#?}");
+    assert!(
+        snapshots(&b_admin, "store1", None, "bulk").await.is_empty(),
+        "no partial snapshot on B"
+    );
+    let stored = chunk_files(&b);
+    assert!(
+        (2..total).contains(&stored),
+        "run 1 stored {stored} of {total} chunks before the cut"
+    );
+
+    // Run 2: B hands over what it stored; A sends only the rest.
+    proxy.set(Fault::Pass);
+    let (status, log, seconds) = run_job(&a_admin, "slow").await;
+    assert_eq!(status, "OK", "{log:#?}");
+    assert!(
+        log.iter().any(|l| l.ends_with(&format!(
+            "the remote kept {stored} chunks of an interrupted push"
+        ))),
+        "{log:#?}"
+    );
+    assert_eq!(summary_chunks(&log), Some(total - stored), "{log:#?}");
+    assert_eq!(chunk_files(&b), total);
+    assert_restores(&b_admin, None, "bulk", T0, None, &image).await;
+    // Measured on B: its session took the record over, and no upload was of a chunk B had
+    // (PBS's "Duplicates: <known to the client>+<found on the server>").
+    let b_tasks = backup_tasks(&b_admin, PUSH_USER).await;
+    let (status, b_log) = b_tasks.last().unwrap();
+    assert_eq!(status, "OK", "{b_log:#?}");
+    let resumed = format!(
+        "resume: {stored} of {stored} chunks uploaded by an interrupted session are still stored"
+    );
+    assert!(b_log.iter().any(|l| l.ends_with(&resumed)), "{b_log:#?}");
+    let duplicates: Vec<&String> = b_log
+        .iter()
+        .filter(|l| l.contains("Duplicates: "))
+        .collect();
+    assert!(
+        duplicates
+            .iter()
+            .any(|l| l.contains(&format!("Duplicates: {stored}+0 "))),
+        "{b_log:#?}"
+    );
+    assert!(
+        duplicates.iter().all(|l| l.contains("+0 ")),
+        "B received a chunk it had: {b_log:#?}"
+    );
+    println!(
+        "push after cut: {stored} chunks stored by run 1, {} sent by run 2 in {seconds:.2} s",
+        total - stored
     );
 }

@@ -15,6 +15,7 @@ pub mod layout;
 mod list_cache;
 mod locks;
 pub mod prune;
+mod resume;
 pub mod retention;
 mod session;
 mod tree;

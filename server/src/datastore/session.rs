@@ -79,6 +79,11 @@ pub struct BackupLease {
     ns: BackupNamespace,
     dir: BackupDir,
     owner: String,
+    /// Who runs the session (the owner, or a token or user the owner rule admits).
+    authid: String,
+    /// Chunks this session uploaded or took over from a resume record: what its own resume
+    /// record names if it ends without `commit` (`resume.rs`).
+    resumable: Mutex<Vec<(Digest, u64)>>,
     created_group: bool,
     previous: Option<BackupDir>,
     state: Arc<LeaseState>,
@@ -145,6 +150,8 @@ impl Datastore {
             ns: ns.clone(),
             dir: dir.clone(),
             owner,
+            authid: authid.to_string(),
+            resumable: Mutex::new(Vec::new()),
             created_group,
             previous: None,
             state,
@@ -321,6 +328,43 @@ impl BackupLease {
         lock_std(&self.state.chunks).insert(*digest, size);
     }
 
+    /// Record a chunk this session uploaded (stored now, or found stored): besides GC's
+    /// protection, it goes into the resume record should the session end without `commit`.
+    pub fn register_uploaded_chunk(&self, digest: &Digest, size: u64) {
+        self.register_chunk(digest, size);
+        lock_std(&self.resumable).push((*digest, size));
+    }
+
+    /// Takes the resume record of this session's user and group (`resume.rs`): the chunks an
+    /// earlier session of theirs uploaded before it was cut. Use each through
+    /// [`Self::adopt_resumable_chunk`].
+    pub async fn take_resume_record(&self) -> Result<Vec<(Digest, u64)>, DatastoreError> {
+        self.ds
+            .take_resume_record(&self.ns, &self.dir.group, &self.authid)
+            .await
+    }
+
+    /// Registers a chunk of the resume record, as an upload of this session, if it is still
+    /// stored (GC does not keep a record's chunks); whether it is. Registration comes first,
+    /// so a GC running now keeps it from here on.
+    pub async fn adopt_resumable_chunk(
+        &self,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<bool, DatastoreError> {
+        let known_before = self.known_chunk_size(digest).is_some();
+        self.register_chunk(digest, size);
+        let chunks = self.ds.chunks();
+        if !(chunks.is_known(digest) || chunks.exists(digest).await?) {
+            if !known_before {
+                lock_std(&self.state.chunks).remove(digest);
+            }
+            return Ok(false);
+        }
+        lock_std(&self.resumable).push((*digest, size));
+        Ok(true)
+    }
+
     /// Decoded size of a chunk known to this session.
     pub fn known_chunk_size(&self, digest: &Digest) -> Option<u64> {
         lock_std(&self.state.chunks).get(digest).copied()
@@ -379,13 +423,24 @@ impl BackupLease {
     }
 }
 
-impl Drop for BackupLease {
-    fn drop(&mut self) {
+impl BackupLease {
+    /// Ends a session that did not commit, at once: the resume record, the unfinished
+    /// snapshot's removal and the group's (if this session created it) are done when this
+    /// returns, and the locks released. Dropping the lease does the same in a spawned task.
+    pub async fn abort(mut self) {
+        if let Some(cleanup) = self.cleanup() {
+            cleanup.await;
+        }
+    }
+
+    /// The work of an abort, with the locks moved in (so nobody starts on the group before it
+    /// is done); `None` after a commit or when the session never got its snapshot.
+    fn cleanup(&mut self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         self.ds.leases.unregister(self.lease_id);
         if self.committed || (!self.owns_snapshot && !self.created_group) {
-            return;
+            return None;
         }
-        // Locks move into the cleanup task so nobody starts on the group before it is done.
+        self.committed = true; // nothing left for `drop`
         let locks = (
             self.group_lock.take(),
             self.snap_lock.take(),
@@ -396,8 +451,22 @@ impl Drop for BackupLease {
         let dir = self.dir.clone();
         let owns_snapshot = self.owns_snapshot;
         let created_group = self.created_group;
-        let cleanup = async move {
+        let authid = std::mem::take(&mut self.authid);
+        let resumable = std::mem::take(&mut *lock_std(&self.resumable));
+        Some(async move {
             let label = snapshot_label(&ns, &dir);
+            if owns_snapshot && !resumable.is_empty() {
+                let count = resumable.len();
+                match ds
+                    .write_resume_record(&ns, &dir.group, &authid, resumable)
+                    .await
+                {
+                    Ok(()) => tracing::info!(
+                        "aborted backup {label}: kept a resume record of {count} uploaded chunks"
+                    ),
+                    Err(e) => tracing::warn!("resume record of aborted backup {label}: {e}"),
+                }
+            }
             if owns_snapshot {
                 match snapshot_prefix(&ns, &dir) {
                     Ok(prefix) => {
@@ -418,6 +487,14 @@ impl Drop for BackupLease {
                 }
             }
             drop(locks);
+        })
+    }
+}
+
+impl Drop for BackupLease {
+    fn drop(&mut self) {
+        let Some(cleanup) = self.cleanup() else {
+            return;
         };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {

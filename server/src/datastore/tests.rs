@@ -108,6 +108,7 @@ on_both_backends!(
     protected_snapshot_refuses_removal,
     remove_group_removes_everything_unprotected,
     a_shard_lists_exactly_its_chunks,
+    an_aborted_session_leaves_its_uploads_to_the_same_user,
 );
 
 /// Each chunk, and a `.bad` file verify left beside one, is listed in its `.chunks/XX` shard
@@ -152,6 +153,59 @@ async fn a_shard_lists_exactly_its_chunks(kind: Kind) {
                 .collect();
         assert_eq!(&listed, expected, "shard {shard:02x}");
     }
+}
+
+/// An aborted session's uploads go into a resume record that only the same user's next
+/// session of the group can take, once; chunks no longer stored are left out of it.
+async fn an_aborted_session_leaves_its_uploads_to_the_same_user(kind: Kind) {
+    let e = env_on(kind, "resume").await;
+    let g = vm("300");
+    let lease = e.ds.start_backup(&root(), &g, T0, AUTH).await.unwrap();
+    let mut uploaded = Vec::new();
+    for i in 0..3u8 {
+        let data = [i; 100];
+        let (digest, raw) = chunk(&data);
+        e.ds.insert_chunk(&digest, raw, false).await.unwrap();
+        lease.register_uploaded_chunk(&digest, 100);
+        uploaded.push((digest, 100));
+    }
+    // A chunk known only from a previous index is not the session's upload.
+    lease.register_chunk(&sha256(b"from a previous index"), 7);
+    lease.abort().await;
+    assert!(
+        e.ds.tree().list_groups(&root()).await.unwrap().is_empty(),
+        "the aborted session's new group is gone"
+    );
+
+    // Another user of the group finds nothing, and leaves the record alone.
+    let other = e.ds.start_backup(&root(), &g, T0, "bob@pbs").await.unwrap();
+    assert!(other.take_resume_record().await.unwrap().is_empty());
+    other.abort().await;
+
+    // `abort` returns with the group released: the next session starts at once.
+    let next = e.ds.start_backup(&root(), &g, T0, AUTH).await.unwrap();
+    let mut record = next.take_resume_record().await.unwrap();
+    record.sort();
+    uploaded.sort();
+    assert_eq!(record, uploaded);
+    assert!(
+        next.take_resume_record().await.unwrap().is_empty(),
+        "taken once"
+    );
+    for (digest, size) in &record {
+        assert!(next.adopt_resumable_chunk(digest, *size).await.unwrap());
+        assert_eq!(next.known_chunk_size(digest), Some(*size));
+    }
+    let gone = sha256(b"never stored");
+    assert!(!next.adopt_resumable_chunk(&gone, 5).await.unwrap());
+    assert_eq!(next.known_chunk_size(&gone), None);
+
+    // Cut again: the chunks it took over are in its own record.
+    next.abort().await;
+    let last = e.ds.start_backup(&root(), &g, T0, AUTH).await.unwrap();
+    let mut again = last.take_resume_record().await.unwrap();
+    again.sort();
+    assert_eq!(again, uploaded);
 }
 
 fn vm(id: &str) -> BackupGroup {

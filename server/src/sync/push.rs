@@ -54,6 +54,9 @@ pub struct PushSummary {
     pub bytes_pushed: u64,
     /// Chunks the remote already had from its previous snapshot (referenced, not sent).
     pub chunks_reused: u64,
+    /// Chunks the remote kept from an interrupted push of the same snapshot (referenced,
+    /// not sent again; only a remote that is this server keeps them).
+    pub chunks_resumed: u64,
     pub removed_snapshots: u64,
     pub removed_groups: u64,
     pub removed_namespaces: u64,
@@ -69,6 +72,7 @@ struct Counters {
     chunks_pushed: AtomicU64,
     bytes_pushed: AtomicU64,
     chunks_reused: AtomicU64,
+    chunks_resumed: AtomicU64,
     removed_snapshots: AtomicU64,
     removed_groups: AtomicU64,
     removed_namespaces: AtomicU64,
@@ -107,10 +111,15 @@ pub async fn run(
         params.remote.name,
         version["version"].as_str().unwrap_or("?")
     ));
+    // Our own server keeps the chunks of a cut session for the next one (`resumable_chunks`).
+    let resumable = version["repoid"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("pbs-cloud-server"));
     let job = Pusher {
         ds,
         params,
         client,
+        resumable,
         log: log.clone(),
         aborted,
         counters: Counters::default(),
@@ -168,6 +177,7 @@ pub async fn run(
     summary.chunks_pushed = get(&c.chunks_pushed);
     summary.bytes_pushed = get(&c.bytes_pushed);
     summary.chunks_reused = get(&c.chunks_reused);
+    summary.chunks_resumed = get(&c.chunks_resumed);
     summary.removed_snapshots = get(&c.removed_snapshots);
     summary.removed_groups = get(&c.removed_groups);
     summary.removed_namespaces = get(&c.removed_namespaces);
@@ -191,6 +201,8 @@ struct Pusher {
     ds: Arc<Datastore>,
     params: SyncParams,
     client: RemoteClient,
+    /// Whether the remote answers `resumable_chunks` (it is this server).
+    resumable: bool,
     log: LogSink,
     aborted: AbortCheck,
     counters: Counters,
@@ -495,6 +507,18 @@ impl Pusher {
                 known.extend(index_digests(kind, &raw, &file.filename)?);
             }
         }
+        // Chunks an interrupted push of this snapshot left on the remote.
+        let mut resumed: HashSet<Digest> = HashSet::new();
+        if self.resumable {
+            resumed.extend(writer.resumable_chunks().await?);
+            resumed.retain(|digest| !known.contains(digest));
+            if !resumed.is_empty() {
+                say(format!(
+                    "{time}: the remote kept {} chunks of an interrupted push",
+                    resumed.len()
+                ));
+            }
+        }
         for file in &manifest.files {
             check_abort(&self.aborted)?;
             let name = &file.filename;
@@ -510,7 +534,7 @@ impl Pusher {
                     let started = Instant::now();
                     let index_writer = writer.open_index(name, &index).await?;
                     let sent = self
-                        .push_chunks(&lease, &writer, &index_writer, &index, &mut known)
+                        .push_chunks(&lease, &writer, &index_writer, &index, &mut known, &resumed)
                         .await?;
                     writer.append_and_close(&index_writer, &index, name).await?;
                     say(format!(
@@ -534,7 +558,8 @@ impl Pusher {
         Ok(())
     }
 
-    /// Sends the chunks of `index` the remote does not know yet; the bytes sent.
+    /// Sends the chunks of `index` the remote does not know yet (neither in `known` nor
+    /// `resumed`); the bytes sent.
     async fn push_chunks(
         &self,
         lease: &ReaderLease,
@@ -542,13 +567,16 @@ impl Pusher {
         index_writer: &IndexWriter,
         index: &AnyIndex,
         known: &mut HashSet<Digest>,
+        resumed: &HashSet<Digest>,
     ) -> Result<u64, SyncError> {
         let mut missing = Vec::new();
         for (digest, size) in index.chunks() {
-            if known.insert(digest) {
-                missing.push((digest, size));
-            } else {
+            if !known.insert(digest) {
                 add(&self.counters.chunks_reused, 1);
+            } else if resumed.contains(&digest) {
+                add(&self.counters.chunks_resumed, 1);
+            } else {
+                missing.push((digest, size));
             }
         }
         let mut uploads = futures::stream::iter(missing)

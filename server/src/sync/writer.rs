@@ -50,6 +50,33 @@ impl RemoteWriter {
             .await
     }
 
+    /// Our server's extension (docs/protocol.md#resumable-chunks): the chunks this user's
+    /// last session of the group uploaded before it was cut, still stored on the remote; they
+    /// become known to this session like a previous index's. Only for a remote that is this
+    /// server: a stock PBS has no such call.
+    pub async fn resumable_chunks(&self) -> Result<Vec<Digest>, SyncError> {
+        let raw = self
+            .session
+            .request(
+                Method::GET,
+                "resumable_chunks",
+                FORM,
+                Bytes::new(),
+                "resumable chunks",
+            )
+            .await?;
+        if raw.len() % 32 != 0 {
+            return Err(SyncError::Refused(format!(
+                "resumable chunks: {} bytes is no list of 32-byte digests",
+                raw.len()
+            )));
+        }
+        Ok(raw
+            .chunks_exact(32)
+            .map(|d| d.try_into().expect("32 bytes"))
+            .collect())
+    }
+
     /// `POST blob`: a stored blob as it is.
     pub async fn blob(&self, file_name: &str, raw: Bytes) -> Result<(), SyncError> {
         let path = with_query(

@@ -2,6 +2,8 @@
 //! docs/formats.md#chunk-upload-checks): bounded body reading, chunk validation, storing, and
 //! registering the chunk with its writer.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -49,7 +51,7 @@ fn chunk_check_error(err: FormatError) -> HttpError {
 
 /// `POST {fixed,dynamic}_chunk?wid&digest&size&encoded-size`: answers the digest hex.
 pub(super) async fn upload_chunk(
-    session: &BackupSession,
+    session: &Arc<BackupSession>,
     kind: WriterKind,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, HttpError> {
@@ -67,7 +69,7 @@ pub(super) async fn upload_chunk(
 
     // The body (≤ 16 MiB + 44) and, for a compressed chunk, its decoded copy (≤ 16 MiB) are
     // held in memory only with budget for both.
-    let _buffer = session
+    let buffer = session
         .budget()
         .buffer(encoded_size + size)
         .await
@@ -86,23 +88,35 @@ pub(super) async fn upload_chunk(
     .map_err(|e| HttpError::internal(format!("chunk check task failed: {e}")))?;
     let checked = checked.map_err(chunk_check_error)?;
 
-    let outcome = session
-        .store
-        .insert_chunk(&digest, raw.freeze(), checked.kind.is_encrypted())
-        .await
-        .map_err(ProtocolError::from)?;
-
-    let lease = session.lease().await?;
-    if lease.known_chunk_size(&digest).is_none() {
-        session
-            .budget()
-            .check_known_chunks(lease.known_chunk_count(), 1)
+    // Storing and registering run to their end in a task of their own: hyper drops this
+    // handler when the connection goes, and a chunk stored but never registered would be in
+    // neither the snapshot nor the resume record. The task holds the lease from before the
+    // insert, so a session that ends meanwhile (finish, or a cut) waits for it.
+    let session = session.clone();
+    let encrypted = checked.kind.is_encrypted();
+    let stored = tokio::spawn(async move {
+        let _buffer = buffer;
+        let lease = session.lease().await?;
+        let outcome = session
+            .store
+            .insert_chunk(&digest, raw.freeze(), encrypted)
+            .await
             .map_err(ProtocolError::from)?;
-    }
-    session
-        .state()
-        .register_chunk(kind, wid, size, encoded_size, outcome.duplicate)?;
-    lease.register_chunk(&digest, size);
+        if lease.known_chunk_size(&digest).is_none() {
+            session
+                .budget()
+                .check_known_chunks(lease.known_chunk_count(), 1)
+                .map_err(ProtocolError::from)?;
+        }
+        session
+            .state()
+            .register_chunk(kind, wid, size, encoded_size, outcome.duplicate)?;
+        lease.register_uploaded_chunk(&digest, size);
+        Ok::<_, HttpError>(())
+    });
+    stored
+        .await
+        .map_err(|e| HttpError::internal(format!("chunk store task failed: {e}")))??;
     Ok(json_data(digest_to_hex(&digest)))
 }
 

@@ -13,6 +13,7 @@ mod finish;
 mod index_handlers;
 pub mod index_writers;
 mod previous;
+mod resume;
 pub mod session;
 mod task_log;
 
@@ -219,12 +220,15 @@ fn session_label(store: &str, ns: &BackupNamespace, dir: &BackupDir) -> String {
     }
 }
 
-/// Connection gone: an unfinished (or benchmark) snapshot is removed by dropping the lease;
-/// the task ends with PBS's closing lines.
+/// Connection gone: an unfinished (or benchmark) snapshot is removed by aborting the lease,
+/// before the task ends with PBS's closing lines (so a client that sees the task stopped may
+/// start the group's next session at once, and finds the resume record written).
 async fn end_session(session: &BackupSession, task: RunningTask, result: Result<(), String>) {
     let lease = session.lease.write().await.take();
     let finished = session.state().is_finished();
-    drop(lease);
+    if let Some(lease) = lease {
+        lease.abort().await;
+    }
     let log = &session.log;
     if session.benchmark {
         log.log("benchmark finished successfully");
@@ -275,6 +279,7 @@ async fn handle(session: Arc<BackupSession>, req: Request<Incoming>) -> Response
     let result = match (&method, path.as_str()) {
         (&Method::GET, "previous_backup_time") => previous::previous_backup_time(&session).await,
         (&Method::GET, "previous") => previous::download_previous(&session, req).await,
+        (&Method::GET, "resumable_chunks") => resume::resumable_chunks(&session).await,
         (&Method::POST, "blob") => chunks::upload_blob(&session, req).await,
         (&Method::POST, "dynamic_chunk") => {
             chunks::upload_chunk(&session, WriterKind::Dynamic, req).await

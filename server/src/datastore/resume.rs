@@ -104,7 +104,13 @@ impl Datastore {
             object: key.clone(),
             source,
         })?;
-        self.backend.delete(&key).await?;
+        // Left behind, the record is only taken again (its chunks re-checked then).
+        if let Err(e) = self.backend.delete(&key).await {
+            tracing::warn!(
+                "datastore '{}': removing taken resume record {key}: {e}",
+                self.name()
+            );
+        }
         Ok(chunks)
     }
 }

@@ -510,7 +510,11 @@ impl Pusher {
         // Chunks an interrupted push of this snapshot left on the remote.
         let mut resumed: HashSet<Digest> = HashSet::new();
         if self.resumable {
-            resumed.extend(writer.resumable_chunks().await?);
+            // An older version of our server answers 404: then nothing is resumed.
+            match writer.resumable_chunks().await {
+                Ok(digests) => resumed.extend(digests),
+                Err(e) => say(format!("{time}: no resumable chunks - {e}")),
+            }
             resumed.retain(|digest| !known.contains(digest));
             if !resumed.is_empty() {
                 say(format!(

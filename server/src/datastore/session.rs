@@ -346,7 +346,8 @@ impl BackupLease {
 
     /// Registers a chunk of the resume record, as an upload of this session, if it is still
     /// stored (GC does not keep a record's chunks); whether it is. Registration comes first,
-    /// so a GC running now keeps it from here on.
+    /// then [`ChunkStore::is_stored_for_lease`](super::ChunkStore::is_stored_for_lease), so a
+    /// GC running now either removed it (false) or keeps it from here on.
     pub async fn adopt_resumable_chunk(
         &self,
         digest: &Digest,
@@ -354,8 +355,7 @@ impl BackupLease {
     ) -> Result<bool, DatastoreError> {
         let known_before = self.known_chunk_size(digest).is_some();
         self.register_chunk(digest, size);
-        let chunks = self.ds.chunks();
-        if !(chunks.is_known(digest) || chunks.exists(digest).await?) {
+        if !self.ds.chunks().is_stored_for_lease(digest).await? {
             if !known_before {
                 lock_std(&self.state.chunks).remove(digest);
             }

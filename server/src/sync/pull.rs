@@ -605,7 +605,7 @@ impl Puller {
         check_abort(&self.aborted)?;
         lease.register_chunk(&digest, size);
         let chunks = self.ds.chunks();
-        if chunks.is_known(&digest) || chunks.exists(&digest).await? {
+        if chunks.is_stored_for_lease(&digest).await? {
             add(&self.counters.chunks_present, 1);
             return Ok(0);
         }

@@ -255,6 +255,17 @@ impl ChunkStore {
         Ok(self.backend.head(&chunk_key(digest)).await?.is_some())
     }
 
+    /// Whether a chunk the caller has just registered with a backup lease is stored, and
+    /// stays stored while the lease lives. Asked under the shared chunk lock: a GC delete
+    /// batch holds it exclusively and re-checks the leases inside it, so the batch either
+    /// ended before (a chunk it removed answers false) or begins after and sees the
+    /// registration. Without the lock, a batch could remove the chunk between this answer and
+    /// the lease's protection.
+    pub async fn is_stored_for_lease(&self, digest: &Digest) -> Result<bool, DatastoreError> {
+        let _shared = self.lock.read().await;
+        Ok(self.is_known(digest) || self.exists(digest).await?)
+    }
+
     /// Persist pending known-set journal entries through this store's (fenced) backend.
     pub(super) async fn flush_known(&self) -> Result<(), DatastoreError> {
         self.known.flush(self.backend.as_ref()).await

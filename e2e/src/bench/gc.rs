@@ -34,7 +34,7 @@ use pbs_cloud_server::format::{sha256, Digest};
 use serde::Serialize;
 
 use super::s3_ingest::S3Target;
-use super::{reset_own_peak_rss, vm_hwm_kib, vm_rss_kib};
+use super::{reset_own_peak_rss, vm_hwm_kib, vm_rss_kib, RssSampler};
 use crate::TestServer;
 
 /// Backup time of the first benchmark snapshot (2026-01-01T00:00:00Z).
@@ -82,6 +82,9 @@ pub struct GcRun {
     /// before the run).
     pub rss_before_kib: Option<u64>,
     pub peak_rss_kib: Option<u64>,
+    /// Peaks of the anonymous (heap) and file-backed (mapped files) parts, sampled.
+    pub peak_anon_kib: Option<u64>,
+    pub peak_file_kib: Option<u64>,
 }
 
 /// The whole report.
@@ -259,6 +262,7 @@ async fn measure(
         let before = counts();
         let rss_before_kib = vm_rss_kib(own_pid);
         let _ = reset_own_peak_rss();
+        let sampler = RssSampler::start();
         let t = Instant::now();
         let status = ds
             .gc()
@@ -270,8 +274,11 @@ async fn measure(
             .await
             .with_context(|| format!("GC run {label}"))?;
         let mut run = gc_run(label, &status, t.elapsed(), since(counts(), before));
+        let (anon, file) = sampler.stop();
         run.rss_before_kib = rss_before_kib;
         run.peak_rss_kib = vm_hwm_kib(own_pid);
+        run.peak_anon_kib = Some(anon);
+        run.peak_file_kib = Some(file);
         runs.push(run);
     }
     let _ = ds.close().await;
@@ -381,6 +388,8 @@ fn gc_run(label: &str, s: &GcStatus, total: Duration, requests: Option<RequestCo
         requests,
         rss_before_kib: None,
         peak_rss_kib: None,
+        peak_anon_kib: None,
+        peak_file_kib: None,
     }
 }
 
@@ -542,7 +551,7 @@ pub fn render(r: &GcReport) -> String {
         out.push_str(&format!("GC mark budget: {budget} digests in memory\n\n"));
     }
     out.push_str(&format!(
-        "{:<40} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>10} {:>10}  {}\n",
+        "{:<40} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>10} {:>10} {:>15}  {}\n",
         "run",
         "total s",
         "mark s",
@@ -552,11 +561,12 @@ pub fn render(r: &GcReport) -> String {
         "on disk",
         "RSS0 MiB",
         "peak MiB",
+        "anon/file MiB",
         "S3 requests"
     ));
     for run in &r.runs {
         out.push_str(&format!(
-            "{:<40} {:>9.2} {:>9.2} {:>9.2} {:>11} {:>9} {:>9} {:>10} {:>10}  {}\n",
+            "{:<40} {:>9.2} {:>9.2} {:>9.2} {:>11} {:>9} {:>9} {:>10} {:>10} {:>15}  {}\n",
             run.label,
             run.total_seconds,
             run.mark_seconds,
@@ -566,6 +576,11 @@ pub fn render(r: &GcReport) -> String {
             run.disk_chunks,
             kib_cell(run.rss_before_kib),
             kib_cell(run.peak_rss_kib),
+            format!(
+                "{}/{}",
+                kib_cell(run.peak_anon_kib),
+                kib_cell(run.peak_file_kib)
+            ),
             requests_cell(&run.requests)
         ));
     }

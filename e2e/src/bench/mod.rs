@@ -103,6 +103,43 @@ pub fn reset_own_peak_rss() -> std::io::Result<()> {
     std::fs::write("/proc/self/clear_refs", b"5")
 }
 
+/// Peaks of this process's anonymous and file-backed resident memory (`RssAnon`, and
+/// `RssFile` + `RssShmem`), sampled every 20 ms on a thread of its own. `VmHWM` only gives
+/// their sum at its peak; the split tells heap from mapped files (the known-chunk index),
+/// which the kernel can drop under pressure.
+pub struct RssSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl RssSampler {
+    pub fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let pid = std::process::id();
+            let (mut anon, mut file) = (0, 0);
+            loop {
+                anon = anon.max(status_kib(pid, "RssAnon:").unwrap_or(0));
+                let mapped = status_kib(pid, "RssFile:").unwrap_or(0)
+                    + status_kib(pid, "RssShmem:").unwrap_or(0);
+                file = file.max(mapped);
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    return (anon, file);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        });
+        RssSampler { stop, thread }
+    }
+
+    /// (peak anonymous, peak file-backed) resident memory in KiB.
+    pub fn stop(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or((0, 0))
+    }
+}
+
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;

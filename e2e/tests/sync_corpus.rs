@@ -1,18 +1,25 @@
-//! Our pull client against a stock PBS's answers (issue 18: "our sync client against recorded
-//! PBS answers where a second real server is not available"): corpus `s4-pull-sync`, run 1, is
-//! what a PBS 4.2.3 pull job sent to a PBS 3.2.4 and what that server answered. A TLS server
-//! here replays those answers in order, and our pull job (`pbs_cloud_server::sync::pull`, into
-//! a local datastore) is its client.
+//! Our sync client against a stock PBS's answers (issue 18: "our sync client against recorded
+//! PBS answers where a second real server is not available"). A TLS server here replays a
+//! recorded scenario's answers in order, and our job is its client. Every request our client
+//! makes must be the recorded request's shape (method, path, the set of query parameters and
+//! their values; a JSON body's fields, an index append's entries, an upload's length). Chunk
+//! uploads may come in another order within a run of them (ours go several at once).
 //!
-//! Every request our client makes must be the recorded request's shape (method, path, the set
-//! of query parameters and their values; the login body's fields): login, the namespace,
-//! group and snapshot listings, the reader upgrade, then inside the session the manifest, the
-//! config blob and the first index. The answers are PBS's own bytes: the JSON listings, the
-//! `101` upgrade, the manifest and blob (recorded whole), and the index (rebuilt from the
-//! recorder's parse and checked against the recorded SHA-256). Our client parses them and
-//! checks each file against the manifest before it asks for a chunk. The corpus keeps no
-//! chunk data, so the replay ends at the first chunk request (answered 404) and the job reports
-//! that group as failed; everything up to it is compared.
+//! * **Pull** (`s4-pull-sync`, run 1: a PBS 4.2.3 pull job against a PBS 3.2.4): login, the
+//!   namespace, group and snapshot listings, the reader upgrade, then inside the session the
+//!   manifest, the config blob and the first index. The answers are PBS's own bytes: the JSON
+//!   listings, the `101` upgrade, the manifest and blob (recorded whole), and the index
+//!   (rebuilt from the recorder's parse and checked against the recorded SHA-256). Our client
+//!   checks each file against the manifest before it asks for a chunk. The corpus keeps no
+//!   chunk data, so the replay ends at the first chunk request (answered 404) and the job
+//!   reports that group as failed; everything up to it is compared.
+//! * **Push** (`s4-push-sync`, run 1: a PBS 4.2.3 push job into a PBS 3.2.4, 4 snapshots of 2
+//!   groups, one client-encrypted, into a new namespace): all 77 exchanges. Our source
+//!   datastore is rebuilt from what the pushing PBS sent (blobs and manifests whole, indexes
+//!   from its appends, chunks of the recorded length and head: a push sends chunks as stored,
+//!   so only digest and length reach the wire), and our push job must send what PBS sent:
+//!   namespace creation, listings, one backup session per snapshot, each previous index
+//!   fetched right before its archive is written, the same chunks, appends and checksums.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -25,17 +32,22 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use pbs_cloud_e2e::corpus::load::{Body, Exchange, IndexSummary, Layer};
+use std::str::FromStr;
+
+use pbs_cloud_e2e::corpus::load::{BinarySummary, Body, Exchange, IndexSummary, Layer};
 use pbs_cloud_e2e::corpus::{corpus_dir, load};
-use pbs_cloud_server::backend::LocalBackend;
-use pbs_cloud_server::datastore::Datastore;
-use pbs_cloud_server::format::names::BackupNamespace;
-use pbs_cloud_server::sync::{pull, Direction, RemoteSpec, SyncParams};
+use pbs_cloud_server::backend::{Backend, LocalBackend, PutOptions};
+use pbs_cloud_server::datastore::{layout, Datastore};
+use pbs_cloud_server::format::dynamic_index::{DynamicEntry, DynamicIndex};
+use pbs_cloud_server::format::fixed_index::FixedIndex;
+use pbs_cloud_server::format::names::{BackupDir, BackupGroup, BackupNamespace, BackupType};
+use pbs_cloud_server::format::parse_digest_hex;
+use pbs_cloud_server::sync::{pull, push, Direction, RemoteSpec, SyncParams};
 use serde_json::Value;
 
 /// The recorded exchanges our client is expected to make, in order, and what it sent.
 struct Replay {
-    expected: Vec<Exchange>,
+    expected: Mutex<Vec<Exchange>>,
     next: Mutex<usize>,
     seen: Mutex<Vec<Seen>>,
 }
@@ -66,6 +78,33 @@ fn body_fields(body: &[u8]) -> Vec<String> {
     }
 }
 
+/// A chunk upload (`POST {dynamic,fixed}_chunk`), which a client sends several at a time.
+fn is_chunk_upload(method: &str, target: &str) -> bool {
+    method == "POST"
+        && ["/dynamic_chunk", "/fixed_chunk"]
+            .iter()
+            .any(|p| target.trim_start_matches('/').starts_with(&p[1..]))
+}
+
+/// The entries of an index append (`PUT *_index`): (offset, digest) pairs, sorted (a fixed
+/// index's may come in any order).
+fn appended(body: &Value) -> Vec<(u64, String)> {
+    let digests = body["digest-list"].as_array().cloned().unwrap_or_default();
+    let offsets = body["offset-list"].as_array().cloned().unwrap_or_default();
+    let mut pairs: Vec<(u64, String)> = offsets
+        .iter()
+        .zip(&digests)
+        .map(|(o, d)| {
+            (
+                o.as_u64().unwrap_or(u64::MAX),
+                d.as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    pairs.sort();
+    pairs
+}
+
 impl Replay {
     async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let method = req.method().to_string();
@@ -80,13 +119,30 @@ impl Replay {
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        let index = {
-            let mut next = self.next.lock().unwrap();
-            *next += 1;
-            *next - 1
-        };
         let ours = format!("{method} {target}");
-        let Some(exchange) = self.expected.get(index) else {
+        let exchange = {
+            let mut expected = self.expected.lock().unwrap();
+            let mut next = self.next.lock().unwrap();
+            let index = *next;
+            *next += 1;
+            // Chunk uploads travel several at once: ours may come in another order than the
+            // recorded client's, within the same run of uploads.
+            if is_chunk_upload(&method, &target) {
+                let found = (index..expected.len())
+                    .take_while(|&i| {
+                        is_chunk_upload(&expected[i].request.method, &expected[i].request.target)
+                    })
+                    .find(|&i| {
+                        let r = &expected[i].request;
+                        shape(&method, &target) == shape(&r.method, &r.target)
+                    });
+                if let Some(i) = found {
+                    expected.swap(index, i);
+                }
+            }
+            expected.get(index).cloned()
+        };
+        let Some(exchange) = exchange else {
             self.record(
                 String::new(),
                 ours,
@@ -105,10 +161,22 @@ impl Replay {
             mine.sort();
             if theirs != mine {
                 verdict = Err(format!("body fields {mine:?}, recorded {theirs:?}"));
+            } else if method == "PUT" {
+                // An index append: the same entries as the recorded client's.
+                let ours: Value = serde_json::from_slice(&body).unwrap_or_default();
+                if appended(&ours) != appended(&json.to_value()) {
+                    verdict = Err(format!("appended {ours}, recorded {}", json.to_value()));
+                }
+            }
+        } else if let Body::Binary(summary) = &recorded.body {
+            // An upload: PBS's length (the bytes are ours; the corpus keeps a chunk's length and
+            // head only).
+            if body.len() as u64 != summary.len {
+                verdict = Err(format!("{} bytes, recorded {}", body.len(), summary.len));
             }
         }
         self.record(exchange.request_line(), ours, verdict);
-        respond(exchange)
+        respond(&exchange)
     }
 
     fn record(&self, recorded: String, ours: String, verdict: Result<(), String>) {
@@ -165,8 +233,12 @@ fn respond(exchange: &Exchange) -> Response<Full<Bytes>> {
         .status(status)
         .header("content-type", content_type);
     if status == StatusCode::SWITCHING_PROTOCOLS {
+        let protocol = recorded
+            .headers
+            .get("upgrade")
+            .unwrap_or("proxmox-backup-reader-protocol-v1");
         builder = builder
-            .header("upgrade", "proxmox-backup-reader-protocol-v1")
+            .header("upgrade", protocol)
             .header("connection", "upgrade");
     }
     builder.body(Full::new(body)).unwrap()
@@ -272,7 +344,7 @@ async fn our_pull_asks_what_a_pbs_puller_asks_and_reads_pbs_answers() {
         .expect("run 1 fetches a chunk");
     let expected = run1[..=first_chunk].to_vec();
     let replay = Arc::new(Replay {
-        expected: expected.clone(),
+        expected: Mutex::new(expected.clone()),
         next: Mutex::new(0),
         seen: Mutex::new(Vec::new()),
     });
@@ -340,5 +412,229 @@ async fn our_pull_asks_what_a_pbs_puller_asks_and_reads_pbs_answers() {
     }
     assert_eq!(summary.errors, 1, "{summary:?}");
     assert_eq!(summary.snapshots_pulled, 0, "{summary:?}");
+    store.close().await.unwrap();
+}
+
+/// Bytes of the recorded length that begin with the recorded head: what a chunk (or
+/// `client.log.blob`) of the recorded push looked like on the wire, as far as the corpus
+/// tells. A push sends stored chunks without decoding them, so length and digest are all
+/// that reaches the remote.
+fn fabricated(summary: &BinarySummary) -> Bytes {
+    let mut bytes = base64::engine::general_purpose::STANDARD
+        .decode(&summary.head_b64)
+        .unwrap();
+    bytes.resize(summary.len as usize, 0);
+    Bytes::from(bytes)
+}
+
+/// The query parameters of a recorded request.
+fn query(target: &str) -> BTreeMap<String, String> {
+    shape("", target).2
+}
+
+/// An index being rebuilt from a recorded backup session: name, fixed size, appended entries.
+struct Rebuilt {
+    name: String,
+    fixed_size: Option<u64>,
+    entries: Vec<(u64, String)>,
+}
+
+/// The source datastore of the recorded push, rebuilt from what the pushing PBS sent: per
+/// backup session (group and time from its upgrade) its blobs (whole from the corpus, or of
+/// the recorded length and head), its indexes from the appends and closes, and a chunk object
+/// per uploaded chunk (see [`fabricated`]). All in the root namespace.
+async fn source_from_recording(store: &LocalBackend, run: &[Exchange]) -> usize {
+    let root = BackupNamespace::root();
+    let mut dir: Option<BackupDir> = None;
+    let mut writers: BTreeMap<u64, Rebuilt> = BTreeMap::new();
+    let mut snapshots = 0;
+    let put = |key: String, bytes: Bytes| async move {
+        store.put(&key, bytes, PutOptions::default()).await.unwrap();
+    };
+    for e in run {
+        let (method, target) = (e.request.method.as_str(), e.request.target.as_str());
+        let q = query(target);
+        let path = shape(method, target).1;
+        if e.layer == Layer::Http1 && path == "/api2/json/backup" {
+            let ty = BackupType::from_str(&q["backup-type"]).unwrap();
+            let group = BackupGroup::new(ty, &q["backup-id"]).unwrap();
+            let owner = layout::group_file_key(&root, &group, "owner");
+            put(owner, Bytes::from_static(b"bench@pbs\n")).await;
+            dir = Some(BackupDir::new(group, q["backup-time"].parse().unwrap()).unwrap());
+            writers.clear();
+            snapshots += 1;
+            continue;
+        }
+        let Some(dir) = &dir else { continue };
+        let answered_wid = || match &e.response.body {
+            Body::Json(json) => json.to_value()["data"].as_u64().unwrap(),
+            other => panic!("{}: no wid in {other:?}", e.request_line()),
+        };
+        match (method, path.as_str()) {
+            ("POST", "/blob") => {
+                let Body::Binary(summary) = &e.request.body else {
+                    panic!("{}: no blob body", e.request_line())
+                };
+                let bytes = match &summary.b64 {
+                    Some(b64) => Bytes::from(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(b64)
+                            .unwrap(),
+                    ),
+                    None => fabricated(summary),
+                };
+                let key = layout::snapshot_file_key(&root, dir, &q["file-name"]).unwrap();
+                put(key, bytes).await;
+            }
+            ("POST", "/dynamic_index") | ("POST", "/fixed_index") => {
+                writers.insert(
+                    answered_wid(),
+                    Rebuilt {
+                        name: q["archive-name"].clone(),
+                        fixed_size: q.get("size").map(|s| s.parse().unwrap()),
+                        entries: Vec::new(),
+                    },
+                );
+            }
+            ("POST", "/dynamic_chunk") | ("POST", "/fixed_chunk") => {
+                let Body::Binary(summary) = &e.request.body else {
+                    panic!("{}: no chunk body", e.request_line())
+                };
+                let digest = parse_digest_hex(&q["digest"]).unwrap();
+                put(layout::chunk_key(&digest), fabricated(summary)).await;
+            }
+            ("PUT", "/dynamic_index") | ("PUT", "/fixed_index") => {
+                let Body::Json(json) = &e.request.body else {
+                    panic!("{}: no append body", e.request_line())
+                };
+                let body = json.to_value();
+                let wid = body["wid"].as_u64().unwrap();
+                writers
+                    .get_mut(&wid)
+                    .unwrap()
+                    .entries
+                    .extend(appended(&body));
+            }
+            ("POST", "/dynamic_close") | ("POST", "/fixed_close") => {
+                let mut index = writers.remove(&q["wid"].parse().unwrap()).unwrap();
+                index.entries.sort();
+                let size: u64 = q["size"].parse().unwrap();
+                let bytes = match index.fixed_size {
+                    Some(fixed_size) => FixedIndex {
+                        uuid: [0; 16],
+                        ctime: dir.time,
+                        size: fixed_size,
+                        chunk_size: 4 << 20,
+                        digests: index
+                            .entries
+                            .iter()
+                            .map(|(_, d)| parse_digest_hex(d).unwrap())
+                            .collect(),
+                    }
+                    .to_bytes(),
+                    None => {
+                        let ends = index
+                            .entries
+                            .iter()
+                            .skip(1)
+                            .map(|(offset, _)| *offset)
+                            .chain([size]);
+                        DynamicIndex {
+                            uuid: [0; 16],
+                            ctime: dir.time,
+                            entries: index
+                                .entries
+                                .iter()
+                                .zip(ends)
+                                .map(|((_, d), end)| DynamicEntry {
+                                    end,
+                                    digest: parse_digest_hex(d).unwrap(),
+                                })
+                                .collect(),
+                        }
+                        .to_bytes()
+                    }
+                };
+                let key = layout::snapshot_file_key(&root, dir, &index.name).unwrap();
+                put(key, Bytes::from(bytes)).await;
+            }
+            _ => {}
+        }
+    }
+    snapshots
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_push_sends_what_a_pbs_pusher_sends() {
+    let scenario = load(&corpus_dir(), "s4-push-sync").expect("corpus s4-push-sync");
+    // Run 1 of the job: 4 snapshots of 2 groups (one client-encrypted) into a new namespace.
+    let expected: Vec<Exchange> = scenario
+        .in_order()
+        .into_iter()
+        .filter(|e| e.cmd.contains("run 1"))
+        .cloned()
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let backend = LocalBackend::open(&dir.path().join("store1")).unwrap();
+    let snapshots = source_from_recording(&backend, &expected).await;
+    assert_eq!(snapshots, 4);
+    let replay = Arc::new(Replay {
+        expected: Mutex::new(expected.clone()),
+        next: Mutex::new(0),
+        seen: Mutex::new(Vec::new()),
+    });
+    let (port, fingerprint) = serve(replay.clone()).await;
+
+    let secret = dir.path().join("remote.secret");
+    std::fs::write(&secret, "corpus-password\n").unwrap();
+    let store = Datastore::open("store1", Arc::new(backend)).await.unwrap();
+    let params = SyncParams {
+        direction: Direction::Push,
+        remote: RemoteSpec {
+            name: "corpus-s4-target".into(),
+            host: "127.0.0.1".into(),
+            port,
+            auth_id: "bench@pbs".into(),
+            fingerprint,
+            secret_file: secret,
+        },
+        remote_store: "store1".into(),
+        remote_ns: BackupNamespace::parse("corpus-s4-push").unwrap(),
+        ns: BackupNamespace::root(),
+        max_depth: Some(0),
+        filters: Vec::new(),
+        remove_vanished: false,
+        transfer_last: None,
+        owner: "bench@pbs".into(),
+        verified_only: false,
+        encrypted_only: false,
+        rate_in: None,
+        rate_out: None,
+        worker_threads: 1,
+    };
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let log = {
+        let lines = lines.clone();
+        Arc::new(move |line: String| lines.lock().unwrap().push(line))
+    };
+    let summary = push::run(store.clone(), params, log, Arc::new(|| false))
+        .await
+        .expect("the job runs to its end");
+    let log = lines.lock().unwrap().clone();
+
+    let seen = replay.seen.lock().unwrap().clone();
+    for s in &seen {
+        println!("ours {:<70} recorded {}", s.ours, s.recorded);
+    }
+    for s in &seen {
+        assert!(s.verdict.is_ok(), "{s:#?}\n{log:#?}");
+    }
+    assert_eq!(
+        seen.len(),
+        expected.len(),
+        "our client stopped early or went on: {log:#?}"
+    );
+    assert_eq!(summary.errors, 0, "{summary:?} {log:#?}");
+    assert_eq!(summary.snapshots_pushed, 4, "{summary:?}");
     store.close().await.unwrap();
 }

@@ -7,9 +7,11 @@
 //!   another auth id than the remote user is not written (PBS's owner rule).
 //! * Snapshots: local finished ones newer than the remote group's newest (and with
 //!   `transfer_last` among the newest N). Each goes in one backup session: the remote's
-//!   previous manifest and indexes are fetched first, so their chunks are referenced, not
-//!   sent; blobs and chunks travel as stored; indexes are rebuilt remotely from their digest
-//!   lists and must match the local checksums; the local manifest goes last, unchanged.
+//!   previous manifest first, and each previous index right before the same archive is
+//!   written, so its chunks are referenced, not sent; blobs and chunks travel as stored;
+//!   indexes are rebuilt remotely from their digest lists and must match the local
+//!   checksums; the local manifest goes last, unchanged. PBS's request order, exactly
+//!   (`e2e/tests/sync_corpus.rs`).
 //! * `remove_vanished`: remote snapshots, groups and namespaces gone locally are deleted;
 //!   snapshots protected on the remote are left alone without a request, and the remote
 //!   refuses what its retention locks hold.
@@ -398,10 +400,9 @@ impl Pusher {
                 )));
             }
         }
-        let remote = match remote_owner {
-            Some(_) => self.remote_snapshots(remote_ns, group).await?,
-            None => Vec::new(),
-        };
+        // Listed even when the group is new there, as a pushing PBS does (corpus
+        // `s4-push-sync`: an empty list).
+        let remote = self.remote_snapshots(remote_ns, group).await?;
         let newest_remote = remote.last().map(|s| s.time);
         let mut local = Vec::new();
         for snap in self.ds.tree().list_snapshots(local_ns, group).await? {
@@ -488,25 +489,18 @@ impl Pusher {
             .client
             .writer(&self.params.remote_store, remote_ns, dir)
             .await?;
-        // The remote's previous snapshot: chunks of its indexes need not be sent again.
+        // The remote's previous snapshot: chunks of its indexes need not be sent again. Each
+        // index of it is fetched right before the same archive is written, as a pushing PBS
+        // does (corpus `s4-push-sync`).
         let mut known: HashSet<Digest> = HashSet::new();
-        if has_previous {
-            let previous = writer
+        let previous = match has_previous {
+            true => writer
                 .previous(MANIFEST)
                 .await
                 .ok()
-                .and_then(|raw| Manifest::from_blob(&raw).ok());
-            for file in previous.iter().flat_map(|m| m.files.iter()) {
-                let Some(kind) = index_kind_of(&file.filename) else {
-                    continue;
-                };
-                if manifest.file(&file.filename).is_none() {
-                    continue;
-                }
-                let raw = writer.previous(&file.filename).await?;
-                known.extend(index_digests(kind, &raw, &file.filename)?);
-            }
-        }
+                .and_then(|raw| Manifest::from_blob(&raw).ok()),
+            false => None,
+        };
         // Chunks an interrupted push of this snapshot left on the remote.
         let mut resumed: HashSet<Digest> = HashSet::new();
         if self.resumable {
@@ -515,7 +509,6 @@ impl Pusher {
                 Ok(digests) => resumed.extend(digests),
                 Err(e) => say(format!("{time}: no resumable chunks - {e}")),
             }
-            resumed.retain(|digest| !known.contains(digest));
             if !resumed.is_empty() {
                 say(format!(
                     "{time}: the remote kept {} chunks of an interrupted push",
@@ -535,6 +528,10 @@ impl Pusher {
                             object: format!("{name} of local snapshot {}", dir.path()),
                             source,
                         })?;
+                    if previous.as_ref().is_some_and(|p| p.file(name).is_some()) {
+                        let raw = writer.previous(name).await?;
+                        known.extend(index_digests(kind, &raw, name)?);
+                    }
                     let started = Instant::now();
                     let index_writer = writer.open_index(name, &index).await?;
                     let sent = self

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use super::dir_names::{DirEntry, DirNames};
 use super::{
     Backend, BackendCapabilities, BackendError, Capacity, ListResult, ObjectMeta, PutOptions,
     PutOutcome,
@@ -25,6 +26,8 @@ const TMP_PREFIX: &str = ".pbs-cloud-tmp.";
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
     root: PathBuf,
+    /// Names of the last directory listed by a partial name (`dir_names.rs`).
+    names: DirNames,
 }
 
 impl LocalBackend {
@@ -45,6 +48,7 @@ impl LocalBackend {
         }
         Ok(Self {
             root: root.to_path_buf(),
+            names: DirNames::default(),
         })
     }
 
@@ -305,8 +309,30 @@ fn walk(dir: &Path, key_base: &str, out: &mut Vec<ObjectMeta>) -> Result<(), Bac
     Ok(())
 }
 
+/// Every entry of `dir` (temp files left out), with whether it is a directory.
+fn read_entries(dir: &Path) -> std::io::Result<Vec<DirEntry>> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with(TMP_PREFIX) {
+            continue;
+        }
+        let is_dir = match entry.file_type() {
+            Ok(ft) if ft.is_dir() => Some(true),
+            Ok(ft) if ft.is_file() => Some(false),
+            _ => None,
+        };
+        entries.push(DirEntry { name, is_dir });
+    }
+    Ok(entries)
+}
+
 fn list_blocking(
     root: &Path,
+    names: &DirNames,
     prefix: &str,
     delimiter: Option<char>,
 ) -> Result<ListResult, BackendError> {
@@ -329,33 +355,33 @@ fn list_blocking(
         format!("{dir}/")
     };
     let mut result = ListResult::default();
-    let entries = match std::fs::read_dir(&dir_path) {
-        Ok(e) => e,
-        Err(e) if is_missing(&e) => return Ok(result),
-        Err(e) => return Err(BackendError::io(prefix, e)),
+    let missing_is_empty = |e: std::io::Error| match is_missing(&e) {
+        true => Ok(Vec::new()),
+        false => Err(BackendError::io(prefix, e)),
+    };
+    // A partial name reads the whole directory: its names are kept while it is unchanged.
+    let entries = if name_prefix.is_empty() {
+        read_entries(&dir_path).or_else(missing_is_empty)?
+    } else {
+        match std::fs::metadata(&dir_path) {
+            Ok(meta) => names
+                .entries_with_prefix(&dir_path, &meta, name_prefix, || read_entries(&dir_path))
+                .or_else(missing_is_empty)?,
+            Err(e) => missing_is_empty(e)?,
+        }
     };
     for entry in entries {
-        let entry = entry.map_err(|e| BackendError::io(prefix, e))?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        if !name.starts_with(name_prefix) || name.starts_with(TMP_PREFIX) {
-            continue;
-        }
-        let key = format!("{key_base}{name}");
-        let Ok(ft) = entry.file_type() else { continue };
-        if ft.is_dir() {
-            if delimiter.is_some() {
-                result.prefixes.push(format!("{key}/"));
-            } else {
-                walk(&entry.path(), &format!("{key}/"), &mut result.objects)?;
-            }
-        } else if ft.is_file() {
-            match entry.metadata() {
+        let key = format!("{key_base}{}", entry.name);
+        let path = dir_path.join(&entry.name);
+        match entry.is_dir {
+            Some(true) if delimiter.is_some() => result.prefixes.push(format!("{key}/")),
+            Some(true) => walk(&path, &format!("{key}/"), &mut result.objects)?,
+            Some(false) => match std::fs::symlink_metadata(&path) {
                 Ok(meta) => result.objects.push(meta_of(key, &meta)),
                 Err(e) if is_missing(&e) => {}
                 Err(e) => return Err(BackendError::io(&key, e)),
-            }
+            },
+            None => {}
         }
     }
     result.objects.sort_by(|a, b| a.key.cmp(&b.key));
@@ -396,7 +422,6 @@ impl Backend for LocalBackend {
             exclusive_to_server: false,
             wants_put_checksum: false,
             retention_needs_object_lock: false,
-            lists_by_directory: true,
         }
     }
 
@@ -464,8 +489,9 @@ impl Backend for LocalBackend {
         delimiter: Option<char>,
     ) -> Result<ListResult, BackendError> {
         let root = self.root.clone();
+        let names = self.names.clone();
         let p = prefix.to_string();
-        blocking(prefix, move || list_blocking(&root, &p, delimiter)).await
+        blocking(prefix, move || list_blocking(&root, &names, &p, delimiter)).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
@@ -487,7 +513,7 @@ impl Backend for LocalBackend {
         let root = self.root.clone();
         let p = prefix.to_string();
         blocking(prefix, move || {
-            let listed = list_blocking(&root, &p, None)?;
+            let listed = list_blocking(&root, &DirNames::default(), &p, None)?;
             for obj in &listed.objects {
                 delete_blocking(&root, &obj.key)?;
             }

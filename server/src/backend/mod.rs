@@ -4,6 +4,7 @@
 //! '/'-separated key through [`Backend`]. Both the local filesystem and S3 implement the same
 //! semantics, so every datastore behaviour can be tested against either.
 
+mod dir_names;
 pub mod local;
 pub mod lock;
 pub mod s3;
@@ -202,12 +203,6 @@ pub struct BackendCapabilities {
     /// could otherwise delete locked objects. `false` where the server's own refusal is the
     /// enforcement (a local directory).
     pub retention_needs_object_lock: bool,
-    /// Whether a listing reads the directory that holds its prefix (a local directory): a
-    /// prefix ending inside a name (`.chunks/ab`) then reads that whole parent (65,536 shard
-    /// directories), so a caller that can should list whole directories instead
-    /// (`.chunks/ab00/` … `.chunks/abff/`). On an object store every listing is a request,
-    /// and one prefix is cheapest.
-    pub lists_by_directory: bool,
 }
 
 /// Single answers of [`Backend::capabilities`], for every backend (not overridable: a wrapper
@@ -221,8 +216,6 @@ pub trait BackendExt {
     fn wants_put_checksum(&self) -> bool;
     /// [`BackendCapabilities::retention_needs_object_lock`].
     fn retention_needs_object_lock(&self) -> bool;
-    /// [`BackendCapabilities::lists_by_directory`].
-    fn lists_by_directory(&self) -> bool;
 }
 
 impl<B: Backend + ?Sized> BackendExt for B {
@@ -237,9 +230,6 @@ impl<B: Backend + ?Sized> BackendExt for B {
     }
     fn retention_needs_object_lock(&self) -> bool {
         self.capabilities().retention_needs_object_lock
-    }
-    fn lists_by_directory(&self) -> bool {
-        self.capabilities().lists_by_directory
     }
 }
 

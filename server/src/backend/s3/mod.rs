@@ -353,7 +353,6 @@ impl Backend for S3Backend {
             exclusive_to_server: true,
             wants_put_checksum: true,
             retention_needs_object_lock: true,
-            lists_by_directory: false,
         }
     }
 

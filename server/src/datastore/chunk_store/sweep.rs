@@ -6,9 +6,7 @@
 use std::collections::HashSet;
 use std::time::SystemTime;
 
-use futures::{StreamExt, TryStreamExt};
-
-use crate::backend::{BackendExt, ListResult, ObjectMeta};
+use crate::backend::ObjectMeta;
 use crate::format::Digest;
 
 use super::super::layout::{parse_chunk_key, ChunkKey, CHUNK_PREFIX};
@@ -17,36 +15,20 @@ use super::ChunkStore;
 
 /// Keys per delete request.
 pub(in crate::datastore) const DELETE_BATCH: usize = 1000;
-/// Directory listings of one shard in flight at once (a local directory; see
-/// [`ChunkStore::list_shard`]).
-const LIST_PARALLELISM: usize = 4;
 /// Delete requests in flight at once (all under one hold of the exclusive chunk lock).
 pub(in crate::datastore) const DELETE_PARALLELISM: usize = 4;
 
 impl ChunkStore {
-    /// The chunks and `.bad` files of shard `shard` (`.chunks/XX`), other objects skipped,
-    /// in key order. Where a listing reads whole directories (a local directory), the
-    /// shard's 256 `.chunks/XXYY/` directories are listed one by one: the prefix
-    /// `.chunks/XX` would read all 65,536 names of `.chunks` for each of the 256 shards.
+    /// The chunks and `.bad` files of shard `shard` (`.chunks/XX`), other objects skipped.
     pub(in crate::datastore) async fn list_shard(
         &self,
         shard: usize,
     ) -> Result<Vec<(ObjectMeta, ChunkKey)>, DatastoreError> {
-        let prefixes: Vec<String> = if self.backend.lists_by_directory() {
-            (0..=0xff)
-                .map(|sub| format!("{CHUNK_PREFIX}{shard:02x}{sub:02x}/"))
-                .collect()
-        } else {
-            vec![format!("{CHUNK_PREFIX}{shard:02x}")]
-        };
-        let listings: Vec<ListResult> = futures::stream::iter(prefixes)
-            .map(|prefix| async move { self.backend.list(&prefix, None).await })
-            .buffered(LIST_PARALLELISM)
-            .try_collect()
-            .await?;
-        Ok(listings
+        let prefix = format!("{CHUNK_PREFIX}{shard:02x}");
+        let listed = self.backend.list(&prefix, None).await?;
+        Ok(listed
+            .objects
             .into_iter()
-            .flat_map(|listed| listed.objects)
             .filter_map(|obj| parse_chunk_key(&obj.key).map(|chunk| (obj, chunk)))
             .collect())
     }

@@ -113,6 +113,13 @@ pub async fn run(
         params.remote.name,
         version["version"].as_str().unwrap_or("?")
     ));
+    // A pushing PBS 4.2 asks a target of 3.2.11 or later to keep protected snapshots when it
+    // removes a vanished group or namespace (`error-on-protected=false`), and older ones not
+    // at all (corpus `s4-push-sync` against 3.2.4).
+    let deletes_keep_protected = remote_version(&version) >= (3, 2, 11);
+    if !deletes_keep_protected && params.remove_vanished {
+        log("Older api version on remote detected, deletion statistics might be incomplete".into());
+    }
     // Our own server keeps the chunks of a cut session for the next one (`resumable_chunks`).
     let resumable = version["repoid"]
         .as_str()
@@ -122,6 +129,7 @@ pub async fn run(
         params,
         client,
         resumable,
+        deletes_keep_protected,
         log: log.clone(),
         aborted,
         counters: Counters::default(),
@@ -205,6 +213,9 @@ struct Pusher {
     client: RemoteClient,
     /// Whether the remote answers `resumable_chunks` (it is this server).
     resumable: bool,
+    /// Whether group and namespace removals ask the remote to keep protected snapshots
+    /// (`error-on-protected=false`, remote 3.2.11 or later).
+    deletes_keep_protected: bool,
     log: LogSink,
     aborted: AbortCheck,
     counters: Counters,
@@ -322,13 +333,20 @@ impl Pusher {
                 {
                     continue;
                 }
-                let query = group_query(remote_ns, group);
+                let mut query = group_query(remote_ns, group);
+                if self.deletes_keep_protected {
+                    query.push(("error-on-protected", "false".to_string()));
+                }
                 match self
                     .client
                     .delete(&store_path(&self.params.remote_store, "groups"), &query)
                     .await
                 {
-                    Ok(_) => {
+                    Ok(stats) => {
+                        add(
+                            &self.counters.kept_snapshots,
+                            stats["protected-snapshots"].as_u64().unwrap_or(0),
+                        );
                         (self.log)(format!("delete vanished group '{}'", group.path()));
                         add(&self.counters.removed_groups, 1);
                     }
@@ -630,11 +648,13 @@ impl Pusher {
         vanished.sort_by_key(|ns| std::cmp::Reverse(ns.depth()));
         let mut errors = 0;
         for ns in vanished {
-            let query = [
+            let mut query = vec![
                 ("ns", ns.display_path()),
                 ("delete-groups", "true".to_string()),
-                ("error-on-protected", "false".to_string()),
             ];
+            if self.deletes_keep_protected {
+                query.push(("error-on-protected", "false".to_string()));
+            }
             match self
                 .client
                 .delete(&store_path(&self.params.remote_store, "namespace"), &query)
@@ -667,5 +687,33 @@ impl Pusher {
             }
         }
         errors
+    }
+}
+
+/// `(major, minor, release)` of a `GET version` answer (`version` "3.2", `release` "4").
+fn remote_version(answer: &serde_json::Value) -> (u64, u64, u64) {
+    let number = |s: Option<&str>| s.and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let mut parts = answer["version"].as_str().unwrap_or("").split('.');
+    (
+        number(parts.next()),
+        number(parts.next()),
+        number(answer["release"].as_str()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_versions_compare_like_pbs_releases() {
+        let v = |version: &str, release: &str| {
+            remote_version(&json!({ "version": version, "release": release }))
+        };
+        assert_eq!(v("3.2", "4"), (3, 2, 4));
+        assert!(v("3.2", "4") < (3, 2, 11));
+        assert!(v("3.2", "11") >= (3, 2, 11));
+        assert!(v("4.2", "1") >= (3, 2, 11));
+        assert_eq!(remote_version(&json!({})), (0, 0, 0));
     }
 }

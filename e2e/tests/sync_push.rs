@@ -2,7 +2,7 @@
 //! like a pushing PBS 4.2: namespaces created on B, one backup session per snapshot that reuses
 //! B's previous snapshot (only new chunks sent, counted on both sides), the owner rule, and
 //! remove-vanished through B's REST API (protected snapshots left alone); a push cut
-//! mid-snapshot resumes without sending B a chunk it already stored.
+//! mid-snapshot resumes without sending B a chunk it already stored; `rate_out` holds.
 
 mod common;
 
@@ -342,4 +342,61 @@ async fn a_cut_push_resumes_without_sending_stored_chunks_again() {
         "push after cut: {stored} chunks stored by run 1, {} sent by run 2 in {seconds:.2} s",
         total - stored
     );
+}
+
+const LIMITED_PUSH: &str = r#"
+[[sync_job]]
+id = "limited"
+direction = "push"
+store = "store1"
+remote = "site-a"
+remote_store = "store1"
+schedule = "2099-01-01"
+rate_out = "2 MiB"
+"#;
+
+/// `rate_out` holds end to end: the push of 4 random 4 MiB chunks takes at least the time
+/// the limit allows (the first write passes at once, the rest wait their share).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_keeps_its_rate_out() {
+    let (b, b_admin) = with_user(PUSH_USER, PUSH_PASSWORD, "DatastoreAdmin")
+        .await
+        .unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let (_a, a_admin) = with_remote(
+        &b,
+        b.port(),
+        (PUSH_USER, PUSH_PASSWORD),
+        secrets.path(),
+        LIMITED_PUSH,
+    )
+    .await
+    .unwrap();
+    let image = random_bytes(53, 4 * IMAGE_CHUNK);
+    let content = Content {
+        tree: None,
+        image: Some(&image),
+        conf: Some(b"limited"),
+    };
+    backup(
+        &a_admin,
+        "store1",
+        None,
+        "limited",
+        T0,
+        Crypt::None,
+        &content,
+    )
+    .await
+    .unwrap();
+    let (status, log, seconds) = run_job(&a_admin, "limited").await;
+    assert_eq!(status, "OK", "{log:#?}");
+    assert_eq!(summary_chunks(&log), Some(4), "{log:#?}");
+    assert_restores(&b_admin, None, "limited", T0, None, &image).await;
+    let floor = (3 * IMAGE_CHUNK) as f64 / (2 << 20) as f64;
+    assert!(
+        seconds >= floor * 0.9,
+        "the push took {seconds:.2} s for 16 MiB; 2 MiB/s needs {floor:.2} s"
+    );
+    println!("push at rate_out 2 MiB/s: 16 MiB in {seconds:.2} s (floor {floor:.2} s)");
 }

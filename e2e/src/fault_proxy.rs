@@ -97,6 +97,11 @@ impl FaultProxy {
         format!("http://{}", self.addr)
     }
 
+    /// The local port it listens on, to configure as a server's port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
     /// Change the fault mode; open connections are cut so the change applies at once.
     pub fn set(&self, fault: Fault) {
         *lock(&self.state.fault) = fault;

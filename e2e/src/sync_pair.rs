@@ -157,35 +157,64 @@ pub async fn task_log(client: &PbsClient, upid: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// A task that has stopped: its UPID, exit status (`OK` or the error) and log.
+#[derive(Debug, Clone)]
+pub struct StoppedTask {
+    pub upid: String,
+    pub exitstatus: String,
+    pub log: Vec<String>,
+}
+
+/// A server's tasks of type `typefilter` started by `user` and not in `skip`, oldest first,
+/// each waited for until it stopped (a session's task ends just after its connection).
+pub async fn stopped_tasks(
+    client: &PbsClient,
+    typefilter: &str,
+    user: &str,
+    skip: &std::collections::BTreeSet<String>,
+) -> Result<Vec<StoppedTask>> {
+    let tasks = client
+        .get(
+            "nodes/localhost/tasks",
+            Some(&json!({ "typefilter": typefilter, "limit": 100_000 })),
+        )
+        .await?;
+    let mut stopped = Vec::new();
+    for task in tasks.as_array().into_iter().flatten().rev() {
+        let Some(upid) = task["upid"].as_str() else {
+            continue;
+        };
+        if task["user"] != user || skip.contains(upid) {
+            continue;
+        }
+        let status = wait_stopped(client, upid, Duration::from_secs(60)).await?;
+        stopped.push(StoppedTask {
+            upid: upid.to_string(),
+            exitstatus: status["exitstatus"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            log: task_log(client, upid).await?,
+        });
+    }
+    Ok(stopped)
+}
+
 /// Chunks a server's reader sessions served to `user` in tasks not in `seen` (which they are
-/// added to): the `download chunk` lines a reader opened with `debug=true` logs. Waits for
-/// each such session to end (its connection may close just after the job's end).
+/// added to): the `download chunk` lines a reader opened with `debug=true` logs.
 pub async fn chunks_served(
     client: &PbsClient,
     user: &str,
     seen: &mut std::collections::BTreeSet<String>,
 ) -> Result<usize> {
-    let tasks = client
-        .get(
-            "nodes/localhost/tasks",
-            Some(&json!({ "typefilter": "reader", "limit": 100_000 })),
-        )
-        .await?;
     let mut served = 0;
-    for task in tasks.as_array().into_iter().flatten() {
-        let Some(upid) = task["upid"].as_str() else {
-            continue;
-        };
-        if task["user"] != user || seen.contains(upid) {
-            continue;
-        }
-        wait_stopped(client, upid, Duration::from_secs(30)).await?;
-        let log = task_log(client, upid).await?;
-        served += log
+    for task in stopped_tasks(client, "reader", user, seen).await? {
+        served += task
+            .log
             .iter()
             .filter(|l| l.contains(": download chunk "))
             .count();
-        seen.insert(upid.to_string());
+        seen.insert(task.upid);
     }
     Ok(served)
 }

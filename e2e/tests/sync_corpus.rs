@@ -131,6 +131,14 @@ fn appended(body: &Value) -> Vec<(u64, String)> {
 }
 
 impl Replay {
+    fn new(expected: &[Exchange]) -> Arc<Replay> {
+        Arc::new(Replay {
+            expected: Mutex::new(expected.to_vec()),
+            next: Mutex::new(0),
+            seen: Mutex::new(Vec::new()),
+        })
+    }
+
     async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let method = req.method().to_string();
         let target = req
@@ -314,6 +322,52 @@ fn rebuild_index(index: &IndexSummary) -> Vec<u8> {
     out
 }
 
+/// A job of `bench@pbs` (the recorded user) against the replay at (port, fingerprint, secret
+/// file), mapping `remote_ns` and `ns` to `max_depth`, one group at a time, no filters.
+fn corpus_job(
+    direction: Direction,
+    (port, fingerprint, secret_file): (u16, String, std::path::PathBuf),
+    remote_ns: &str,
+    ns: &str,
+    max_depth: usize,
+) -> SyncParams {
+    SyncParams {
+        direction,
+        remote: RemoteSpec {
+            name: "corpus-s4-remote".into(),
+            host: "127.0.0.1".into(),
+            port,
+            auth_id: "bench@pbs".into(),
+            fingerprint,
+            secret_file,
+        },
+        remote_store: "store1".into(),
+        remote_ns: BackupNamespace::parse(remote_ns).unwrap(),
+        ns: BackupNamespace::parse(ns).unwrap(),
+        max_depth: Some(max_depth),
+        filters: Vec::new(),
+        remove_vanished: false,
+        transfer_last: None,
+        owner: "bench@pbs".into(),
+        verified_only: false,
+        encrypted_only: false,
+        rate_in: None,
+        rate_out: None,
+        worker_threads: 1,
+    }
+}
+
+/// A job's log sink and the lines it collects.
+#[allow(clippy::type_complexity)]
+fn log_sink() -> (Arc<dyn Fn(String) + Send + Sync>, Arc<Mutex<Vec<String>>>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    (
+        Arc::new(move |line: String| sink.lock().unwrap().push(line)),
+        lines,
+    )
+}
+
 /// A TLS server answering from `replay`; upgrades continue as HTTP/2 on the same replay.
 async fn serve(replay: Arc<Replay>) -> (u16, String) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -387,11 +441,7 @@ async fn our_pull_asks_what_a_pbs_puller_asks_and_reads_pbs_answers() {
         .position(|e| e.layer == Layer::H2 && e.request.target.starts_with("/chunk?"))
         .expect("run 1 fetches a chunk");
     let expected = run1[..=first_chunk].to_vec();
-    let replay = Arc::new(Replay {
-        expected: Mutex::new(expected.clone()),
-        next: Mutex::new(0),
-        seen: Mutex::new(Vec::new()),
-    });
+    let replay = Replay::new(&expected);
     let (port, fingerprint) = serve(replay.clone()).await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -399,35 +449,14 @@ async fn our_pull_asks_what_a_pbs_puller_asks_and_reads_pbs_answers() {
     std::fs::write(&secret, "corpus-password\n").unwrap();
     let backend = Arc::new(LocalBackend::open(&dir.path().join("store1")).unwrap());
     let store = Datastore::open("store1", backend).await.unwrap();
-    let params = SyncParams {
-        direction: Direction::Pull,
-        remote: RemoteSpec {
-            name: "corpus-s4-remote".into(),
-            host: "127.0.0.1".into(),
-            port,
-            auth_id: "bench@pbs".into(),
-            fingerprint,
-            secret_file: secret,
-        },
-        remote_store: "store1".into(),
-        remote_ns: BackupNamespace::parse("corpus-s4-pull-src").unwrap(),
-        ns: BackupNamespace::parse("corpus-s4-pulled").unwrap(),
-        max_depth: Some(0),
-        filters: Vec::new(),
-        remove_vanished: false,
-        transfer_last: None,
-        owner: "bench@pbs".into(),
-        verified_only: false,
-        encrypted_only: false,
-        rate_in: None,
-        rate_out: None,
-        worker_threads: 1,
-    };
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let log = {
-        let lines = lines.clone();
-        Arc::new(move |line: String| lines.lock().unwrap().push(line))
-    };
+    let params = corpus_job(
+        Direction::Pull,
+        (port, fingerprint, secret),
+        "corpus-s4-pull-src",
+        "corpus-s4-pulled",
+        0,
+    );
+    let (log, lines) = log_sink();
     let summary = pull::run(store.clone(), params, log, Arc::new(|| false))
         .await
         .expect("the job runs to its end");
@@ -634,41 +663,19 @@ async fn replay_push(
     remove_vanished: bool,
     max_depth: usize,
 ) -> (usize, push::PushSummary) {
-    let replay = Arc::new(Replay {
-        expected: Mutex::new(expected.clone()),
-        next: Mutex::new(0),
-        seen: Mutex::new(Vec::new()),
-    });
+    let replay = Replay::new(&expected);
     let (port, fingerprint) = serve(replay.clone()).await;
     let params = SyncParams {
-        direction: Direction::Push,
-        remote: RemoteSpec {
-            name: "corpus-s4-target".into(),
-            host: "127.0.0.1".into(),
-            port,
-            auth_id: "bench@pbs".into(),
-            fingerprint,
-            secret_file: secret.to_path_buf(),
-        },
-        remote_store: "store1".into(),
-        remote_ns: BackupNamespace::parse(PUSH_TARGET_NS).unwrap(),
-        ns: BackupNamespace::root(),
-        max_depth: Some(max_depth),
-        filters: Vec::new(),
         remove_vanished,
-        transfer_last: None,
-        owner: "bench@pbs".into(),
-        verified_only: false,
-        encrypted_only: false,
-        rate_in: None,
-        rate_out: None,
-        worker_threads: 1,
+        ..corpus_job(
+            Direction::Push,
+            (port, fingerprint, secret.to_path_buf()),
+            PUSH_TARGET_NS,
+            "",
+            max_depth,
+        )
     };
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let log = {
-        let lines = lines.clone();
-        Arc::new(move |line: String| lines.lock().unwrap().push(line))
-    };
+    let (log, lines) = log_sink();
     let summary = push::run(store.clone(), params, log, Arc::new(|| false))
         .await
         .expect("the job runs to its end");

@@ -263,17 +263,10 @@ async fn pull_resumes_after_a_cut_without_fetching_stored_chunks_and_keeps_its_r
     let proxy = FaultProxy::start(format!("127.0.0.1:{}", a.port()).parse().unwrap())
         .await
         .unwrap();
-    let proxy_port: u16 = proxy
-        .endpoint()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
     let secrets = tempfile::tempdir().unwrap();
     let (b, b_admin) = with_remote(
         &a,
-        proxy_port,
+        proxy.port(),
         (SYNC_USER, SYNC_PASSWORD),
         secrets.path(),
         SLOW_JOB,
@@ -299,22 +292,7 @@ async fn pull_resumes_after_a_cut_without_fetching_stored_chunks_and_keeps_its_r
     assert_eq!(chunk_files(&a), total_chunks);
 
     // Run 1: cut every connection once B has stored two chunks.
-    let upid = b_admin.post("admin/sync/slow/run", None).await.unwrap();
-    let upid = upid.as_str().unwrap().to_string();
-    let mut cut = false;
-    for _ in 0..600 {
-        if chunk_files(&b) >= 2 {
-            proxy.set(Fault::Cut(None));
-            cut = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        cut,
-        "run 1 never stored two chunks: {:#?}",
-        task_log(&b_admin, &upid).await
-    );
+    let upid = run_and_cut(&b_admin, "slow", &proxy, &b, 2).await;
     let (status, log) = wait_task_long(&b_admin, &upid).await;
     assert_ne!(status, "OK", "the cut run must fail: {log:#?}");
     assert!(

@@ -6,17 +6,43 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::sync::*;
 use common::*;
 use pbs_cloud_e2e::fault_proxy::{Fault, FaultProxy};
 use pbs_cloud_e2e::sync_pair::{self, chunk_files, summary_chunks, with_remote, with_user};
-use pbs_cloud_e2e::{Crypt, PbsClient};
+use pbs_cloud_e2e::{Crypt, PbsClient, TestServer};
 use serde_json::json;
 
 const PUSH_USER: &str = "pusher@pbs";
 const PUSH_PASSWORD: &str = "push-secret-1";
+
+/// B: the push target, with a user that may back up and remove.
+async fn push_target() -> (TestServer, PbsClient) {
+    with_user(PUSH_USER, PUSH_PASSWORD, "DatastoreAdmin")
+        .await
+        .expect("start pbs-cloud-server (build it with `cargo build -p pbs-cloud-server`)")
+}
+
+/// A: a server whose remote `site-a` is B at `port` (B's own, or a proxy's in front of it),
+/// configured with `jobs`; the directory holding the remote's secret goes with it.
+async fn pushing_source(
+    b: &TestServer,
+    port: u16,
+    jobs: &str,
+) -> (TestServer, PbsClient, tempfile::TempDir) {
+    let secrets = tempfile::tempdir().unwrap();
+    let (a, a_admin) = with_remote(b, port, (PUSH_USER, PUSH_PASSWORD), secrets.path(), jobs)
+        .await
+        .unwrap();
+    (a, a_admin, secrets)
+}
+
+/// B's backup tasks of the pushing user, oldest first, once stopped.
+async fn backup_tasks(b_admin: &PbsClient) -> Vec<sync_pair::StoppedTask> {
+    sync_pair::stopped_tasks(b_admin, "backup", PUSH_USER, &Default::default())
+        .await
+        .unwrap()
+}
 
 const PUSH_JOB: &str = r#"
 [[sync_job]]
@@ -36,19 +62,8 @@ worker_threads = 2
 async fn push_creates_namespaces_sends_only_new_chunks_keeps_owners_and_removes_vanished() {
     // B is the push target with a user that may back up and remove; A pushes its prod/ to B's
     // offsite/.
-    let (b, b_admin) = with_user(PUSH_USER, PUSH_PASSWORD, "DatastoreAdmin")
-        .await
-        .unwrap();
-    let secrets = tempfile::tempdir().unwrap();
-    let (_a, a_admin) = with_remote(
-        &b,
-        b.port(),
-        (PUSH_USER, PUSH_PASSWORD),
-        secrets.path(),
-        PUSH_JOB,
-    )
-    .await
-    .unwrap();
+    let (b, b_admin) = push_target().await;
+    let (_a, a_admin, _secrets) = pushing_source(&b, b.port(), PUSH_JOB).await;
 
     let (tree_dir, mut image) = prod_web_fixture(&a_admin, 41).await;
     let first_image = image.clone();
@@ -208,58 +223,13 @@ schedule = "2099-01-01"
 rate_out = "16 MiB"
 "#;
 
-/// Stopped backup tasks of `user` on a server, oldest first: (status, log).
-async fn backup_tasks(client: &PbsClient, user: &str) -> Vec<(String, Vec<String>)> {
-    let tasks = client
-        .get(
-            "nodes/localhost/tasks",
-            Some(&json!({ "typefilter": "backup", "limit": 1000 })),
-        )
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    for task in tasks.as_array().unwrap().iter().rev() {
-        if task["user"] != user {
-            continue;
-        }
-        let upid = task["upid"].as_str().unwrap();
-        let stopped = sync_pair::wait_stopped(client, upid, Duration::from_secs(60))
-            .await
-            .unwrap();
-        let status = stopped["exitstatus"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        out.push((status, task_log(client, upid).await));
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_push_resumes_without_sending_stored_chunks_again() {
-    let (b, b_admin) = with_user(PUSH_USER, PUSH_PASSWORD, "DatastoreAdmin")
-        .await
-        .unwrap();
+    let (b, b_admin) = push_target().await;
     let proxy = FaultProxy::start(format!("127.0.0.1:{}", b.port()).parse().unwrap())
         .await
         .unwrap();
-    let proxy_port: u16 = proxy
-        .endpoint()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let secrets = tempfile::tempdir().unwrap();
-    let (a, a_admin) = with_remote(
-        &b,
-        proxy_port,
-        (PUSH_USER, PUSH_PASSWORD),
-        secrets.path(),
-        SLOW_PUSH,
-    )
-    .await
-    .unwrap();
+    let (a, a_admin, _secrets) = pushing_source(&b, proxy.port(), SLOW_PUSH).await;
     // 16 random 4 MiB chunks, 8 in flight at once: a cut after two leaves some never sent.
     let image = random_bytes(47, 16 * IMAGE_CHUNK);
     let content = Content {
@@ -274,24 +244,13 @@ async fn a_cut_push_resumes_without_sending_stored_chunks_again() {
     assert_eq!(total, 16);
 
     // Run 1: cut every connection once B has stored two chunks.
-    let upid = a_admin.post("admin/sync/slow/run", None).await.unwrap();
-    let upid = upid.as_str().unwrap().to_string();
-    let mut cut = false;
-    for _ in 0..600 {
-        if chunk_files(&b) >= 2 {
-            proxy.set(Fault::Cut(None));
-            cut = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(cut, "run 1 never stored two chunks on B");
+    let upid = run_and_cut(&a_admin, "slow", &proxy, &b, 2).await;
     let (status, log) = wait_task_long(&a_admin, &upid).await;
     assert_ne!(status, "OK", "the cut run must fail: {log:#?}");
     // B's session ends (and writes its resume record) before its task stops.
-    let b_tasks = backup_tasks(&b_admin, PUSH_USER).await;
+    let b_tasks = backup_tasks(&b_admin).await;
     assert_eq!(b_tasks.len(), 1, "{b_tasks:#?}");
-    assert_ne!(b_tasks[0].0, "OK", "{b_tasks:#?}");
+    assert_ne!(b_tasks[0].exitstatus, "OK", "{b_tasks:#?}");
     assert!(
         snapshots(&b_admin, "store1", None, "bulk").await.is_empty(),
         "no partial snapshot on B"
@@ -317,9 +276,10 @@ async fn a_cut_push_resumes_without_sending_stored_chunks_again() {
     assert_restores(&b_admin, None, "bulk", T0, None, &image).await;
     // Measured on B: its session took the record over, and no upload was of a chunk B had
     // (PBS's "Duplicates: <known to the client>+<found on the server>").
-    let b_tasks = backup_tasks(&b_admin, PUSH_USER).await;
-    let (status, b_log) = b_tasks.last().unwrap();
-    assert_eq!(status, "OK", "{b_log:#?}");
+    let b_tasks = backup_tasks(&b_admin).await;
+    let last = b_tasks.last().unwrap();
+    let b_log = &last.log;
+    assert_eq!(last.exitstatus, "OK", "{b_log:#?}");
     let resumed = format!(
         "resume: {stored} of {stored} chunks uploaded by an interrupted session are still stored"
     );
@@ -359,19 +319,8 @@ rate_out = "2 MiB"
 /// the limit allows (the first write passes at once, the rest wait their share).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_keeps_its_rate_out() {
-    let (b, b_admin) = with_user(PUSH_USER, PUSH_PASSWORD, "DatastoreAdmin")
-        .await
-        .unwrap();
-    let secrets = tempfile::tempdir().unwrap();
-    let (_a, a_admin) = with_remote(
-        &b,
-        b.port(),
-        (PUSH_USER, PUSH_PASSWORD),
-        secrets.path(),
-        LIMITED_PUSH,
-    )
-    .await
-    .unwrap();
+    let (b, b_admin) = push_target().await;
+    let (_a, a_admin, _secrets) = pushing_source(&b, b.port(), LIMITED_PUSH).await;
     let image = random_bytes(53, 4 * IMAGE_CHUNK);
     let content = Content {
         tree: None,

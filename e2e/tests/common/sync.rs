@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+use pbs_cloud_e2e::fault_proxy::{Fault, FaultProxy};
 use pbs_cloud_e2e::sync_pair::{self, with_user};
 use pbs_cloud_e2e::{Crypt, PbsClient, TestServer};
 use serde_json::{json, Value};
@@ -47,6 +48,33 @@ pub async fn run_job(client: &PbsClient, id: &str) -> (String, Vec<String>, f64)
         run.upid
     );
     (run.exitstatus, run.log, run.elapsed.as_secs_f64())
+}
+
+/// Starts sync job `id` through `client` and cuts every connection through `proxy` once
+/// `target` holds `stored` chunk files; the job's UPID.
+pub async fn run_and_cut(
+    client: &PbsClient,
+    id: &str,
+    proxy: &FaultProxy,
+    target: &TestServer,
+    stored: usize,
+) -> String {
+    let upid = client
+        .post(&format!("admin/sync/{id}/run"), None)
+        .await
+        .unwrap();
+    let upid = upid.as_str().unwrap().to_string();
+    for _ in 0..600 {
+        if sync_pair::chunk_files(target) >= stored {
+            proxy.set(Fault::Cut(None));
+            return upid;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "job {id} never stored {stored} chunks: {:#?}",
+        sync_pair::task_log(client, &upid).await
+    );
 }
 
 /// Chunks A served to B's pulls since the last call.

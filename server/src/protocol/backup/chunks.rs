@@ -102,12 +102,7 @@ pub(super) async fn upload_chunk(
             .insert_chunk(&digest, raw.freeze(), encrypted)
             .await
             .map_err(ProtocolError::from)?;
-        if lease.known_chunk_size(&digest).is_none() {
-            session
-                .budget()
-                .check_known_chunks(lease.known_chunk_count(), 1)
-                .map_err(ProtocolError::from)?;
-        }
+        session.check_known_budget(&lease, &digest)?;
         session
             .state()
             .register_chunk(kind, wid, size, encoded_size, outcome.duplicate)?;

@@ -70,6 +70,20 @@ impl BackupSession {
         format!("\"{}/{name}\"", self.rel_dir)
     }
 
+    /// Refuses a chunk the session does not know yet once it knows as many as its budget
+    /// allows (uploads, previous indexes and resume records all count).
+    fn check_known_budget(
+        &self,
+        lease: &BackupLease,
+        digest: &crate::format::Digest,
+    ) -> Result<(), ProtocolError> {
+        if lease.known_chunk_size(digest).is_none() {
+            self.budget()
+                .check_known_chunks(lease.known_chunk_count(), 1)?;
+        }
+        Ok(())
+    }
+
     /// Shared access to the lease; fails once `finish` consumed it.
     async fn lease(&self) -> Result<RwLockReadGuard<'_, BackupLease>, ProtocolError> {
         RwLockReadGuard::try_map(self.lease.read().await, |l| l.as_ref())

@@ -45,13 +45,8 @@ pub(super) async fn download_previous(
         let index = AnyIndex::parse(kind, &bytes).map_err(|e| {
             HttpError::bad_request(format!("unable to open previous index '{name}': {e}"))
         })?;
-        let budget = session.budget();
         for (digest, size) in index.chunks() {
-            if lease.known_chunk_size(&digest).is_none() {
-                budget
-                    .check_known_chunks(lease.known_chunk_count(), 1)
-                    .map_err(ProtocolError::from)?;
-            }
+            session.check_known_budget(&lease, &digest)?;
             lease.register_chunk(&digest, size);
         }
     }

@@ -19,14 +19,9 @@ pub(super) async fn resumable_chunks(session: &BackupSession) -> Result<Response
         .take_resume_record()
         .await
         .map_err(ProtocolError::from)?;
-    let budget = session.budget();
     let mut digests = Vec::with_capacity(record.len() * 32);
     for (digest, size) in &record {
-        if lease.known_chunk_size(digest).is_none() {
-            budget
-                .check_known_chunks(lease.known_chunk_count(), 1)
-                .map_err(ProtocolError::from)?;
-        }
+        session.check_known_budget(&lease, digest)?;
         if lease
             .adopt_resumable_chunk(digest, *size)
             .await
